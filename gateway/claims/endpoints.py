@@ -1,0 +1,79 @@
+"""`/v1/claims`: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from pydantic import AwareDatetime
+
+from gateway.claims import service
+from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic, ClaimStatus
+from gateway.deps import ContextDep, PharmacyDep, rate_limited
+from gateway.errors import problem_responses
+
+router = APIRouter(prefix="/v1/claims", tags=["claims"])
+
+
+def _answer(response: Response, result: service.SubmitResult) -> ClaimPublic:
+    response.status_code = result.http_status
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result.claim
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ClaimPublic,
+    dependencies=[Depends(rate_limited("claims"))],
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 502, 503),
+    summary="Submit a claim",
+)
+async def submit_claim(
+    claim_in: ClaimCreate,
+    ctx: ContextDep,
+    principal: PharmacyDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> ClaimPublic:
+    result = await service.submit(
+        ctx=ctx, principal=principal, claim_in=claim_in, idempotency_key=idempotency_key
+    )
+    return _answer(response, result)
+
+
+@router.get("", response_model=ClaimPage, responses=problem_responses(401, 403, 422),
+            summary="List own claims, newest first")
+async def list_claims(
+    ctx: ContextDep,
+    principal: PharmacyDep,
+    status: ClaimStatus | None = None,
+    operator: Annotated[str | None, Query(max_length=64)] = None,
+    since: AwareDatetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Any:
+    return await service.list_claims(
+        ctx=ctx, principal=principal, status=status, operator=operator,
+        since=since, cursor=cursor, limit=limit,
+    )
+
+
+@router.get("/{claim_id}", response_model=ClaimDetail,
+            responses=problem_responses(401, 403, 404), summary="A claim with its history")
+async def get_claim(claim_id: str, ctx: ContextDep, principal: PharmacyDep) -> Any:
+    return await service.get(ctx=ctx, principal=principal, claim_id=claim_id)
+
+
+@router.post("/{claim_id}/cancel", response_model=ClaimPublic,
+             responses=problem_responses(401, 403, 404, 409),
+             summary="Cancel a claim (202 while the operator has not confirmed)")
+async def cancel_claim(
+    claim_id: str, ctx: ContextDep, principal: PharmacyDep, response: Response
+) -> ClaimPublic:
+    result = await service.cancel(ctx=ctx, principal=principal, claim_id=claim_id)
+    response.status_code = result.http_status
+    return result.claim

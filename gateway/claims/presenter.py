@@ -1,0 +1,48 @@
+"""Claim rows to public schemas: decrypts only to mask, never returns personal data."""
+
+from __future__ import annotations
+
+from gateway.claims.schemas import ClaimDetail, ClaimPublic, Coverage, HistoryItem, Rejection
+from gateway.models import Claim, ClaimHistory
+from gateway.security.crypto import Cipher
+
+
+def payload_context(claim_id: str) -> str:
+    return f"claims:{claim_id}"
+
+
+def mask_nir(nir: str) -> str:
+    """Sex, birth year and month stay readable at the counter; the rest is hidden."""
+    return nir[:5] + "*" * (len(nir) - 5)
+
+
+def to_public(claim: Claim, cipher: Cipher) -> ClaimPublic:
+    payload = cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
+    return ClaimPublic(
+        id=claim.id,
+        status=claim.status,  # type: ignore[arg-type]
+        operator=claim.operator,
+        invoice_number=claim.invoice_number,
+        service_date=claim.service_date,
+        insurer_number=claim.insurer_number,
+        nir_masked=mask_nir(payload["beneficiary"]["nir"]),
+        amc_requested_cents=claim.amc_requested_cents,
+        amc_covered_cents=claim.amc_covered_cents,
+        rejection=(
+            Rejection(code=claim.rejection_code, label=claim.rejection_label or "")
+            if claim.rejection_code else None
+        ),
+        operator_reference=claim.operator_reference,
+        cancellation_pending=claim.cancellation_pending,
+        coverage=Coverage(decision=claim.coverage_decision,  # type: ignore[arg-type]
+                          reason=claim.coverage_reason),
+        created_at=claim.created_at,
+        updated_at=claim.updated_at,
+    )
+
+
+def to_detail(claim: Claim, steps: list[ClaimHistory], cipher: Cipher) -> ClaimDetail:
+    return ClaimDetail(
+        **to_public(claim, cipher).model_dump(),
+        history=[HistoryItem(status=s.status, at=s.at, detail=s.detail) for s in steps],
+    )

@@ -1,0 +1,80 @@
+"""Every query on claims and their history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import Claim, ClaimHistory, utcnow
+
+
+async def find_duplicate(
+    session: AsyncSession, *, finess: str, invoice_number: str, idempotency_key: str | None
+) -> list[Claim]:
+    """Claims of this pharmacy holding this idempotency key or this invoice number."""
+    clauses = [col(Claim.invoice_number) == invoice_number]
+    if idempotency_key is not None:
+        clauses.append(col(Claim.idempotency_key) == idempotency_key)
+    result = await session.exec(
+        select(Claim).where(col(Claim.finess) == finess, or_(*clauses))
+    )
+    return list(result.all())
+
+
+async def load(session: AsyncSession, claim_id: str) -> Claim:
+    """A claim known to exist (claims are never deleted)."""
+    claim = await session.get(Claim, claim_id)
+    if claim is None:
+        raise LookupError(f"claim {claim_id} vanished")
+    return claim
+
+
+async def get_own(session: AsyncSession, *, claim_id: str, finess: str) -> Claim | None:
+    result = await session.exec(
+        select(Claim).where(col(Claim.id) == claim_id, col(Claim.finess) == finess)
+    )
+    return result.first()
+
+
+async def list_own(
+    session: AsyncSession,
+    *,
+    finess: str,
+    status: str | None,
+    operator: str | None,
+    since: datetime | None,
+    before_id: str | None,
+    limit: int,
+) -> list[Claim]:
+    query = select(Claim).where(col(Claim.finess) == finess)
+    if status:
+        query = query.where(col(Claim.status) == status)
+    if operator:
+        query = query.where(col(Claim.operator) == operator)
+    if since:
+        query = query.where(col(Claim.created_at) >= since)
+    if before_id:
+        query = query.where(col(Claim.id) < before_id)
+    result = await session.exec(query.order_by(col(Claim.id).desc()).limit(limit))
+    return list(result.all())
+
+
+async def history(session: AsyncSession, claim_id: str) -> list[ClaimHistory]:
+    result = await session.exec(
+        select(ClaimHistory)
+        .where(col(ClaimHistory.claim_id) == claim_id)
+        .order_by(col(ClaimHistory.id))
+    )
+    return list(result.all())
+
+
+def record(session: AsyncSession, claim: Claim, status: str, detail: str | None = None) -> None:
+    """Move a claim to `status` and append the step to its history, in the caller's transaction."""
+    now = utcnow()
+    claim.status = status
+    claim.updated_at = now
+    session.add(claim)
+    session.add(ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail))

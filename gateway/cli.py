@@ -1,0 +1,156 @@
+"""`gateway ...`: the command line of CONTRACT.md section 1.
+
+Exit status: 0 success, 2 bad usage (typer's own), 1 failure with a reason on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML file (default config/gateway.toml; env GATEWAY_CONFIG)"),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
+
+
+def migrated_settings(config: Path | None) -> Settings:
+    """Settings with the database brought up to date: every DB command starts so."""
+    from gateway.migrate import upgrade
+
+    settings = settings_or_exit(config)
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - report any database failure as exit 1
+        raise fail(f"database: {type(exc).__name__}: {exc}") from None
+    return settings
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Start the gateway alone, configured by a TOML file."""
+    import uvicorn
+
+    from gateway.main import create_app
+
+    settings = migrated_settings(config)
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = Path("var"),
+) -> None:
+    """The gateway on SQLite with two simulated operators, keys and a curl to paste."""
+    from gateway.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(port=port, data_dir=data_dir))
+    except KeyboardInterrupt:
+        pass
+    except (ConfigError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option(help="port to listen on")],
+    name: Annotated[str, typer.Option(help="the operator's name")] = "simulator",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """One simulated operator speaking the reference protocol, with fault injection."""
+    import uvicorn
+
+    from adapters.simulator import create_simulator
+
+    uvicorn.run(create_simulator(name), host=host, port=port, log_level="warning")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the database migrations."""
+    migrated_settings(config)
+    typer.echo("database is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="pharmacy, operations or admin")],
+    finess: Annotated[str | None, typer.Option(help="the pharmacy's FINESS")] = None,
+    operators: Annotated[str | None, typer.Option(help="operations scope: A,B")] = None,
+    label: Annotated[str | None, typer.Option(help="a note to recognise the key")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key; its secret is printed once, alone on the last line."""
+    from gateway.keys_admin import create_key
+    from gateway.security.apikeys import InvalidKeyRequest
+
+    settings = migrated_settings(config)
+    scope = [op.strip() for op in operators.split(",") if op.strip()] if operators else None
+    unknown = sorted(set(scope or []) - {op.name for op in settings.operators})
+    if unknown:
+        raise fail(f"--operators: unknown operator(s) {', '.join(unknown)}")
+    try:
+        key_id, secret = asyncio.run(
+            create_key(settings, role=role, finess=finess, operators=scope, label=label)
+        )
+    except InvalidKeyRequest as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"key_id: {key_id}")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """One line per key: id, role, FINESS or operators, label, created, revoked."""
+    from gateway.keys_admin import list_key_lines
+
+    for line in asyncio.run(list_key_lines(migrated_settings(config))):
+        typer.echo(line)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, config: ConfigOption = None) -> None:
+    """Revoke a key: it stops working at once."""
+    from gateway.keys_admin import revoke_key
+
+    if not asyncio.run(revoke_key(migrated_settings(config), key_id)):
+        raise fail(f"no key {key_id}")
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,20 @@
+"""What a request needs from the running gateway, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.db import Database
+from gateway.operators import OperatorDirectory
+from gateway.security.crypto import Cipher
+from gateway.security.ratelimit import RateLimiter
+from gateway.settings import Settings
+
+
+@dataclass(slots=True)
+class AppContext:
+    settings: Settings
+    db: Database
+    cipher: Cipher
+    operators: OperatorDirectory
+    limiter: RateLimiter

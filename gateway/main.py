@@ -1,0 +1,90 @@
+"""The composition root: `create_app(settings)` and the lifespan that builds everything."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from gateway.claims.endpoints import router as claims_router
+from gateway.context import AppContext
+from gateway.db import Database
+from gateway.errors import install_error_handlers
+from gateway.logs import configure_logging
+from gateway.middleware import BodyLimitMiddleware
+from gateway.operators import build_directory
+from gateway.rights.endpoints import router as rights_router
+from gateway.security.crypto import Cipher
+from gateway.security.keyring import load_keyring
+from gateway.security.ratelimit import RateLimiter
+from gateway.settings import Settings
+
+DESCRIPTION = """A tiers-payant claims gateway between pharmacy software and AMC operators.
+
+Authenticate with `Authorization: Bearer <key>`. Errors are `application/problem+json`.
+"""
+
+
+def build_context(
+    settings: Settings, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+) -> AppContext:
+    return AppContext(
+        settings=settings,
+        db=Database(settings.database_url),
+        cipher=Cipher(load_keyring(settings)),
+        operators=build_directory(settings, transports),
+        limiter=RateLimiter({
+            "rights": settings.limits.rights_per_minute,
+            "claims": settings.limits.claims_per_minute,
+        }),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """The gateway app; `transports` lets tests route an operator to an in-process app."""
+    if configure_logs:
+        configure_logging(settings.log_level)
+    load_keyring(settings)  # fail at creation, not at the first request, on a bad key
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = build_context(settings, transports)
+        app.state.context = context
+        try:
+            yield
+        finally:
+            await context.operators.aclose()
+            await context.db.dispose()
+
+    app = FastAPI(
+        title="Tiers-payant fallback claims gateway",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(claims_router)
+    app.include_router(rights_router)
+
+    @app.get("/healthz", tags=["service"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"], summary="The database is reachable")
+    async def readyz() -> JSONResponse:
+        try:
+            await app.state.context.db.ping()
+        except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return app

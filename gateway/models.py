@@ -1,0 +1,115 @@
+"""Tables. Personal data lives only in encrypted `*_enc` columns; lookups use keyed hashes.
+
+Table models never leave the service layer: endpoints return the schemas of each
+capability's `schemas.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware instants on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def instant_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    secret_hash: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    finess: str | None = Field(default=None, max_length=9, index=True)
+    operators: str | None = Field(default=None, max_length=500)
+    label: str | None = Field(default=None, max_length=200)
+    created_at: datetime = instant_column()
+    revoked_at: datetime | None = instant_column(nullable=True)
+    expires_at: datetime | None = instant_column(nullable=True)
+
+
+class Claim(SQLModel, table=True):
+    __tablename__ = "claims"
+    __table_args__ = (
+        UniqueConstraint("finess", "invoice_number", name="uq_claims_finess_invoice"),
+        UniqueConstraint("finess", "idempotency_key", name="uq_claims_finess_idempotency_key"),
+        Index("ix_claims_finess_id", "finess", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    finess: str = Field(max_length=9)
+    invoice_number: str = Field(max_length=40)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str = Field(max_length=64)
+    nir_hash: str = Field(max_length=64, index=True)
+    beneficiary_hash: str = Field(max_length=64, index=True)
+    operator: str = Field(max_length=64, index=True)
+    insurer_number: str = Field(max_length=12)
+    service_date: date
+    status: str = Field(max_length=16, index=True)
+    amc_requested_cents: int
+    amc_covered_cents: int | None = None
+    rejection_code: str | None = Field(default=None, max_length=64)
+    rejection_label: str | None = Field(default=None, max_length=500)
+    operator_reference: str | None = Field(default=None, max_length=128)
+    first_http_status: int | None = None
+    cancellation_pending: bool = False
+    coverage_decision: str = Field(default="not_needed", max_length=16)
+    coverage_reason: str | None = Field(default=None, max_length=40)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    payload_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = instant_column()
+    updated_at: datetime = instant_column()
+
+
+class ClaimHistory(SQLModel, table=True):
+    __tablename__ = "claim_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: str = Field(foreign_key="claims.id", index=True, max_length=40)
+    status: str = Field(max_length=16)
+    at: datetime = instant_column()
+    detail: str | None = Field(default=None, max_length=500)
+
+
+class RightsCacheEntry(SQLModel, table=True):
+    """The last rights answer per beneficiary and insurer; the answer itself is encrypted."""
+
+    __tablename__ = "rights_cache"
+    __table_args__ = (
+        UniqueConstraint("beneficiary_hash", "insurer_number", name="uq_rights_cache_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    beneficiary_hash: str = Field(max_length=64)
+    insurer_number: str = Field(max_length=12)
+    answer_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    as_of: datetime = instant_column(index=True)

@@ -1,0 +1,41 @@
+"""The rights cache: one encrypted answer per beneficiary and insurer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import RightsCacheEntry
+
+
+async def get(
+    session: AsyncSession, *, beneficiary_hash: str, insurer_number: str, not_before: datetime
+) -> RightsCacheEntry | None:
+    result = await session.exec(
+        select(RightsCacheEntry).where(
+            col(RightsCacheEntry.beneficiary_hash) == beneficiary_hash,
+            col(RightsCacheEntry.insurer_number) == insurer_number,
+            col(RightsCacheEntry.as_of) >= not_before,
+        )
+    )
+    return result.first()
+
+
+async def put(
+    session: AsyncSession, *, beneficiary_hash: str, insurer_number: str,
+    answer_enc: bytes, as_of: datetime,
+) -> None:
+    result = await session.exec(
+        select(RightsCacheEntry).where(
+            col(RightsCacheEntry.beneficiary_hash) == beneficiary_hash,
+            col(RightsCacheEntry.insurer_number) == insurer_number,
+        )
+    )
+    entry = result.first() or RightsCacheEntry(
+        beneficiary_hash=beneficiary_hash, insurer_number=insurer_number,
+        answer_enc=answer_enc, as_of=as_of,
+    )
+    entry.answer_enc, entry.as_of = answer_enc, as_of
+    session.add(entry)

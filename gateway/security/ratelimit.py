@@ -1,0 +1,33 @@
+"""Per-key request limits by endpoint class: a sliding one-minute window in memory.
+
+The first N requests of a burst pass; then 429 until the oldest request of the
+window is a minute old. Each instance counts alone (shared limits need Redis).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+WINDOW_S = 60.0
+
+
+class RateLimiter:
+    def __init__(self, per_minute: dict[str, int], clock: Callable[[], float] = time.monotonic):
+        self._per_minute = per_minute
+        self._clock = clock
+        self._seen: dict[tuple[str, str], deque[float]] = {}
+
+    def check(self, key_id: str, endpoint_class: str) -> float | None:
+        """Record a request; None if allowed, else the seconds to wait before retrying."""
+        limit = self._per_minute[endpoint_class]
+        now = self._clock()
+        window = self._seen.setdefault((key_id, endpoint_class), deque())
+        while window and window[0] <= now - WINDOW_S:
+            window.popleft()
+        if len(window) >= limit:
+            return max(1.0, math.ceil(window[0] + WINDOW_S - now))
+        window.append(now)
+        return None

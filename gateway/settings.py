@@ -1,0 +1,168 @@
+"""Configuration: a TOML file, overridden key by key by `GATEWAY_<SECTION>__<KEY>` env.
+
+Every model forbids unknown keys, so a typo stops the start with the key's name
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+INSURER_PATTERN = re.compile(r"^[0-9]{1,12}\*?$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SecuritySettings(_Section):
+    data_key: SecretStr = SecretStr("")
+    signing_key: SecretStr = SecretStr("")
+    index_key: SecretStr = SecretStr("")  # keyed hashes for NIR lookups: never the data key
+    previous_data_keys: list[SecretStr] = Field(
+        default_factory=list, description="older data keys, still used to decrypt"
+    )
+
+
+class ProvisionalSettings(_Section):
+    max_amc_cents_per_claim: int = Field(30000, ge=0)
+    max_amc_cents_per_beneficiary_per_day: int = Field(60000, ge=0)
+    max_outstanding_cents_per_pharmacy: int = Field(500000, ge=0)
+    rights_cache_days: int = Field(30, ge=0)
+    receipt_validity_days: int = Field(90, ge=1)
+
+
+class LimitsSettings(_Section):
+    rights_per_minute: int = Field(120, ge=1)
+    claims_per_minute: int = Field(1200, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class OperatorSettings(_Section):
+    name: str = Field(pattern=r"^[a-z0-9-]+$")
+    adapter: str
+    base_url: str
+    insurers: list[str] = Field(min_length=1)
+    provisional: Literal["none", "cached_rights", "card"] = "card"
+    timeout_s: float = Field(2.0, gt=0)
+    deadline_s: float = Field(3.0, gt=0)
+    breaker_fail_max: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(15, gt=0)
+    breaker_reset_max_s: float = Field(120, gt=0)
+    probe_interval_s: float = Field(5, gt=0)
+    drain_per_s: float = Field(20, gt=0)
+    drain_ramp_s: float = Field(10, ge=0)
+    max_attempts: int = Field(12, ge=1)
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> OperatorSettings:
+        for pattern in self.insurers:
+            if not INSURER_PATTERN.match(pattern):
+                raise ValueError(
+                    f"insurers: {pattern!r} is neither an insurer number nor a prefix ending in *"
+                )
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = "production"
+    database_url: str = "sqlite:///var/gateway.db"
+    redis_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+    security: SecuritySettings = SecuritySettings()
+    provisional: ProvisionalSettings = ProvisionalSettings()
+    limits: LimitsSettings = LimitsSettings()
+    operators: list[OperatorSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_operators(self) -> Settings:
+        seen_names: set[str] = set()
+        owner_of: dict[str, str] = {}
+        for index, operator in enumerate(self.operators):
+            if operator.name in seen_names:
+                raise ValueError(f"operators[{index}].name: duplicate operator {operator.name!r}")
+            seen_names.add(operator.name)
+            for pattern in operator.insurers:
+                if pattern in owner_of:
+                    raise ValueError(
+                        f"operators[{index}].insurers: {pattern!r} is already routed to "
+                        f"{owner_of[pattern]!r}"
+                    )
+                owner_of[pattern] = operator.name
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    def operator(self, name: str) -> OperatorSettings | None:
+        return next((op for op in self.operators if op.name == name), None)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}" if path else message)
+    return "; ".join(lines)
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The file to read: the explicit path, else GATEWAY_CONFIG, else the default if present."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("GATEWAY_CONFIG"):
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply env overrides, validate; raise ConfigError."""
+    values: dict[str, Any] = {}
+    source = config_path(path)
+    if source is not None:
+        try:
+            values = tomllib.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{source}: no such configuration file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}{_describe(exc)}") from exc
