@@ -96,7 +96,8 @@ def simulator(
 
     from adapters.simulator import create_simulator
 
-    uvicorn.run(create_simulator(name), host=host, port=port, log_level="warning")
+    uvicorn.run(create_simulator(name), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=1)
 
 
 @db_app.command("upgrade")

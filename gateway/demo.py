@@ -103,10 +103,13 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
                                        label="demo pharmacy")
     _, operations_key = await create_key(settings, role="operations", label="demo operations")
     servers = [
-        (uvicorn.Server(uvicorn.Config(create_simulator(name), log_level="warning")), sockets[name])
+        (uvicorn.Server(uvicorn.Config(create_simulator(name), log_level="warning",
+                                      timeout_graceful_shutdown=1)), sockets[name])
         for name, _, _ in DEMO_OPERATORS
     ]
-    gateway = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    gateway = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=5)
+    )
     servers.append((gateway, gateway_socket))
     print(banner(settings, pharmacy_key, operations_key, ports), flush=True)
     await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))

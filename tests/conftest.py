@@ -1,0 +1,143 @@
+"""Shared fixtures: a real database per test (SQLite, and PostgreSQL when configured),
+the gateway app with in-process simulated operators, and API keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+
+from adapters.simulator import create_simulator
+from gateway.db import sync_url
+from gateway.keys_admin import create_key
+from gateway.main import create_app
+from gateway.migrate import upgrade
+from gateway.settings import Settings
+
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
+TABLES = ("claim_history", "claims", "rights_cache", "api_keys")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (migrating costs more than copying)."""
+    path = tmp_path_factory.mktemp("template") / "gateway.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> str:
+    upgrade(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+def _truncate_postgres(url: str) -> None:
+    engine = create_engine(sync_url(url))
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database for this test, on each configured backend."""
+    if request.param == "sqlite":
+        target = tmp_path / "gateway.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite:///{target}"
+    else:
+        url = request.getfixturevalue("postgres_migrated")
+        _truncate_postgres(url)
+        yield url
+
+
+def operator_config(name: str, insurers: list[str], **overrides: Any) -> dict[str, Any]:
+    config = {"name": name, "adapter": "reference", "base_url": f"http://{name}.test",
+              "insurers": insurers, "timeout_s": 0.5, "deadline_s": 1.0}
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        environment="development",
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        operators=[
+            operator_config("opera", ["80*", "123456789"]),
+            operator_config("santex", ["90*"], provisional="cached_rights"),
+        ],
+    )
+
+
+@pytest.fixture
+def simulators() -> dict[str, FastAPI]:
+    return {"opera": create_simulator("opera"), "santex": create_simulator("santex")}
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, simulators: dict[str, FastAPI], anyio_backend: str
+) -> AsyncIterator[FastAPI]:
+    transports = {name: httpx.ASGITransport(sim) for name, sim in simulators.items()}
+    application = create_app(settings, transports=transports, configure_logs=False)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+        yield http
+
+
+async def _key(settings: Settings, **kwargs: Any) -> dict[str, str]:
+    _, secret = await create_key(settings, **kwargs)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def pharmacy(settings: Settings, app: FastAPI) -> dict[str, str]:
+    """Authorization headers of a pharmacy key bound to FINESS 330001231."""
+    return await _key(settings, role="pharmacy", finess="330001231")
+
+
+@pytest.fixture
+async def other_pharmacy(settings: Settings, app: FastAPI) -> dict[str, str]:
+    return await _key(settings, role="pharmacy", finess="690000880")
+
+
+@pytest.fixture
+async def operations(settings: Settings, app: FastAPI) -> dict[str, str]:
+    return await _key(settings, role="operations")
+
+
+async def set_fault(simulator: FastAPI, mode: str, **extra: Any) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(simulator),
+                                 base_url="http://sim.test") as http:
+        response = await http.post("/_faults", json={"mode": mode, **extra})
+        response.raise_for_status()
+
+
+async def ledger(simulator: FastAPI) -> dict[str, Any]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(simulator),
+                                 base_url="http://sim.test") as http:
+        return (await http.get("/_ledger")).json()  # type: ignore[no-any-return]

@@ -1,0 +1,154 @@
+"""POST /v1/claims on the synchronous path, idempotency, and operator failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import ledger, set_fault
+from synthetic import claim_body
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_accepted_claim_is_201_with_the_operators_amount(client, pharmacy, simulators):
+    response = await client.post("/v1/claims", json=claim_body("A1"), headers=pharmacy)
+    assert response.status_code == 201, response.text
+    claim = response.json()
+    assert claim["status"] == "accepted"
+    assert claim["operator"] == "opera"
+    assert claim["amc_requested_cents"] == 280
+    assert claim["amc_covered_cents"] == 280
+    assert claim["operator_reference"] == "opera-00000001"
+    assert claim["coverage"] == {"decision": "not_needed", "reason": None, "receipt": None}
+    assert claim["id"].startswith("clm_")
+    assert claim["nir_masked"] == "18507**********"
+    assert "Idempotent-Replayed" not in response.headers
+    entries = (await ledger(simulators["opera"]))["claims"]
+    assert [(e["key"], e["count"]) for e in entries] == [(claim["id"], 1)]
+
+
+async def test_rejected_claim_is_201_with_the_operators_reason(client, pharmacy):
+    body = claim_body("R1", member_number="REJ42")
+    response = await client.post("/v1/claims", json=body, headers=pharmacy)
+    assert response.status_code == 201
+    claim = response.json()
+    assert claim["status"] == "rejected"
+    assert claim["amc_covered_cents"] is None
+    assert claim["rejection"] == {"code": "R02", "label": "Droits fermés ou carte expirée"}
+
+
+async def test_claims_route_to_the_operator_of_their_insurer(client, pharmacy, simulators):
+    response = await client.post("/v1/claims", json=claim_body("S1", insurer_number="901234567"),
+                                 headers=pharmacy)
+    assert response.json()["operator"] == "santex"
+    assert len((await ledger(simulators["santex"]))["claims"]) == 1
+    assert (await ledger(simulators["opera"]))["claims"] == []
+
+
+async def test_unrouted_insurer_is_422_unknown_insurer(client, pharmacy):
+    response = await client.post("/v1/claims", json=claim_body("U1", insurer_number="700000001"),
+                                 headers=pharmacy)
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["type"] == "unknown-insurer"
+    assert problem["errors"] == [
+        {"field": "amc.insurer_number", "message": "not routed to any operator"}
+    ]
+
+
+async def test_same_body_replays_the_first_answer(client, pharmacy, simulators):
+    first = await client.post("/v1/claims", json=claim_body("I1"),
+                              headers={**pharmacy, "Idempotency-Key": "k-1"})
+    again = await client.post("/v1/claims", json=claim_body("I1"),
+                              headers={**pharmacy, "Idempotency-Key": "k-1"})
+    assert again.status_code == first.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    # Without the key, the same FINESS and invoice number with the same body replays too.
+    no_key = await client.post("/v1/claims", json=claim_body("I1"), headers=pharmacy)
+    assert no_key.status_code == 201 and no_key.json()["id"] == first.json()["id"]
+    assert no_key.headers["Idempotent-Replayed"] == "true"
+    assert (await ledger(simulators["opera"]))["claims"][0]["count"] == 1
+
+
+async def test_same_key_with_another_body_is_422(client, pharmacy):
+    await client.post("/v1/claims", json=claim_body("I2"),
+                      headers={**pharmacy, "Idempotency-Key": "k-2"})
+    response = await client.post("/v1/claims", json=claim_body("I3"),
+                                 headers={**pharmacy, "Idempotency-Key": "k-2"})
+    assert response.status_code == 422
+    assert response.json()["type"] == "idempotency-key-reused"
+
+
+async def test_same_invoice_with_another_body_is_409_duplicate_invoice(client, pharmacy):
+    first = await client.post("/v1/claims", json=claim_body("I4"), headers=pharmacy)
+    other = claim_body("I4")
+    other["lines"][0]["quantity"] = 2
+    other["lines"][0]["base_cents"] = 1600
+    response = await client.post("/v1/claims", json=other, headers=pharmacy)
+    assert response.status_code == 409
+    assert response.json()["type"] == "duplicate-invoice"
+    assert response.json()["claim_id"] == first.json()["id"]
+
+
+async def test_a_claim_in_flight_answers_409_to_its_duplicate(client, pharmacy, simulators):
+    await set_fault(simulators["opera"], "slow", latency_ms=300)
+    first = asyncio.create_task(client.post("/v1/claims", json=claim_body("F1"),
+                                            headers=pharmacy))
+    await asyncio.sleep(0.1)
+    duplicate = await client.post("/v1/claims", json=claim_body("F1"), headers=pharmacy)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["type"] == "in-flight"
+    assert (await first).status_code == 201
+
+
+async def test_concurrent_duplicates_store_one_claim(client, pharmacy, simulators):
+    answers = await asyncio.gather(*(
+        client.post("/v1/claims", json=claim_body("C1"), headers=pharmacy) for _ in range(5)
+    ))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
+    ids = {a.json()["id"] for a in answers if a.status_code == 201}
+    assert len(ids) == 1
+    assert (await ledger(simulators["opera"]))["claims"][0]["count"] == 1
+
+
+@pytest.mark.parametrize("mode", ["down", "error"])
+async def test_unavailable_operator_is_503_and_the_claim_is_kept(client, pharmacy, simulators,
+                                                                  mode):
+    await set_fault(simulators["opera"], mode)
+    response = await client.post("/v1/claims", json=claim_body("D1"), headers=pharmacy)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "operator-unavailable"
+    stored = await client.get(f"/v1/claims/{problem['claim_id']}", headers=pharmacy)
+    assert stored.status_code == 200
+    assert stored.json()["status"] == "queued"
+    assert [step["status"] for step in stored.json()["history"]] == ["pending", "queued"]
+    replay = await client.post("/v1/claims", json=claim_body("D1"), headers=pharmacy)
+    assert replay.status_code == 503
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["claim_id"] == problem["claim_id"]
+
+
+async def test_hanging_operator_answers_within_the_deadline(client, pharmacy, simulators,
+                                                             settings):
+    await set_fault(simulators["opera"], "hang")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.post("/v1/claims", json=claim_body("H1"), headers=pharmacy)
+    elapsed = loop.time() - started
+    assert response.status_code == 503
+    assert elapsed < settings.operators[0].deadline_s + 0.5
+    stored = await client.get(f"/v1/claims/{response.json()['claim_id']}", headers=pharmacy)
+    assert stored.json()["status"] == "queued"
+
+
+async def test_dispenser_of_another_pharmacy_is_403_and_not_stored(client, pharmacy):
+    response = await client.post("/v1/claims", json=claim_body("X1", finess="690000880"),
+                                 headers=pharmacy)
+    assert response.status_code == 403
+    listed = await client.get("/v1/claims", headers=pharmacy)
+    assert listed.json()["claims"] == []
