@@ -123,8 +123,10 @@ async def test_all_bad_fields_are_reported_together(client, pharmacy):
     assert {"beneficiary.nir", "lines[0].product"} <= fields
 
 
-@pytest.mark.parametrize("nir", ["185077511512396", "253072B07300470", nir_with_key("253072A073004"),
-                                 nir_with_key("2991299999999"), "1 85 07 75 115 123 96"])
+@pytest.mark.parametrize("nir", [
+    "185077511512396", "253072B07300470", nir_with_key("253072A073004"),
+    nir_with_key("2991299999999"), "1 85 07 75 115 123 96",
+])
 async def test_valid_nirs_including_corsica_and_odd_months_pass(client, pharmacy, nir):
     body = mutate("beneficiary.nir", nir)
     response = await client.post("/v1/claims", json=body, headers=pharmacy)

@@ -1,0 +1,113 @@
+"""Configuration: TOML, env overrides, errors naming the key, keys per environment."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from gateway.security.keyring import load_keyring
+from gateway.settings import ConfigError, load_settings
+
+OPERATOR = """
+[[operators]]
+name = "opera"
+adapter = "reference"
+base_url = "http://127.0.0.1:9101"
+insurers = ["80*"]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_of_the_contract(tmp_path):
+    settings = load_settings(write(tmp_path, OPERATOR))
+    operator = settings.operators[0]
+    assert (operator.provisional, operator.timeout_s, operator.deadline_s) == ("card", 2.0, 3.0)
+    assert operator.breaker_fail_max == 5
+    assert (operator.breaker_reset_s, operator.drain_per_s) == (15, 20)
+    assert settings.provisional.max_amc_cents_per_claim == 30000
+    assert settings.limits.rights_per_minute == 120
+    assert settings.database_url == "sqlite:///var/gateway.db"
+
+
+def test_env_overrides_the_file_key_by_key(tmp_path, monkeypatch):
+    path = write(tmp_path, 'public_url = "http://file"\n[security]\ndata_key = "from-file"\n'
+                 + OPERATOR)
+    monkeypatch.setenv("GATEWAY_PUBLIC_URL", "http://env")
+    monkeypatch.setenv("GATEWAY_LIMITS__RIGHTS_PER_MINUTE", "7")
+    monkeypatch.setenv("GATEWAY_SECURITY__SIGNING_KEY", "from-env")
+    monkeypatch.setenv("GATEWAY_NOT_A_KEY", "ignored")
+    settings = load_settings(path)
+    assert settings.public_url == "http://env"
+    assert settings.limits.rights_per_minute == 7
+    assert settings.security.signing_key.get_secret_value() == "from-env"
+    assert settings.security.data_key.get_secret_value() == "from-file"
+
+
+def test_gateway_config_env_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_CONFIG", str(write(tmp_path, 'public_url = "http://x"\n')))
+    assert load_settings().public_url == "http://x"
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ('databse_url = "x"\n', "databse_url"),
+    ('[security]\ndata_kee = "x"\n', "security.data_kee"),
+    (OPERATOR.replace('base_url = "http://127.0.0.1:9101"\n', ""), "operators[0].base_url"),
+    (OPERATOR.replace('name = "opera"', 'name = "Opera!"'), "operators[0].name"),
+    (OPERATOR + OPERATOR.replace('"80*"', '"90*"'), "operators[1].name"),
+    (OPERATOR + OPERATOR.replace('"opera"', '"other"'), "operators[1].insurers"),
+    (OPERATOR.replace('"80*"', '"8*0"'), "operators[0]"),
+    (OPERATOR.replace('adapter = "reference"', "timeout_s = -1\nadapter = \"reference\""),
+     "operators[0].timeout_s"),
+    ("database_url = \n", "not valid TOML"),
+])
+def test_bad_files_name_the_key(tmp_path, text, named):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, text))
+    assert named in str(error.value)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_development_generates_keys_once_under_data_dir(tmp_path):
+    text = f'environment = "development"\ndata_dir = "{tmp_path}"\n'
+    settings = load_settings(write(tmp_path, text))
+    first = load_keyring(settings)
+    again = load_keyring(settings)
+    assert first == again
+    assert len(first.data_key) == 32 and first.data_key != first.index_key
+    assert oct(os.stat(tmp_path / "data_key.b64").st_mode & 0o777) == "0o600"
+
+
+def test_production_requires_every_key(tmp_path):
+    settings = load_settings(write(tmp_path, f'data_dir = "{tmp_path}"\n'))
+    with pytest.raises(ConfigError, match="security.data_key"):
+        load_keyring(settings)
+    assert not (tmp_path / "data_key.b64").exists()
+
+
+def test_keys_accept_standard_and_urlsafe_base64_padded_or_not(tmp_path):
+    raw = bytes(range(250, 256)) + bytes(26)
+    keys = {
+        "data_key": base64.b64encode(raw).decode(),
+        "index_key": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        "signing_key": base64.b64encode(raw).decode().rstrip("="),
+    }
+    body = "[security]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+    ring = load_keyring(load_settings(write(tmp_path, body)))
+    assert ring.data_key == ring.index_key == ring.signing_key == raw
+
+
+def test_a_short_key_is_refused(tmp_path):
+    body = '[security]\ndata_key = "c2hvcnQ="\nindex_key = "x"\nsigning_key = "x"\n'
+    with pytest.raises(ConfigError, match="security.data_key: must decode to 32 bytes"):
+        load_keyring(load_settings(write(tmp_path, body)))
