@@ -125,8 +125,8 @@ def keys_create(
     if unknown:
         raise fail(f"--operators: unknown operator(s) {', '.join(unknown)}")
     try:
-        key_id, secret = asyncio.run(
-            create_key(settings, role=role, finess=finess, operators=scope, label=label)
+        key_id, secret = create_key(
+            settings, role=role, finess=finess, operators=scope, label=label
         )
     except InvalidKeyRequest as exc:
         raise fail(str(exc)) from None
@@ -139,7 +139,7 @@ def keys_list(config: ConfigOption = None) -> None:
     """One line per key: id, role, FINESS or operators, label, created, revoked."""
     from gateway.keys_admin import list_key_lines
 
-    for line in asyncio.run(list_key_lines(migrated_settings(config))):
+    for line in list_key_lines(migrated_settings(config)):
         typer.echo(line)
 
 
@@ -148,7 +148,7 @@ def keys_revoke(key_id: str, config: ConfigOption = None) -> None:
     """Revoke a key: it stops working at once."""
     from gateway.keys_admin import revoke_key
 
-    if not asyncio.run(revoke_key(migrated_settings(config), key_id)):
+    if not revoke_key(migrated_settings(config), key_id):
         raise fail(f"no key {key_id}")
     typer.echo(f"revoked {key_id}")
 

@@ -1,25 +1,34 @@
-"""Engines and sessions: SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL.
+"""Engines and units of work: SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL.
+
+Each unit of work is a plain function over a synchronous `Session`, run whole in a
+worker thread: one thread hop per transaction instead of one per statement keeps
+the event loop free and the claim path fast.
 
 SQLite's driver opens transactions lazily and in DEFERRED mode; a transaction that
 reads then writes would then fail at once with SQLITE_BUSY, ignoring the busy
 timeout. So the driver's own transaction handling is switched off and every
-transaction is begun here, IMMEDIATE unless a session asks to only read.
+transaction is begun here: IMMEDIATE for writers, DEFERRED for readers. Writers
+of one process also queue on an asyncio lock, which is cheaper than SQLite's
+sleeping busy handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel.ext.asyncio.session import AsyncSession
+import anyio.to_thread
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
 
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_S = 30
-READ_ONLY = {"sqlite_begin": "DEFERRED"}
 
 
 def is_sqlite(url: str) -> bool:
@@ -27,18 +36,10 @@ def is_sqlite(url: str) -> bool:
 
 
 def sync_url(url: str) -> str:
-    """The URL for synchronous tools (Alembic): pysqlite or psycopg."""
+    """pysqlite for SQLite, psycopg (3) for PostgreSQL, whatever driver the URL named."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
-    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def async_url(url: str) -> str:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    driver = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -47,10 +48,10 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def configure_sqlite(sync_engine: Any) -> None:
+def configure_sqlite(engine: Engine) -> None:
     """Durable WAL settings on every connection, and explicit BEGINs (see module doc)."""
 
-    @event.listens_for(sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -60,55 +61,59 @@ def configure_sqlite(sync_engine: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str) -> Engine:
     ensure_sqlite_dir(url)
     if is_sqlite(url):
-        engine = create_async_engine(
-            async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs
+        engine = sa_create_engine(
+            sync_url(url),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_size=8, max_overflow=8,
         )
-        configure_sqlite(engine.sync_engine)
+        configure_sqlite(engine)
         return engine
-    return create_async_engine(async_url(url), pool_pre_ping=True, **kwargs)
+    return sa_create_engine(sync_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 class Database:
-    """The engine and its session factory; built once in the lifespan."""
+    """The engine and its units of work; built once in the lifespan."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self._sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+        self._writers = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED"),
+            class_=Session, expire_on_commit=False,
         )
-        self._readers = async_sessionmaker(
-            self.engine.execution_options(**READ_ONLY),
-            class_=AsyncSession,
-            expire_on_commit=False,
-        )
+        self._write_lock = asyncio.Lock() if is_sqlite(url) else None
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transactions take the write lock first (read-then-write safe)."""
-        async with self._sessions() as session:
-            yield session
+    def write_now(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one committed transaction, in this thread."""
+        with self._writers() as session, session.begin():
+            return work(session)
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads only: on SQLite it does not wait for the write lock."""
-        async with self._readers() as session:
-            yield session
+    def read_now(self, work: Callable[[Session], T]) -> T:
+        with self._readers() as session, session.begin():
+            return work(session)
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one committed transaction, off the event loop."""
+        if self._write_lock is None:
+            return await anyio.to_thread.run_sync(partial(self.write_now, work))
+        async with self._write_lock:
+            return await anyio.to_thread.run_sync(partial(self.write_now, work))
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        return await anyio.to_thread.run_sync(partial(self.read_now, work))
 
     async def ping(self) -> None:
-        from sqlalchemy import text
-
-        async with self.reader() as session:
-            await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        await self.read(lambda session: session.execute(text("SELECT 1")).scalar_one())
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        await anyio.to_thread.run_sync(self.engine.dispose)

@@ -99,9 +99,9 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
     gateway_socket = bound_socket(port)
     settings = demo_settings(data_dir, port, ports)
     await asyncio.to_thread(upgrade, settings.database_url)
-    _, pharmacy_key = await create_key(settings, role="pharmacy", finess=DEMO_FINESS,
-                                       label="demo pharmacy")
-    _, operations_key = await create_key(settings, role="operations", label="demo operations")
+    _, pharmacy_key = create_key(settings, role="pharmacy", finess=DEMO_FINESS,
+                                 label="demo pharmacy")
+    _, operations_key = create_key(settings, role="operations", label="demo operations")
     servers = [
         (uvicorn.Server(uvicorn.Config(create_simulator(name), log_level="warning",
                                       timeout_graceful_shutdown=1)), sockets[name])

@@ -29,8 +29,8 @@ async def get_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API key as `Authorization: Bearer <key>`",
                            headers={"WWW-Authenticate": "Bearer"})
-    async with ctx.db.reader() as session:
-        principal = await authenticate(session, credentials.credentials)
+    secret = credentials.credentials
+    principal = await ctx.db.read(lambda session: authenticate(session, secret))
     if principal is None:
         raise Unauthorized("unknown, revoked or expired API key",
                            headers={"WWW-Authenticate": "Bearer"})

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlmodel import Session
+
 from gateway.db import Database
 from gateway.security import apikeys
 from gateway.settings import Settings
 
+T = TypeVar("T")
 
-async def create_key(
+
+def _once(settings: Settings, work: Callable[[Session], T]) -> T:
+    db = Database(settings.database_url)
+    try:
+        return db.write_now(work)
+    finally:
+        db.engine.dispose()
+
+
+def create_key(
     settings: Settings, *, role: str, finess: str | None = None,
     operators: list[str] | None = None, label: str | None = None,
 ) -> tuple[str, str]:
     row, secret = apikeys.new_key(role=role, finess=finess, operators=operators, label=label)
-    db = Database(settings.database_url)
-    try:
-        async with db.session() as session, session.begin():
-            session.add(row)
-    finally:
-        await db.dispose()
+    _once(settings, lambda session: session.add(row))
     return row.id, secret
 
 
-async def list_key_lines(settings: Settings) -> list[str]:
-    db = Database(settings.database_url)
-    try:
-        async with db.reader() as session:
-            rows = await apikeys.list_keys(session)
-    finally:
-        await db.dispose()
+def list_key_lines(settings: Settings) -> list[str]:
+    rows = _once(settings, apikeys.list_keys)
     return [
         "\t".join([
             row.id, row.role, row.finess or row.operators or "-", row.label or "-",
@@ -38,10 +43,5 @@ async def list_key_lines(settings: Settings) -> list[str]:
     ]
 
 
-async def revoke_key(settings: Settings, key_id: str) -> bool:
-    db = Database(settings.database_url)
-    try:
-        async with db.session() as session, session.begin():
-            return await apikeys.revoke(session, key_id)
-    finally:
-        await db.dispose()
+def revoke_key(settings: Settings, key_id: str) -> bool:
+    return _once(settings, lambda session: apikeys.revoke(session, key_id))

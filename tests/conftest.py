@@ -110,7 +110,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _key(settings: Settings, **kwargs: Any) -> dict[str, str]:
-    _, secret = await create_key(settings, **kwargs)
+    _, secret = create_key(settings, **kwargs)
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -128,16 +128,3 @@ async def other_pharmacy(settings: Settings, app: FastAPI) -> dict[str, str]:
 @pytest.fixture
 async def operations(settings: Settings, app: FastAPI) -> dict[str, str]:
     return await _key(settings, role="operations")
-
-
-async def set_fault(simulator: FastAPI, mode: str, **extra: Any) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(simulator),
-                                 base_url="http://sim.test") as http:
-        response = await http.post("/_faults", json={"mode": mode, **extra})
-        response.raise_for_status()
-
-
-async def ledger(simulator: FastAPI) -> dict[str, Any]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(simulator),
-                                 base_url="http://sim.test") as http:
-        return (await http.get("/_ledger")).json()  # type: ignore[no-any-return]

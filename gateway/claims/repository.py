@@ -5,42 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import or_
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Session, col, select
 
 from gateway.models import Claim, ClaimHistory, utcnow
 
 
-async def find_duplicate(
-    session: AsyncSession, *, finess: str, invoice_number: str, idempotency_key: str | None
+def find_duplicate(
+    session: Session, *, finess: str, invoice_number: str, idempotency_key: str | None
 ) -> list[Claim]:
     """Claims of this pharmacy holding this idempotency key or this invoice number."""
     clauses = [col(Claim.invoice_number) == invoice_number]
     if idempotency_key is not None:
         clauses.append(col(Claim.idempotency_key) == idempotency_key)
-    result = await session.exec(
+    result = session.exec(
         select(Claim).where(col(Claim.finess) == finess, or_(*clauses))
     )
     return list(result.all())
 
 
-async def load(session: AsyncSession, claim_id: str) -> Claim:
+def load(session: Session, claim_id: str) -> Claim:
     """A claim known to exist (claims are never deleted)."""
-    claim = await session.get(Claim, claim_id)
+    claim = session.get(Claim, claim_id)
     if claim is None:
         raise LookupError(f"claim {claim_id} vanished")
     return claim
 
 
-async def get_own(session: AsyncSession, *, claim_id: str, finess: str) -> Claim | None:
-    result = await session.exec(
+def get_own(session: Session, *, claim_id: str, finess: str) -> Claim | None:
+    result = session.exec(
         select(Claim).where(col(Claim.id) == claim_id, col(Claim.finess) == finess)
     )
     return result.first()
 
 
-async def list_own(
-    session: AsyncSession,
+def list_own(
+    session: Session,
     *,
     finess: str,
     status: str | None,
@@ -58,12 +57,12 @@ async def list_own(
         query = query.where(col(Claim.created_at) >= since)
     if before_id:
         query = query.where(col(Claim.id) < before_id)
-    result = await session.exec(query.order_by(col(Claim.id).desc()).limit(limit))
+    result = session.exec(query.order_by(col(Claim.id).desc()).limit(limit))
     return list(result.all())
 
 
-async def history(session: AsyncSession, claim_id: str) -> list[ClaimHistory]:
-    result = await session.exec(
+def history(session: Session, claim_id: str) -> list[ClaimHistory]:
+    result = session.exec(
         select(ClaimHistory)
         .where(col(ClaimHistory.claim_id) == claim_id)
         .order_by(col(ClaimHistory.id))
@@ -71,7 +70,7 @@ async def history(session: AsyncSession, claim_id: str) -> list[ClaimHistory]:
     return list(result.all())
 
 
-def record(session: AsyncSession, claim: Claim, status: str, detail: str | None = None) -> None:
+def record(session: Session, claim: Claim, status: str, detail: str | None = None) -> None:
     """Move a claim to `status` and append the step to its history, in the caller's transaction."""
     now = utcnow()
     claim.status = status

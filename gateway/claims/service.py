@@ -16,6 +16,7 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
@@ -37,7 +38,7 @@ from gateway.errors import (
     UnknownInsurer,
     ValidationFailed,
 )
-from gateway.models import Claim, utcnow
+from gateway.models import Claim, ClaimHistory, utcnow
 from gateway.operators import Operator
 from gateway.resilience import call_operator
 from gateway.security.apikeys import Principal
@@ -90,21 +91,26 @@ async def _store_or_replay(
     operator: Operator,
 ) -> Claim | SubmitResult:
     """Insert the claim, or answer for the one already holding this key or invoice."""
+
+    def store(session: Session) -> Claim | SubmitResult:
+        existing = repository.find_duplicate(
+            session, finess=claim_in.dispenser.finess,
+            invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
+        )
+        if existing:
+            return _replay(ctx, existing, request_hash, idempotency_key)
+        claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator)
+        repository.record(session, claim, "pending", "received")
+        return claim
+
     for _ in range(STORE_ATTEMPTS):
         try:
-            async with ctx.db.session() as session, session.begin():
-                existing = await repository.find_duplicate(
-                    session, finess=claim_in.dispenser.finess,
-                    invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
-                )
-                if existing:
-                    return _replay(ctx, existing, request_hash, idempotency_key)
-                claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator)
-                repository.record(session, claim, "pending", "received")
-            log.info("claim.stored", claim_id=claim.id, operator=operator.name)
-            return claim
+            stored = await ctx.db.write(store)
         except IntegrityError:
             continue  # another request stored the same key or invoice first: replay it
+        if isinstance(stored, Claim):
+            log.info("claim.stored", claim_id=stored.id, operator=operator.name)
+        return stored
     raise ClaimInFlight("the same claim is being stored by another request")
 
 
@@ -198,8 +204,8 @@ async def _send(
 
 
 async def _settle_answered(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Claim:
-    async with ctx.db.session() as session, session.begin():
-        claim = await repository.load(session, claim_id)
+    def settle(session: Session) -> Claim:
+        claim = repository.load(session, claim_id)
         claim.first_http_status = 201
         claim.attempts += 1
         if outcome.status == "accepted":
@@ -210,6 +216,9 @@ async def _settle_answered(ctx: AppContext, claim_id: str, outcome: ClaimOutcome
             claim.rejection_code = outcome.code or "unknown"
             claim.rejection_label = (outcome.label or "")[:500]
             repository.record(session, claim, "rejected", f"rejected: {claim.rejection_code}")
+        return claim
+
+    claim = await ctx.db.write(settle)
     log.info("claim.answered", claim_id=claim_id, status=claim.status)
     return claim
 
@@ -218,8 +227,9 @@ async def _settle_unanswered(
     ctx: AppContext, claim_id: str, status: str, http_status: int, detail: str
 ) -> None:
     """Keep the claim when the operator gave no usable answer: it is never lost."""
-    async with ctx.db.session() as session, session.begin():
-        claim = await repository.load(session, claim_id)
+
+    def settle(session: Session) -> None:
+        claim = repository.load(session, claim_id)
         claim.first_http_status = http_status
         claim.attempts += 1
         claim.last_error = detail[:500]
@@ -227,18 +237,22 @@ async def _settle_unanswered(
             # Provisional receipts arrive with the queue's policy; until then none is offered.
             claim.coverage_decision, claim.coverage_reason = "refused", "not_offered"
         repository.record(session, claim, status, detail[:500])
+
+    await ctx.db.write(settle)
     log.warning("claim.unanswered", claim_id=claim_id, status=status)
 
 
 async def get(*, ctx: AppContext, principal: Principal, claim_id: str) -> ClaimDetail:
-    async with ctx.db.reader() as session:
-        claim = await _own_claim(session, principal, claim_id)
-        steps = await repository.history(session, claim.id)
+    def load(session: Session) -> tuple[Claim, list[ClaimHistory]]:
+        claim = _own_claim(session, principal, claim_id)
+        return claim, repository.history(session, claim.id)
+
+    claim, steps = await ctx.db.read(load)
     return to_detail(claim, steps, ctx.cipher)
 
 
-async def _own_claim(session, principal: Principal, claim_id: str) -> Claim:  # type: ignore[no-untyped-def]
-    claim = await repository.get_own(session, claim_id=claim_id, finess=principal.finess or "")
+def _own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
+    claim = repository.get_own(session, claim_id=claim_id, finess=principal.finess or "")
     if claim is None:
         raise NotFound("no such claim")
     return claim
@@ -271,11 +285,10 @@ async def list_claims(
     limit: int,
 ) -> ClaimPage:
     before_id = decode_cursor(cursor) if cursor else None
-    async with ctx.db.reader() as session:
-        claims = await repository.list_own(
-            session, finess=principal.finess or "", status=status, operator=operator,
-            since=since, before_id=before_id, limit=limit + 1,
-        )
+    claims = await ctx.db.read(lambda session: repository.list_own(
+        session, finess=principal.finess or "", status=status, operator=operator,
+        since=since, before_id=before_id, limit=limit + 1,
+    ))
     page = claims[:limit]
     more = len(claims) > limit
     return ClaimPage(
@@ -286,18 +299,25 @@ async def list_claims(
 
 async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> SubmitResult:
     """Queued or failed: cancelled at once. Accepted: the operator must confirm."""
-    async with ctx.db.session() as session, session.begin():
-        claim = await _own_claim(session, principal, claim_id)
+
+    def request(session: Session) -> tuple[Claim, int | None]:
+        claim = _own_claim(session, principal, claim_id)
         if claim.status in ("queued", "failed"):
             repository.record(session, claim, "cancelled", "cancelled before sending")
-            return SubmitResult(to_public(claim, ctx.cipher), 200, replayed=False)
-        if claim.status == "cancelled" or claim.cancellation_pending:
-            return SubmitResult(to_public(claim, ctx.cipher), 200 if claim.status == "cancelled"
-                                else 202, replayed=True)
+            return claim, 200
+        if claim.status == "cancelled":
+            return claim, 200
+        if claim.cancellation_pending:
+            return claim, 202
         if claim.status != "accepted":
             raise NotCancellable(f"a {claim.status} claim cannot be cancelled")
         claim.cancellation_pending = True
         repository.record(session, claim, "accepted", "cancellation requested")
+        return claim, None
+
+    claim, settled_status = await ctx.db.write(request)
+    if settled_status is not None:
+        return SubmitResult(to_public(claim, ctx.cipher), settled_status, replayed=False)
     operator = ctx.operators.get(claim.operator)
     try:
         if operator is None:
@@ -306,8 +326,11 @@ async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> Sub
     except (OperatorUnavailable, OperatorRejected) as exc:
         log.warning("claim.cancel_deferred", claim_id=claim.id, error_type=type(exc).__name__)
         return SubmitResult(to_public(claim, ctx.cipher), 202, replayed=False)
-    async with ctx.db.session() as session, session.begin():
-        fresh = await repository.load(session, claim.id)
+
+    def confirm(session: Session) -> Claim:
+        fresh = repository.load(session, claim.id)
         fresh.cancellation_pending = False
         repository.record(session, fresh, "cancelled", f"cancelled by {fresh.operator}")
-    return SubmitResult(to_public(fresh, ctx.cipher), 200, replayed=False)
+        return fresh
+
+    return SubmitResult(to_public(await ctx.db.write(confirm), ctx.cipher), 200, replayed=False)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Session, col, select
 
 from gateway.models import RightsCacheEntry
 
 
-async def get(
-    session: AsyncSession, *, beneficiary_hash: str, insurer_number: str, not_before: datetime
+def get(
+    session: Session, *, beneficiary_hash: str, insurer_number: str, not_before: datetime
 ) -> RightsCacheEntry | None:
-    result = await session.exec(
+    result = session.exec(
         select(RightsCacheEntry).where(
             col(RightsCacheEntry.beneficiary_hash) == beneficiary_hash,
             col(RightsCacheEntry.insurer_number) == insurer_number,
@@ -23,11 +22,11 @@ async def get(
     return result.first()
 
 
-async def put(
-    session: AsyncSession, *, beneficiary_hash: str, insurer_number: str,
+def put(
+    session: Session, *, beneficiary_hash: str, insurer_number: str,
     answer_enc: bytes, as_of: datetime,
 ) -> None:
-    result = await session.exec(
+    result = session.exec(
         select(RightsCacheEntry).where(
             col(RightsCacheEntry.beneficiary_hash) == beneficiary_hash,
             col(RightsCacheEntry.insurer_number) == insurer_number,

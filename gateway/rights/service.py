@@ -45,11 +45,11 @@ async def check(*, ctx: AppContext, request: RightsCheck) -> RightsPublic:
     now = utcnow()
     public = RightsPublic(covered=answer.covered, source="operator", as_of=now,
                           valid_to=answer.valid_to, guarantees=answer.guarantees)
-    async with ctx.db.session() as session, session.begin():
-        await repository.put(
-            session, beneficiary_hash=beneficiary_hash, insurer_number=insurer, as_of=now,
-            answer_enc=ctx.cipher.encrypt_json(public.model_dump(mode="json"), context=context),
-        )
+    answer_enc = ctx.cipher.encrypt_json(public.model_dump(mode="json"), context=context)
+    await ctx.db.write(lambda session: repository.put(
+        session, beneficiary_hash=beneficiary_hash, insurer_number=insurer, as_of=now,
+        answer_enc=answer_enc,
+    ))
     return public
 
 
@@ -57,9 +57,10 @@ async def _from_cache(
     ctx: AppContext, beneficiary_hash: str, insurer: str, context: str
 ) -> RightsPublic:
     not_before = utcnow() - timedelta(days=ctx.settings.provisional.rights_cache_days)
-    async with ctx.db.reader() as session:
-        entry = await repository.get(session, beneficiary_hash=beneficiary_hash,
-                                     insurer_number=insurer, not_before=not_before)
+    entry = await ctx.db.read(lambda session: repository.get(
+        session, beneficiary_hash=beneficiary_hash, insurer_number=insurer,
+        not_before=not_before,
+    ))
     if entry is None:
         return RightsPublic(covered=None, source=None, as_of=None, valid_to=None, guarantees={})
     cached = ctx.cipher.decrypt_json(entry.answer_enc, context=context)

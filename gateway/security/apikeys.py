@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Session, col, select
 
 from gateway.domain.identifiers import check_finess
 from gateway.models import ApiKey, utcnow
@@ -74,12 +73,12 @@ def new_key(
     return row, secret
 
 
-async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
+def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal for a presented secret, or None (unknown, revoked, expired, wrong)."""
     key_id, _, rest = secret.partition(".")
     if not key_id.startswith(KEY_ID_PREFIX) or not rest or len(secret) > 200:
         return None
-    row = await session.get(ApiKey, key_id)
+    row = session.get(ApiKey, key_id)
     if row is None:
         hmac.compare_digest(hash_secret(secret), hash_secret("decoy"))  # same work either way
         return None
@@ -95,13 +94,13 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
     )
 
 
-async def list_keys(session: AsyncSession) -> list[ApiKey]:
-    result = await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))
+def list_keys(session: Session) -> list[ApiKey]:
+    result = session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))
     return list(result.all())
 
 
-async def revoke(session: AsyncSession, key_id: str) -> bool:
-    row = await session.get(ApiKey, key_id)
+def revoke(session: Session, key_id: str) -> bool:
+    row = session.get(ApiKey, key_id)
     if row is None:
         return False
     if row.revoked_at is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import ledger, set_fault
+from simulator_control import ledger, set_fault
 from synthetic import claim_body
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +94,7 @@ async def test_a_revoked_key_stops_working_at_once(client, settings, pharmacy):
 
     assert (await client.get("/v1/claims", headers=pharmacy)).status_code == 200
     key_id = pharmacy["Authorization"].removeprefix("Bearer ").split(".")[0]
-    assert await revoke_key(settings, key_id)
+    assert revoke_key(settings, key_id)
     assert (await client.get("/v1/claims", headers=pharmacy)).status_code == 401
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import ledger, set_fault
+from simulator_control import ledger, set_fault
 from synthetic import claim_body
 
 pytestmark = pytest.mark.anyio

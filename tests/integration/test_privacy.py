@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import set_fault
+from simulator_control import set_fault
 from sqlalchemy import create_engine, text
 from synthetic import PEOPLE, claim_body, rights_body
 
@@ -46,7 +46,7 @@ async def full_scenario(settings, simulators) -> list[httpx.Response]:
     app = create_app(settings, transports=transports, configure_logs=True)
     responses = []
     async with LifespanManager(app):
-        _, secret = await create_key(settings, role="pharmacy", finess="330001231")
+        _, secret = create_key(settings, role="pharmacy", finess="330001231")
         headers = {"Authorization": f"Bearer {secret}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                      base_url="http://gateway.test") as client:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import set_fault
+from simulator_control import set_fault
 from synthetic import rights_body
 
 pytestmark = pytest.mark.anyio
