@@ -6,9 +6,12 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+ENV_PREFIX = "GATEWAY_"
 INSURER_PATTERN = re.compile(r"^[0-9]{1,12}\*?$")
 
 
@@ -77,9 +81,9 @@ class OperatorSettings(_Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid"
-    )
+    """All settings; `load_settings` merges the file and the environment into it."""
+
+    model_config = SettingsConfigDict(extra="forbid")
 
     environment: Literal["development", "production"] = "production"
     database_url: str = "sqlite:///var/gateway.db"
@@ -101,8 +105,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file arrives as init kwargs; the environment must win over it.
-        return (env_settings, init_settings)
+        # `load_settings` merges the environment itself, ignoring unknown variables.
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _check_operators(self) -> Settings:
@@ -129,6 +133,13 @@ class Settings(BaseSettings):
         return next((op for op in self.operators if op.name == name), None)
 
 
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "security": SecuritySettings,
+    "provisional": ProvisionalSettings,
+    "limits": LimitsSettings,
+}
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -149,6 +160,36 @@ def config_path(explicit: str | Path | None = None) -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
+def _env_value(raw: str) -> Any:
+    """Lists and tables may be given as JSON (`["80*"]`); anything else stays a string."""
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def apply_env(values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay `GATEWAY_<SECTION>__<KEY>` variables that name a known setting; ignore others."""
+    merged = copy.deepcopy(values)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "GATEWAY_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if len(path) == 1 and path[0] in Settings.model_fields:
+            merged[path[0]] = _env_value(raw)
+        elif len(path) == 2 and path[0] in SECTION_MODELS:
+            if path[1] in SECTION_MODELS[path[0]].model_fields:
+                merged.setdefault(path[0], {})[path[1]] = _env_value(raw)
+        elif len(path) == 3 and path[0] == "operators" and path[1].isdigit():
+            operators = merged.get("operators", [])
+            index = int(path[1])
+            if index < len(operators) and path[2] in OperatorSettings.model_fields:
+                operators[index][path[2]] = _env_value(raw)
+    return merged
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the TOML file (if any), apply env overrides, validate; raise ConfigError."""
     values: dict[str, Any] = {}
@@ -160,6 +201,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{source}: no such configuration file") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    values = apply_env(values, os.environ)
     values.update(overrides)
     try:
         return Settings(**values)

@@ -113,3 +113,10 @@ def dev_config(operators: str = "", **top: str) -> str:
               "data_dir": "var", **top}
     head = "".join(f'{key} = "{value}"\n' for key, value in values.items())
     return head + "\n" + (operators or operator_toml("opera", "http://127.0.0.1:9", ["80*"]))
+
+
+def write_config(cwd: Path, text: str = "", name: str = "gw.toml") -> Path:
+    """A config file in cwd: `text`, or a valid development one."""
+    path = cwd / name
+    path.write_text(text or dev_config())
+    return path

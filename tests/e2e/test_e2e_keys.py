@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from procs import clean_env, gateway
+from procs import clean_env, gateway, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,8 @@ def key_row(cwd: Path, config: Path, key_id: str) -> list[str]:
     return mine[0]
 
 
-def test_create_list_revoke_on_a_new_database(tmp_path: Path, config: Path) -> None:
+def test_create_list_revoke_on_a_new_database(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
     assert not (tmp_path / "var").exists()
     key_id, secret = create_pharmacy_key(tmp_path, config)
     assert (tmp_path / "var" / "gateway.db").is_file()  # migrations ran first
@@ -52,7 +53,8 @@ def test_create_list_revoke_on_a_new_database(tmp_path: Path, config: Path) -> N
     assert revoked[5] != "-" and revoked[5] >= revoked[4], revoked
 
 
-def test_revoke_unknown_key_fails(tmp_path: Path, config: Path) -> None:
+def test_revoke_unknown_key_fails(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
     done = gateway("keys", "revoke", "--config", str(config), "key_0000000000000000",
                    cwd=tmp_path)
     assert done.returncode == 1
@@ -69,8 +71,9 @@ def test_revoke_unknown_key_fails(tmp_path: Path, config: Path) -> None:
     ],
     ids=["pharmacy-without-finess", "bad-role", "bad-finess"],
 )
-def test_create_refuses_bad_requests(tmp_path: Path, config: Path, args: list[str],
+def test_create_refuses_bad_requests(tmp_path: Path, args: list[str],
                                      reason: str) -> None:
+    config = write_config(tmp_path)
     done = gateway("keys", "create", "--config", str(config), *args, cwd=tmp_path)
     assert done.returncode == 1
     assert reason in done.stderr

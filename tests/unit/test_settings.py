@@ -50,6 +50,25 @@ def test_env_overrides_the_file_key_by_key(tmp_path, monkeypatch):
     assert settings.security.data_key.get_secret_value() == "from-file"
 
 
+def test_unknown_env_is_ignored_and_operators_are_reachable_by_index(tmp_path, monkeypatch):
+    path = write(tmp_path, OPERATOR)
+    monkeypatch.setenv("GATEWAY_SECURITY__NOPE", "x")
+    monkeypatch.setenv("GATEWAY_OPERATORS__0__NOPE", "x")
+    monkeypatch.setenv("GATEWAY_OPERATORS__7__DEADLINE_S", "9")
+    monkeypatch.setenv("GATEWAY_OPERATORS__0__DEADLINE_S", "1.5")
+    monkeypatch.setenv("GATEWAY_OPERATORS__0__INSURERS", '["80*", "123456789"]')
+    settings = load_settings(path)
+    assert settings.operators[0].deadline_s == 1.5
+    assert settings.operators[0].insurers == ["80*", "123456789"]
+    assert len(settings.operators) == 1
+
+
+def test_a_bad_env_value_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_LIMITS__RIGHTS_PER_MINUTE", "many")
+    with pytest.raises(ConfigError, match="limits.rights_per_minute"):
+        load_settings(write(tmp_path, OPERATOR))
+
+
 def test_gateway_config_env_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("GATEWAY_CONFIG", str(write(tmp_path, 'public_url = "http://x"\n')))
     assert load_settings().public_url == "http://x"

@@ -1,0 +1,84 @@
+"""`gateway serve` against `gateway simulator`, two real processes (CONTRACT.md 1, 3, 4)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from procs import dev_config, free_port, gateway, operator_toml, spawn, wait_http
+
+from gateway.demo import sample_claim
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Stack:
+    cwd: Path
+    config: Path
+    url: str
+    simulator: str
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    sim_port, gw_port = free_port(), free_port()
+    simulator = f"http://127.0.0.1:{sim_port}"
+    config = tmp_path / "gw.toml"
+    config.write_text(dev_config(
+        operator_toml("opera", simulator, ["80*", "123456789"], timeout_s=1.0, deadline_s=2.0),
+        public_url=f"http://127.0.0.1:{gw_port}",
+    ))
+    with spawn("simulator", "--port", str(sim_port), "--name", "opera", cwd=tmp_path,
+               name="sim") as sim:
+        wait_http(f"{simulator}/health", sim, tmp_path, "sim")
+        with spawn("serve", "--config", str(config), "--port", str(gw_port), cwd=tmp_path,
+                   name="gw") as gw:
+            wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw, tmp_path, "gw")
+            yield Stack(tmp_path, config, f"http://127.0.0.1:{gw_port}", simulator)
+
+
+def test_claim_accepted_then_queued_when_operator_down(stack: Stack) -> None:
+    done = gateway("keys", "create", "--config", str(stack.config), "--role", "pharmacy",
+                   "--finess", "330001231", "--label", "e2e", cwd=stack.cwd)
+    assert done.returncode == 0, done.stderr
+    auth = {"Authorization": f"Bearer {done.stdout.splitlines()[-1]}"}
+
+    with httpx.Client(base_url=stack.url, headers=auth, timeout=15) as api:
+        first = api.post("/v1/claims", json=sample_claim("E2E0001"))
+        assert first.status_code == 201, first.text
+        claim = first.json()
+        assert re.fullmatch(r"clm_[0-9A-Z]{26}", claim["id"]), claim["id"]
+        assert (claim["status"], claim["operator"]) == ("accepted", "opera")
+        assert (claim["amc_requested_cents"], claim["amc_covered_cents"]) == (280, 280)
+        assert claim["rejection"] is None
+
+        detail = api.get(f"/v1/claims/{claim['id']}")
+        assert detail.status_code == 200
+        assert [step["status"] for step in detail.json()["history"]] == ["pending", "accepted"]
+
+        faults = httpx.post(f"{stack.simulator}/_faults", json={"mode": "down"}, timeout=5)
+        assert faults.status_code == 200 and faults.json()["mode"] == "down"
+
+        second = api.post("/v1/claims", json=sample_claim("E2E0002"))
+        assert second.status_code == 503, second.text
+        assert second.headers["content-type"].startswith("application/problem+json")
+        problem = second.json()
+        assert problem["type"] == "operator-unavailable"
+        assert problem["status"] == 503
+        queued = api.get(f"/v1/claims/{problem['claim_id']}")
+        assert queued.status_code == 200, queued.text
+        assert queued.json()["status"] == "queued"
+        assert queued.json()["invoice_number"] == "E2E0002"
+        assert [step["status"] for step in queued.json()["history"]] == ["pending", "queued"]
+        assert problem["claim_id"] != claim["id"]
+
+    ledger = httpx.get(f"{stack.simulator}/_ledger", timeout=5).json()
+    assert ledger["name"] == "opera"
+    assert ledger["received"] == 1
+    assert ledger["claims"] == [{"key": claim["id"], "count": 1, "status": "accepted",
+                                 "cancelled": False, "lookups": 0}]
