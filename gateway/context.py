@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.db import Database
 from gateway.operators import OperatorDirectory
@@ -18,3 +19,5 @@ class AppContext:
     cipher: Cipher
     operators: OperatorDirectory
     limiter: RateLimiter
+    instance_id: str
+    drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker

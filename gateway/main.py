@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.claims.endpoints import router as claims_router
 from gateway.context import AppContext
 from gateway.db import Database
 from gateway.errors import install_error_handlers
+from gateway.events.endpoints import router as events_router
 from gateway.logs import configure_logging
+from gateway.metrics import LatencyMiddleware, Snapshot, render
 from gateway.middleware import BodyLimitMiddleware
 from gateway.operators import build_directory
+from gateway.ops.endpoints import router as ops_router
+from gateway.queue.drain import DrainWorker
+from gateway.queue.repository import depth as queue_depth
+from gateway.resilience.prober import run_prober
 from gateway.rights.endpoints import router as rights_router
 from gateway.security.crypto import Cipher
 from gateway.security.keyring import load_keyring
@@ -40,6 +51,7 @@ def build_context(
             "rights": settings.limits.rights_per_minute,
             "claims": settings.limits.claims_per_minute,
         }),
+        instance_id=f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}",
     )
 
 
@@ -48,6 +60,7 @@ def create_app(
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     configure_logs: bool = True,
+    run_workers: bool = True,
 ) -> FastAPI:
     """The gateway app; `transports` lets tests route an operator to an in-process app."""
     if configure_logs:
@@ -58,9 +71,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = build_context(settings, transports)
         app.state.context = context
+        stopping = asyncio.Event()
+        tasks = []
+        if run_workers:
+            for operator in context.operators:
+                worker = DrainWorker(context, operator)
+                context.drains[operator.name] = worker
+                tasks.append(asyncio.create_task(run_prober(operator, stopping)))
+                tasks.append(asyncio.create_task(worker.run(stopping)))
         try:
             yield
         finally:
+            stopping.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await context.operators.aclose()
             await context.db.dispose()
 
@@ -71,9 +96,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(LatencyMiddleware)
     install_error_handlers(app)
     app.include_router(claims_router)
     app.include_router(rights_router)
+    app.include_router(events_router)
+    app.include_router(ops_router)
 
     @app.get("/healthz", tags=["service"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -86,5 +114,14 @@ def create_app(
         except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
         return JSONResponse({"status": "ok", "database": "ok"})
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no personal data)",
+             response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        context = app.state.context
+        depth = await context.db.read(queue_depth)
+        breakers = {operator.name: operator.breaker.state for operator in context.operators}
+        body = render(Snapshot(depth, breakers, outstanding={}))
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

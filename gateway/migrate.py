@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from gateway.db import ensure_sqlite_dir, sync_url
+from gateway.db import create_engine, ensure_sqlite_dir, is_sqlite, sync_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -22,3 +22,8 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str) -> None:
     ensure_sqlite_dir(database_url)
     command.upgrade(alembic_config(database_url), "head")
+    if is_sqlite(database_url):
+        engine = create_engine(database_url)  # its connect hook switches the file to WAL
+        with engine.connect():
+            pass
+        engine.dispose()

@@ -61,6 +61,8 @@ class Claim(SQLModel, table=True):
         UniqueConstraint("finess", "invoice_number", name="uq_claims_finess_invoice"),
         UniqueConstraint("finess", "idempotency_key", name="uq_claims_finess_idempotency_key"),
         Index("ix_claims_finess_id", "finess", "id"),
+        Index("ix_claims_queue", "operator", "status", "queued_at"),
+        Index("ix_claims_lease", "operator", "status", "lease_until"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -88,6 +90,13 @@ class Claim(SQLModel, table=True):
     payload_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = instant_column()
     updated_at: datetime = instant_column()
+    # The durable queue: a claim is never deleted; a lease marks who is sending it.
+    queued_at: datetime | None = instant_column(nullable=True)
+    next_attempt_at: datetime | None = instant_column(nullable=True)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = instant_column(nullable=True)
+    maybe_sent: bool = False  # an ambiguous failure: look the claim up before resending
+    replay_id: str | None = Field(default=None, max_length=40, index=True)
 
 
 class ClaimHistory(SQLModel, table=True):
@@ -113,3 +122,58 @@ class RightsCacheEntry(SQLModel, table=True):
     insurer_number: str = Field(max_length=12)
     answer_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     as_of: datetime = instant_column(index=True)
+
+
+class Event(SQLModel, table=True):
+    """The outbox: written in the transaction that changes the claim, read by the feed."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_finess_id", "finess", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=40, unique=True)
+    finess: str = Field(max_length=9)
+    type: str = Field(max_length=32)
+    claim_id: str | None = Field(default=None, max_length=40)
+    at: datetime = instant_column()
+
+
+class OperatorControl(SQLModel, table=True):
+    """Per operator: the pause (survives restarts) and the shared drain schedule."""
+
+    __tablename__ = "operator_controls"
+
+    operator: str = Field(primary_key=True, max_length=64)
+    paused: bool = False
+    paused_by: str | None = Field(default=None, max_length=32)
+    pause_reason: str | None = Field(default=None, max_length=500)
+    paused_at: datetime | None = instant_column(nullable=True)
+    next_send_at: datetime | None = instant_column(nullable=True)
+
+
+class Replay(SQLModel, table=True):
+    __tablename__ = "replays"
+
+    id: str = Field(primary_key=True, max_length=40)
+    operator: str = Field(max_length=64, index=True)
+    requested_by: str = Field(max_length=32)
+    filter_json: str = Field(max_length=4000)
+    count: int
+    running: bool = True
+    created_at: datetime = instant_column()
+    finished_at: datetime | None = instant_column(nullable=True)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what to which object, and how it ended; never raw personal data."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = instant_column()
+    actor: str = Field(max_length=32)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=64)
+    object_id: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=32)
+    details_json: str = Field(default="{}", max_length=4000)

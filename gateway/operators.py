@@ -9,13 +9,19 @@ import httpx
 
 from adapters.base import OperatorAdapter
 from adapters.registry import InsurerRouter, RoutingError, adapter_factory
+from gateway.resilience.breaker import OperatorBreaker
+from gateway.resilience.guard import Guard
 from gateway.settings import ConfigError, OperatorSettings, Settings
 
 
 @dataclass(slots=True)
 class Operator:
+    """An operator's settings, adapter, breaker and the guard every call goes through."""
+
     settings: OperatorSettings
     adapter: OperatorAdapter
+    breaker: OperatorBreaker
+    guard: Guard
 
     @property
     def name(self) -> str:
@@ -74,5 +80,12 @@ def build_directory(
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         clients.append(client)
-        operators[op.name] = Operator(settings=op, adapter=factory(op.name, client, op.timeout_s))
+        breaker = OperatorBreaker(op.name, fail_max=op.breaker_fail_max,
+                                  reset_s=op.breaker_reset_s, reset_max_s=op.breaker_reset_max_s)
+        operators[op.name] = Operator(
+            settings=op,
+            adapter=factory(op.name, client, op.timeout_s),
+            breaker=breaker,
+            guard=Guard(breaker, timeout_s=op.timeout_s, deadline_s=op.deadline_s),
+        )
     return OperatorDirectory(operators, router, clients)

@@ -69,6 +69,7 @@ class OperatorSettings(_Section):
     drain_per_s: float = Field(20, gt=0)
     drain_ramp_s: float = Field(10, ge=0)
     max_attempts: int = Field(12, ge=1)
+    max_queue_age_s: float = Field(7 * 24 * 3600, gt=0)  # then `failed`, for operations staff
 
     @model_validator(mode="after")
     def _check_patterns(self) -> OperatorSettings:

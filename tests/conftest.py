@@ -24,7 +24,8 @@ from gateway.migrate import upgrade
 from gateway.settings import Settings
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
-TABLES = ("claim_history", "claims", "rights_cache", "api_keys")
+TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "claims",
+          "rights_cache", "api_keys")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 

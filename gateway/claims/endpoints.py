@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import AwareDatetime
 
-from gateway.claims import service
+from gateway.claims import cancel, queries, service
 from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic, ClaimStatus
 from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import problem_responses
@@ -27,7 +27,7 @@ def _answer(response: Response, result: service.SubmitResult) -> ClaimPublic:
     status_code=201,
     response_model=ClaimPublic,
     dependencies=[Depends(rate_limited("claims"))],
-    responses=problem_responses(401, 403, 409, 413, 422, 429, 502, 503),
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 502),
     summary="Submit a claim",
 )
 async def submit_claim(
@@ -56,7 +56,7 @@ async def list_claims(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
-    return await service.list_claims(
+    return await queries.list_claims(
         ctx=ctx, principal=principal, status=status, operator=operator,
         since=since, cursor=cursor, limit=limit,
     )
@@ -65,7 +65,7 @@ async def list_claims(
 @router.get("/{claim_id}", response_model=ClaimDetail,
             responses=problem_responses(401, 403, 404), summary="A claim with its history")
 async def get_claim(claim_id: str, ctx: ContextDep, principal: PharmacyDep) -> Any:
-    return await service.get(ctx=ctx, principal=principal, claim_id=claim_id)
+    return await queries.get(ctx=ctx, principal=principal, claim_id=claim_id)
 
 
 @router.post("/{claim_id}/cancel", response_model=ClaimPublic,
@@ -74,6 +74,6 @@ async def get_claim(claim_id: str, ctx: ContextDep, principal: PharmacyDep) -> A
 async def cancel_claim(
     claim_id: str, ctx: ContextDep, principal: PharmacyDep, response: Response
 ) -> ClaimPublic:
-    result = await service.cancel(ctx=ctx, principal=principal, claim_id=claim_id)
+    result = await cancel.cancel(ctx=ctx, principal=principal, claim_id=claim_id)
     response.status_code = result.http_status
     return result.claim

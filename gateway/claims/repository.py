@@ -6,8 +6,9 @@ from datetime import datetime
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
+from ulid import ULID
 
-from gateway.models import Claim, ClaimHistory, utcnow
+from gateway.models import Claim, ClaimHistory, Event, utcnow
 
 
 def find_duplicate(
@@ -70,10 +71,25 @@ def history(session: Session, claim_id: str) -> list[ClaimHistory]:
     return list(result.all())
 
 
+EVENT_STATUSES = frozenset({"accepted", "rejected", "queued", "failed", "cancelled"})
+
+
 def record(session: Session, claim: Claim, status: str, detail: str | None = None) -> None:
-    """Move a claim to `status` and append the step to its history, in the caller's transaction."""
+    """Move a claim to `status`, append the step to its history and, when the status
+    changes to one the pharmacy is told about, write the event (the outbox) in the
+    caller's transaction."""
     now = utcnow()
+    changed = claim.status != status
     claim.status = status
     claim.updated_at = now
     session.add(claim)
     session.add(ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail))
+    if changed and status in EVENT_STATUSES:
+        add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
+
+
+def add_event(
+    session: Session, *, finess: str, type_: str, claim_id: str | None, at: datetime
+) -> None:
+    session.add(Event(event_id=f"evt_{ULID()}", finess=finess, type=type_, claim_id=claim_id,
+                      at=at))

@@ -1,18 +1,17 @@
-"""Submitting, reading and cancelling claims: the rules, away from HTTP.
+"""Submitting a claim: validate, store durably, then send within the deadline, or queue.
 
-A claim is committed (status `pending`) before anything is sent to its operator,
-so a 201 is a promise that the claim exists; the operator's idempotency key is
-the claim id, minted then and never changed.
+A claim is committed before anything is sent to its operator, so a 201/202 is a
+promise that the claim exists; the operator's idempotency key is the claim id,
+minted then and never changed. When the operator is paused, its breaker is not
+closed, or it gives no answer within `deadline_s`, the claim is queued (202).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -20,31 +19,29 @@ from sqlmodel import Session
 from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
-from gateway.claims import repository
-from gateway.claims.presenter import payload_context, to_detail, to_public
+from gateway.claims import repository, transitions
+from gateway.claims.presenter import payload_context, to_public
 from gateway.claims.rules import check_claim_rules
-from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic
+from gateway.claims.schemas import ClaimCreate, ClaimPublic
 from gateway.context import AppContext
 from gateway.errors import (
     ClaimInFlight,
     DuplicateInvoice,
     Forbidden,
-    GatewayError,
     IdempotencyKeyReused,
-    NotCancellable,
-    NotFound,
     OperatorRefused,
-    OperatorUnavailableError,
     UnknownInsurer,
-    ValidationFailed,
 )
-from gateway.models import Claim, ClaimHistory, utcnow
+from gateway.metrics import CLAIM_OUTCOMES
+from gateway.models import Claim, utcnow
 from gateway.operators import Operator
-from gateway.resilience import call_operator
+from gateway.queue import repository as queue_repository
+from gateway.resilience.guard import BreakerOpen
 from gateway.security.apikeys import Principal
 
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
+LEASE_GRACE_S = 5.0  # a sync sender's lease outlives its deadline by this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +57,10 @@ def new_claim_id() -> str:
 
 def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def wire_claim(claim_id: str, body: dict[str, object]) -> OperatorClaim:
+    return OperatorClaim(idempotency_key=claim_id, body={**body, "claim_id": claim_id})
 
 
 async def submit(
@@ -79,6 +80,9 @@ async def submit(
     stored = await _store_or_replay(ctx, claim_in, body, request_hash, idempotency_key, operator)
     if isinstance(stored, SubmitResult):
         return stored
+    if stored.status == "queued":
+        CLAIM_OUTCOMES.labels(operator.name, "queued").inc()
+        return SubmitResult(to_public(stored, ctx.cipher), 202, replayed=False)
     return await _send(ctx, operator, stored, body)
 
 
@@ -90,7 +94,8 @@ async def _store_or_replay(
     idempotency_key: str | None,
     operator: Operator,
 ) -> Claim | SubmitResult:
-    """Insert the claim, or answer for the one already holding this key or invoice."""
+    """Insert the claim (pending, or queued when the operator cannot take it now),
+    or answer for the one already holding this key or invoice number."""
 
     def store(session: Session) -> Claim | SubmitResult:
         existing = repository.find_duplicate(
@@ -100,7 +105,16 @@ async def _store_or_replay(
         if existing:
             return _replay(ctx, existing, request_hash, idempotency_key)
         claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator)
-        repository.record(session, claim, "pending", "received")
+        paused = queue_repository.is_paused(session, operator.name)
+        if paused or not operator.breaker.is_closed:
+            claim.first_http_status = 202
+            why = "operator paused" if paused else f"operator {operator.breaker.state}"
+            transitions.enqueue(session, claim, f"received; {why}: queued")
+        else:
+            claim.lease_owner = ctx.instance_id
+            claim.lease_until = utcnow() + timedelta(
+                seconds=operator.settings.deadline_s + LEASE_GRACE_S)
+            repository.record(session, claim, "pending", "received")
         return claim
 
     for _ in range(STORE_ATTEMPTS):
@@ -109,7 +123,8 @@ async def _store_or_replay(
         except IntegrityError:
             continue  # another request stored the same key or invoice first: replay it
         if isinstance(stored, Claim):
-            log.info("claim.stored", claim_id=stored.id, operator=operator.name)
+            log.info("claim.stored", claim_id=stored.id, operator=operator.name,
+                     status=stored.status)
         return stored
     raise ClaimInFlight("the same claim is being stored by another request")
 
@@ -138,11 +153,12 @@ def _new_claim(
         operator=operator.name,
         insurer_number=claim_in.amc.insurer_number,
         service_date=claim_in.service_date,
-        status="pending",
+        status="new",
         amc_requested_cents=claim_in.amc_requested_cents,
         payload_enc=ctx.cipher.encrypt_json(body, context=payload_context(claim_id)),
         created_at=now,
         updated_at=now,
+        queued_at=now,
     )
 
 
@@ -158,179 +174,74 @@ def _replay(
                 errors=[{"field": "Idempotency-Key", "message": "already used with another body"}],
             )
         raise DuplicateInvoice(
-            "this invoice number was already submitted with another body",
-            claim_id=claim.id,
+            "this invoice number was already submitted with another body", claim_id=claim.id
         )
-    if claim.status == "pending" or claim.first_http_status is None:
+    if claim.first_http_status is None:
         raise ClaimInFlight("the first request with this claim is still in flight")
-    replay_headers = {"Idempotent-Replayed": "true"}
-    if claim.first_http_status >= 500:
-        error = _failure_for(claim)
-        error.headers.update(replay_headers)
-        raise error
-    return SubmitResult(to_public(claim, ctx.cipher), claim.first_http_status, replayed=True)
-
-
-def _failure_for(claim: Claim) -> GatewayError:
     if claim.first_http_status == OperatorRefused.status:
-        return OperatorRefused(claim.last_error, claim_id=claim.id)
-    return OperatorUnavailableError(
-        "the operator is unavailable; the claim is stored and will be sent once it is back",
-        claim_id=claim.id,
-    )
+        raise OperatorRefused(claim.last_error, claim_id=claim.id,
+                              headers={"Idempotent-Replayed": "true"})
+    return SubmitResult(to_public(claim, ctx.cipher), claim.first_http_status, replayed=True)
 
 
 async def _send(
     ctx: AppContext, operator: Operator, claim: Claim, body: dict[str, object]
 ) -> SubmitResult:
-    wire = OperatorClaim(idempotency_key=claim.id, body={**body, "claim_id": claim.id})
+    wire = wire_claim(claim.id, body)
     try:
-        outcome = await call_operator(operator, lambda: operator.adapter.submit_claim(wire))
+        outcome = await operator.guard.call(lambda: operator.adapter.submit_claim(wire))
     except OperatorUnavailable as exc:
-        detail = f"operator unavailable: {exc.reason}"
-        await _settle_unanswered(ctx, claim.id, "queued", 503, detail)
-        raise _failure_for(claim.model_copy(update={"first_http_status": 503})) from None
+        queued = await _queue_unanswered(ctx, operator, claim.id, exc)
+        return SubmitResult(to_public(queued, ctx.cipher), 202, replayed=False)
     except OperatorRejected as exc:
         detail = f"operator refused the request: {exc.code} {exc.label}"[:500]
-        await _settle_unanswered(ctx, claim.id, "failed", OperatorRefused.status, detail)
+        await ctx.db.write(lambda session: _first_answer(
+            session, claim.id, OperatorRefused.status,
+            lambda c: transitions.refuse(session, c, detail)))
+        CLAIM_OUTCOMES.labels(operator.name, "failed").inc()
         raise OperatorRefused(detail, claim_id=claim.id) from None
     except asyncio.CancelledError:
-        await asyncio.shield(
-            _settle_unanswered(ctx, claim.id, "queued", 503, "interrupted while sending")
-        )
+        interrupted = OperatorUnavailable("interrupted while sending", ambiguous=True)
+        await asyncio.shield(_queue_unanswered(ctx, operator, claim.id, interrupted))
         raise
-    settled = await _settle_answered(ctx, claim.id, outcome)
+    settled = await _settle(ctx, claim.id, outcome)
+    CLAIM_OUTCOMES.labels(operator.name, settled.status).inc()
     return SubmitResult(to_public(settled, ctx.cipher), 201, replayed=False)
 
 
-async def _settle_answered(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Claim:
-    def settle(session: Session) -> Claim:
-        claim = repository.load(session, claim_id)
-        claim.first_http_status = 201
-        claim.attempts += 1
-        if outcome.status == "accepted":
-            claim.amc_covered_cents = outcome.amc_cents
-            claim.operator_reference = outcome.reference
-            repository.record(session, claim, "accepted", f"accepted by {claim.operator}")
-        else:
-            claim.rejection_code = outcome.code or "unknown"
-            claim.rejection_label = (outcome.label or "")[:500]
-            repository.record(session, claim, "rejected", f"rejected: {claim.rejection_code}")
-        return claim
+def _first_answer(session: Session, claim_id: str, http_status: int, move) -> Claim:  # type: ignore[no-untyped-def]
+    claim = repository.load(session, claim_id)
+    claim.first_http_status = http_status
+    move(claim)
+    return claim
 
-    claim = await ctx.db.write(settle)
+
+async def _settle(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Claim:
+    claim = await ctx.db.write(lambda session: _first_answer(
+        session, claim_id, 201, lambda c: transitions.settle(session, c, outcome)))
     log.info("claim.answered", claim_id=claim_id, status=claim.status)
     return claim
 
 
-async def _settle_unanswered(
-    ctx: AppContext, claim_id: str, status: str, http_status: int, detail: str
-) -> None:
-    """Keep the claim when the operator gave no usable answer: it is never lost."""
+async def _queue_unanswered(
+    ctx: AppContext, operator: Operator, claim_id: str, error: OperatorUnavailable
+) -> Claim:
+    """No usable answer in time: the claim waits in the queue, never lost."""
+    settings = operator.settings
 
-    def settle(session: Session) -> None:
-        claim = repository.load(session, claim_id)
-        claim.first_http_status = http_status
-        claim.attempts += 1
-        claim.last_error = detail[:500]
-        if status == "queued":
-            # Provisional receipts arrive with the queue's policy; until then none is offered.
-            claim.coverage_decision, claim.coverage_reason = "refused", "not_offered"
-        repository.record(session, claim, status, detail[:500])
+    def move(session: Session, claim: Claim) -> None:
+        if isinstance(error, BreakerOpen):
+            transitions.enqueue(session, claim, f"queued: {error.reason}")
+        else:
+            transitions.retry_later(
+                session, claim, error.reason, ambiguous=error.ambiguous,
+                max_attempts=settings.max_attempts,
+                max_age=timedelta(seconds=settings.max_queue_age_s),
+            )
 
-    await ctx.db.write(settle)
-    log.warning("claim.unanswered", claim_id=claim_id, status=status)
-
-
-async def get(*, ctx: AppContext, principal: Principal, claim_id: str) -> ClaimDetail:
-    def load(session: Session) -> tuple[Claim, list[ClaimHistory]]:
-        claim = _own_claim(session, principal, claim_id)
-        return claim, repository.history(session, claim.id)
-
-    claim, steps = await ctx.db.read(load)
-    return to_detail(claim, steps, ctx.cipher)
-
-
-def _own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
-    claim = repository.get_own(session, claim_id=claim_id, finess=principal.finess or "")
-    if claim is None:
-        raise NotFound("no such claim")
+    claim = await ctx.db.write(lambda session: _first_answer(
+        session, claim_id, 202, lambda c: move(session, c)))
+    CLAIM_OUTCOMES.labels(operator.name, claim.status).inc()
+    log.warning("claim.queued", claim_id=claim_id, operator=operator.name,
+                ambiguous=error.ambiguous)
     return claim
-
-
-def encode_cursor(claim_id: str) -> str:
-    return base64.urlsafe_b64encode(claim_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        decoded = ""
-    if not decoded.startswith("clm_"):
-        raise ValidationFailed(
-            "invalid cursor", errors=[{"field": "cursor", "message": "not a cursor from `next`"}]
-        )
-    return decoded
-
-
-async def list_claims(
-    *,
-    ctx: AppContext,
-    principal: Principal,
-    status: str | None,
-    operator: str | None,
-    since: datetime | None,
-    cursor: str | None,
-    limit: int,
-) -> ClaimPage:
-    before_id = decode_cursor(cursor) if cursor else None
-    claims = await ctx.db.read(lambda session: repository.list_own(
-        session, finess=principal.finess or "", status=status, operator=operator,
-        since=since, before_id=before_id, limit=limit + 1,
-    ))
-    page = claims[:limit]
-    more = len(claims) > limit
-    return ClaimPage(
-        claims=[to_public(claim, ctx.cipher) for claim in page],
-        next=encode_cursor(page[-1].id) if more and page else None,
-    )
-
-
-async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> SubmitResult:
-    """Queued or failed: cancelled at once. Accepted: the operator must confirm."""
-
-    def request(session: Session) -> tuple[Claim, int | None]:
-        claim = _own_claim(session, principal, claim_id)
-        if claim.status in ("queued", "failed"):
-            repository.record(session, claim, "cancelled", "cancelled before sending")
-            return claim, 200
-        if claim.status == "cancelled":
-            return claim, 200
-        if claim.cancellation_pending:
-            return claim, 202
-        if claim.status != "accepted":
-            raise NotCancellable(f"a {claim.status} claim cannot be cancelled")
-        claim.cancellation_pending = True
-        repository.record(session, claim, "accepted", "cancellation requested")
-        return claim, None
-
-    claim, settled_status = await ctx.db.write(request)
-    if settled_status is not None:
-        return SubmitResult(to_public(claim, ctx.cipher), settled_status, replayed=False)
-    operator = ctx.operators.get(claim.operator)
-    try:
-        if operator is None:
-            raise OperatorUnavailable("operator no longer configured")
-        await call_operator(operator, lambda: operator.adapter.cancel_claim(claim.id))
-    except (OperatorUnavailable, OperatorRejected) as exc:
-        log.warning("claim.cancel_deferred", claim_id=claim.id, error_type=type(exc).__name__)
-        return SubmitResult(to_public(claim, ctx.cipher), 202, replayed=False)
-
-    def confirm(session: Session) -> Claim:
-        fresh = repository.load(session, claim.id)
-        fresh.cancellation_pending = False
-        repository.record(session, fresh, "cancelled", f"cancelled by {fresh.operator}")
-        return fresh
-
-    return SubmitResult(to_public(await ctx.db.write(confirm), ctx.cipher), 200, replayed=False)

@@ -10,7 +10,6 @@ from adapters.base import OperatorRejected, OperatorUnavailable, RightsRequest
 from gateway.context import AppContext
 from gateway.errors import OperatorRefused, UnknownInsurer
 from gateway.models import utcnow
-from gateway.resilience import call_operator
 from gateway.rights import repository
 from gateway.rights.schemas import RightsCheck, RightsPublic
 
@@ -36,7 +35,8 @@ async def check(*, ctx: AppContext, request: RightsCheck) -> RightsPublic:
     context = cache_context(beneficiary_hash, insurer)
     wire = RightsRequest(body=request.model_dump(mode="json", by_alias=True))
     try:
-        answer = await call_operator(operator, lambda: operator.adapter.check_rights(wire))
+        answer = await operator.guard.call(lambda: operator.adapter.check_rights(wire),
+                                          idempotent=True)
     except OperatorUnavailable as exc:
         log.warning("rights.operator_unavailable", operator=operator.name, reason=exc.reason)
         return await _from_cache(ctx, beneficiary_hash, insurer, context)

@@ -114,23 +114,22 @@ async def test_concurrent_duplicates_store_one_claim(client, pharmacy, simulator
     assert (await ledger(simulators["opera"]))["claims"][0]["count"] == 1
 
 
-@pytest.mark.parametrize("mode", ["down", "error"])
-async def test_unavailable_operator_is_503_and_the_claim_is_kept(client, pharmacy, simulators,
-                                                                  mode):
+@pytest.mark.parametrize("mode", ["down", "error", "ambiguous"])
+async def test_unavailable_operator_is_202_and_the_claim_is_queued(client, pharmacy, simulators,
+                                                                   mode):
     await set_fault(simulators["opera"], mode)
     response = await client.post("/v1/claims", json=claim_body("D1"), headers=pharmacy)
-    assert response.status_code == 503
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["type"] == "operator-unavailable"
-    stored = await client.get(f"/v1/claims/{problem['claim_id']}", headers=pharmacy)
-    assert stored.status_code == 200
+    assert response.status_code == 202
+    claim = response.json()
+    assert claim["status"] == "queued"
+    assert claim["coverage"]["decision"] in ("refused", "provisional")
+    stored = await client.get(f"/v1/claims/{claim['id']}", headers=pharmacy)
     assert stored.json()["status"] == "queued"
     assert [step["status"] for step in stored.json()["history"]] == ["pending", "queued"]
     replay = await client.post("/v1/claims", json=claim_body("D1"), headers=pharmacy)
-    assert replay.status_code == 503
+    assert replay.status_code == 202
     assert replay.headers["Idempotent-Replayed"] == "true"
-    assert replay.json()["claim_id"] == problem["claim_id"]
+    assert replay.json()["id"] == claim["id"]
 
 
 async def test_hanging_operator_answers_within_the_deadline(client, pharmacy, simulators,
@@ -140,10 +139,9 @@ async def test_hanging_operator_answers_within_the_deadline(client, pharmacy, si
     started = loop.time()
     response = await client.post("/v1/claims", json=claim_body("H1"), headers=pharmacy)
     elapsed = loop.time() - started
-    assert response.status_code == 503
+    assert response.status_code == 202
     assert elapsed < settings.operators[0].deadline_s + 0.5
-    stored = await client.get(f"/v1/claims/{response.json()['claim_id']}", headers=pharmacy)
-    assert stored.json()["status"] == "queued"
+    assert response.json()["status"] == "queued"
 
 
 async def test_dispenser_of_another_pharmacy_is_403_and_not_stored(client, pharmacy):

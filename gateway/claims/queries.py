@@ -1,0 +1,73 @@
+"""Reading a pharmacy's own claims: one claim with its history, or a page of them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from sqlmodel import Session
+
+from gateway.claims import repository
+from gateway.claims.presenter import to_detail, to_public
+from gateway.claims.schemas import ClaimDetail, ClaimPage
+from gateway.context import AppContext
+from gateway.errors import NotFound, ValidationFailed
+from gateway.models import Claim, ClaimHistory
+from gateway.security.apikeys import Principal
+
+
+def own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
+    """The claim if it belongs to the caller's pharmacy; another's is a 404, never a 403."""
+    claim = repository.get_own(session, claim_id=claim_id, finess=principal.finess or "")
+    if claim is None:
+        raise NotFound("no such claim")
+    return claim
+
+
+async def get(*, ctx: AppContext, principal: Principal, claim_id: str) -> ClaimDetail:
+    def load(session: Session) -> tuple[Claim, list[ClaimHistory]]:
+        claim = own_claim(session, principal, claim_id)
+        return claim, repository.history(session, claim.id)
+
+    claim, steps = await ctx.db.read(load)
+    return to_detail(claim, steps, ctx.cipher)
+
+
+def encode_cursor(claim_id: str) -> str:
+    return base64.urlsafe_b64encode(claim_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, prefix: str = "clm_") -> str:
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if not decoded.startswith(prefix):
+        raise ValidationFailed(
+            "invalid cursor", errors=[{"field": "cursor", "message": "not a cursor from `next`"}]
+        )
+    return decoded
+
+
+async def list_claims(
+    *,
+    ctx: AppContext,
+    principal: Principal,
+    status: str | None,
+    operator: str | None,
+    since: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> ClaimPage:
+    before_id = decode_cursor(cursor) if cursor else None
+    claims = await ctx.db.read(lambda session: repository.list_own(
+        session, finess=principal.finess or "", status=status, operator=operator,
+        since=since, before_id=before_id, limit=limit + 1,
+    ))
+    page = claims[:limit]
+    more = len(claims) > limit
+    return ClaimPage(
+        claims=[to_public(claim, ctx.cipher) for claim in page],
+        next=encode_cursor(page[-1].id) if more and page else None,
+    )

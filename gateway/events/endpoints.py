@@ -1,0 +1,83 @@
+"""`GET /v1/events`: the pharmacy's events, oldest first, with a cursor and long-poll.
+
+The events are written by the same transaction as the change they announce (the
+outbox in `claims.repository.record`), so the feed never misses or invents one.
+Long-polling re-reads the database, which keeps it right across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from gateway.deps import ContextDep, PharmacyDep
+from gateway.errors import ValidationFailed, problem_responses
+from gateway.models import Event
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+POLL_S = 0.25
+MAX_WAIT_S = 30
+
+
+class EventPublic(BaseModel):
+    id: str
+    type: str
+    claim_id: str | None
+    at: str
+
+
+class EventPage(BaseModel):
+    events: list[EventPublic]
+    next: str
+
+
+def encode(position: int) -> str:
+    return base64.urlsafe_b64encode(f"ev:{position}".encode()).decode().rstrip("=")
+
+
+def decode(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("ev:") and text[3:].isdigit():
+            return int(text[3:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationFailed("invalid cursor", errors=[
+        {"field": "after", "message": "not a cursor from `next`"}])
+
+
+def _page(session: Session, finess: str, after: int, limit: int) -> list[Event]:
+    return list(session.exec(
+        select(Event).where(col(Event.finess) == finess, col(Event.id) > after)
+        .order_by(col(Event.id)).limit(limit)
+    ).all())
+
+
+@router.get("", response_model=EventPage, responses=problem_responses(401, 403, 422),
+            summary="Own events, oldest first; `wait` long-polls up to 30 s")
+async def events(
+    ctx: ContextDep, principal: PharmacyDep,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+) -> EventPage:
+    position = decode(after) if after else 0
+    finess = principal.finess or ""
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + wait
+    while True:
+        found = await ctx.db.read(lambda s: _page(s, finess, position, limit))
+        if found or loop.time() >= ends_at:
+            break
+        await asyncio.sleep(min(POLL_S, max(0.0, ends_at - loop.time())))
+    return EventPage(
+        events=[EventPublic(id=e.event_id, type=e.type, claim_id=e.claim_id,
+                            at=e.at.isoformat()) for e in found],
+        next=encode(found[-1].id if found else position),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,107 @@
+"""Prometheus metrics: counters updated where things happen, gauges read at scrape time.
+
+Counters live in one module-level registry (they count for the whole process);
+queue and breaker gauges are computed from the database and the breakers on each
+scrape, so every instance reports the same queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CLAIM_OUTCOMES = Counter(
+    "gateway_claims_total", "Claims by operator and outcome", ["operator", "outcome"],
+    registry=REGISTRY,
+)
+OPERATOR_ATTEMPTS = Counter(
+    "gateway_operator_attempts_total", "Calls to operators by result", ["operator", "result"],
+    registry=REGISTRY,
+)
+DRAIN_SENT = Counter(
+    "gateway_drain_sent_total", "Queued claims sent by the drain", ["operator"],
+    registry=REGISTRY,
+)
+DRAIN_RATE = Gauge(
+    "gateway_drain_rate_per_second", "The drain's current pace (ramping after recovery)",
+    ["operator"], registry=REGISTRY,
+)
+RECEIPTS = Counter(
+    "gateway_receipts_total", "Provisional receipts issued", ["operator", "basis"],
+    registry=REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "gateway_request_duration_seconds", "HTTP request latency by route", ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Snapshot(Collector):
+    """Gauges from a scrape-time snapshot of the queue and the breakers."""
+
+    def __init__(self, queue: dict[str, dict[str, Any]], breakers: dict[str, str],
+                 outstanding: dict[str, int]) -> None:
+        self.queue, self.breakers, self.outstanding = queue, breakers, outstanding
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        now = datetime.now(UTC)
+        state = GaugeMetricFamily("gateway_breaker_state",
+                                  "0 closed, 1 half-open, 2 open", labels=["operator"])
+        depth = GaugeMetricFamily("gateway_queue_depth", "Claims waiting", labels=["operator"])
+        pending = GaugeMetricFamily("gateway_queue_pending", "Claims being sent",
+                                    labels=["operator"])
+        failed = GaugeMetricFamily("gateway_queue_failed", "Claims given up on",
+                                   labels=["operator"])
+        oldest = GaugeMetricFamily("gateway_queue_oldest_age_seconds",
+                                   "Age of the oldest waiting claim", labels=["operator"])
+        exposure = GaugeMetricFamily("gateway_provisional_outstanding_cents",
+                                     "AMC cents promised by open provisional receipts",
+                                     labels=["operator"])
+        for operator, code in self.breakers.items():
+            stats = self.queue.get(operator, {})
+            state.add_metric([operator], BREAKER_CODES.get(code, 2))
+            depth.add_metric([operator], stats.get("queued", 0))
+            pending.add_metric([operator], stats.get("pending", 0))
+            failed.add_metric([operator], stats.get("failed", 0))
+            first = stats.get("oldest")
+            oldest.add_metric([operator], (now - first).total_seconds() if first else 0.0)
+            exposure.add_metric([operator], self.outstanding.get(operator, 0))
+        yield from (state, depth, pending, failed, oldest, exposure)
+
+
+def render(snapshot: Snapshot) -> bytes:
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(snapshot)
+    return generate_latest(REGISTRY) + generate_latest(scrape)
+
+
+class LatencyMiddleware:
+    """Times every HTTP request by its route template (never by its raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(scope.get("method", ""), template).observe(
+                time.perf_counter() - started)
+
+

@@ -1,0 +1,174 @@
+"""The drain: one worker per operator replays queued claims once the operator is back.
+
+Oldest first, at most `drain_per_s` in total across every instance (the send
+times come from the operator's shared schedule in the database), ramping from
+10 % to 100 % over `drain_ramp_s` after a recovery. It sends nothing while the
+operator is paused or its breaker is not closed, and stops at once when the
+breaker opens: claims leased but not yet sent go back to the queue untouched.
+A claim whose earlier attempt may have reached the operator is looked up first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import structlog
+from sqlmodel import Session
+
+from adapters.base import OperatorRejected, OperatorUnavailable
+from gateway.claims import transitions
+from gateway.claims.cancel import confirm_cancelled
+from gateway.claims.presenter import payload_context
+from gateway.claims.service import wire_claim
+from gateway.context import AppContext
+from gateway.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT
+from gateway.models import Claim, utcnow
+from gateway.operators import Operator
+from gateway.queue import repository
+from gateway.queue.repository import Lease
+from gateway.resilience.guard import BreakerOpen
+
+log = structlog.get_logger(__name__)
+IDLE_S = 0.5
+MAX_BATCH = 50
+SEND_CONCURRENCY = 16
+
+
+class DrainWorker:
+    def __init__(self, ctx: AppContext, operator: Operator) -> None:
+        self.ctx = ctx
+        self.operator = operator
+        self.wake = asyncio.Event()
+        self.recovered_at = time.monotonic()
+        self.rate_limit: float | None = None  # benchmarks may lift the limit
+        operator.breaker.on_change.append(self._breaker_changed)
+
+    def _breaker_changed(self, _: object, state: str) -> None:
+        if state == "closed":
+            self.recovered_at = time.monotonic()
+            self.wake.set()
+
+    def current_rate(self) -> float:
+        """Claims per second now: `drain_per_s`, ramped linearly from 10 % after recovery."""
+        settings = self.operator.settings
+        full = self.rate_limit or settings.drain_per_s
+        if settings.drain_ramp_s <= 0:
+            return full
+        elapsed = time.monotonic() - self.recovered_at
+        return full * min(1.0, 0.1 + 0.9 * elapsed / settings.drain_ramp_s)
+
+    def may_send(self) -> bool:
+        return self.operator.breaker.is_closed
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                worked = await self.step()
+            except Exception:  # noqa: BLE001 - the drain must outlive one bad batch
+                log.exception("drain.step_failed", operator=self.operator.name)
+                worked = False
+            if not worked:
+                self.wake.clear()
+                try:
+                    async with asyncio.timeout(IDLE_S):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def step(self) -> bool:
+        """Lease one batch and send it; False when there was nothing to do."""
+        name = self.operator.name
+        if not self.may_send():
+            return False
+        if await self.ctx.db.read(lambda session: repository.is_paused(session, name)):
+            return False
+        rate = self.current_rate()
+        DRAIN_RATE.labels(name).set(rate)
+        limit = max(1, min(MAX_BATCH, round(rate)))
+        leases = await self.ctx.db.write(lambda session: repository.lease_batch(
+            session, operator=name, owner=self.ctx.instance_id, limit=limit, now=utcnow(),
+            interval_s=1.0 / rate, send_timeout_s=self.operator.settings.deadline_s + 30,
+        ))
+        cancelled = await self._send_cancellations()
+        if not leases:
+            return cancelled
+        gate = asyncio.Semaphore(SEND_CONCURRENCY)
+        unsent: list[str] = []
+        async with asyncio.TaskGroup() as group:
+            for lease in leases:
+                group.create_task(self._send_when_due(lease, gate, unsent))
+        if unsent:
+            owner = self.ctx.instance_id
+            await self.ctx.db.write(lambda s: repository.release_unsent(s, unsent, owner))
+        return True
+
+    async def _send_when_due(self, lease: Lease, gate: asyncio.Semaphore,
+                             unsent: list[str]) -> None:
+        delay = (lease.send_at - utcnow()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with gate:
+            if not self.may_send():
+                unsent.append(lease.claim.id)
+                return
+            await self._send(lease.claim, unsent)
+
+    async def _send(self, claim: Claim, unsent: list[str]) -> None:
+        adapter, guard = self.operator.adapter, self.operator.guard
+        try:
+            outcome = None
+            if claim.maybe_sent:
+                outcome = await guard.call(lambda: adapter.lookup_claim(claim.id),
+                                           idempotent=True)
+            if outcome is None:
+                body = self.ctx.cipher.decrypt_json(claim.payload_enc,
+                                                    context=payload_context(claim.id))
+                wire = wire_claim(claim.id, body)
+                outcome = await guard.call(lambda: adapter.submit_claim(wire))
+        except BreakerOpen:
+            unsent.append(claim.id)
+            return
+        except OperatorUnavailable as exc:
+            reason, ambiguous = exc.reason, exc.ambiguous
+            await self._finish(claim.id, lambda s, c: transitions.retry_later(
+                s, c, reason, ambiguous=ambiguous,
+                max_attempts=self.operator.settings.max_attempts,
+                max_age=timedelta(seconds=self.operator.settings.max_queue_age_s)))
+            return
+        except OperatorRejected as exc:
+            detail = f"operator refused the request: {exc.code} {exc.label}"
+            await self._finish(claim.id, lambda s, c: transitions.refuse(s, c, detail))
+            return
+        DRAIN_SENT.labels(self.operator.name).inc()
+        await self._finish(claim.id, lambda s, c: transitions.settle(s, c, outcome))
+
+    async def _finish(self, claim_id: str, move) -> None:  # type: ignore[no-untyped-def]
+        owner = self.ctx.instance_id
+
+        def apply(session: Session) -> str | None:
+            claim = repository.load_leased(session, claim_id, owner)
+            if claim is None:
+                return None  # our lease expired and another sender took over
+            move(session, claim)
+            return claim.status
+
+        status = await self.ctx.db.write(apply)
+        if status is not None:
+            CLAIM_OUTCOMES.labels(self.operator.name, status).inc()
+            log.info("drain.claim", claim_id=claim_id, status=status)
+
+    async def _send_cancellations(self) -> bool:
+        name = self.operator.name
+        claims = await self.ctx.db.read(
+            lambda session: repository.pending_cancellations(session, name, 10))
+        for claim in claims:
+            try:
+                await self.operator.guard.call(
+                    lambda c=claim: self.operator.adapter.cancel_claim(c.id), idempotent=True)
+            except (OperatorUnavailable, OperatorRejected):
+                return False
+            await self.ctx.db.write(lambda session, c=claim: confirm_cancelled(session, c.id))
+            CLAIM_OUTCOMES.labels(name, "cancelled").inc()
+        return bool(claims)

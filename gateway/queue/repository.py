@@ -1,0 +1,142 @@
+"""Every query of the durable queue: leasing, rescheduling, depth, listing.
+
+Rows are never deleted. A lease (`lease_owner`, `lease_until`) marks a claim being
+sent (`pending`); an expired lease (a crashed sender) is taken again, and since
+the crashed sender may have sent it, the claim is then looked up before resending.
+On PostgreSQL rows are locked with FOR UPDATE SKIP LOCKED, so several instances
+lease disjoint claims; on SQLite the IMMEDIATE transaction serialises them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import Session, col, select
+
+from gateway.models import Claim, OperatorControl
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    claim: Claim
+    send_at: datetime
+
+
+def control(session: Session, operator: str, *, for_update: bool = False) -> OperatorControl:
+    """The operator's control row, created on first use."""
+    query = select(OperatorControl).where(col(OperatorControl.operator) == operator)
+    if for_update:
+        query = query.with_for_update()
+    row = session.exec(query).first()
+    if row is None:
+        row = OperatorControl(operator=operator)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def is_paused(session: Session, operator: str) -> bool:
+    paused = session.exec(
+        select(OperatorControl.paused).where(col(OperatorControl.operator) == operator)
+    ).first()
+    return bool(paused)
+
+
+def _due(operator: str, now: datetime):  # type: ignore[no-untyped-def]
+    return and_(
+        col(Claim.operator) == operator,
+        or_(
+            and_(col(Claim.status) == "queued", col(Claim.next_attempt_at) <= now),
+            and_(col(Claim.status) == "pending", col(Claim.lease_until) < now),
+        ),
+    )
+
+
+def lease_batch(
+    session: Session, *, operator: str, owner: str, limit: int, now: datetime,
+    interval_s: float, send_timeout_s: float,
+) -> list[Lease]:
+    """Lease the oldest due claims and give each a send time `interval_s` apart.
+
+    The send times come from the operator's shared schedule (`next_send_at`), so
+    every instance together stays under the operator's drain rate.
+    """
+    schedule = control(session, operator, for_update=True)
+    query = (
+        select(Claim).where(_due(operator, now))
+        .order_by(col(Claim.queued_at)).limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claims = list(session.exec(query).all())
+    if not claims:
+        return []
+    start = max(now, schedule.next_send_at or now)
+    leases = []
+    for index, claim in enumerate(claims):
+        send_at = start + timedelta(seconds=index * interval_s)
+        if claim.status == "pending":
+            claim.maybe_sent = True  # its sender vanished mid-send: look it up first
+        claim.status = "pending"
+        claim.lease_owner = owner
+        claim.lease_until = send_at + timedelta(seconds=send_timeout_s)
+        session.add(claim)
+        leases.append(Lease(claim, send_at))
+    schedule.next_send_at = start + timedelta(seconds=len(claims) * interval_s)
+    session.add(schedule)
+    return leases
+
+
+def load_leased(session: Session, claim_id: str, owner: str) -> Claim | None:
+    """The claim if this owner still holds its lease (else another sender took it over)."""
+    claim = session.get(Claim, claim_id, with_for_update=True)
+    if claim is None or claim.status != "pending" or claim.lease_owner != owner:
+        return None
+    return claim
+
+
+def release_unsent(session: Session, claim_ids: list[str], owner: str) -> int:
+    """Give leased claims back to the queue untouched (breaker opened, paused, stopping)."""
+    if not claim_ids:
+        return 0
+    result = session.execute(
+        update(Claim)
+        .where(col(Claim.id).in_(claim_ids), col(Claim.status) == "pending",
+               col(Claim.lease_owner) == owner)
+        .values(status="queued", lease_owner=None, lease_until=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def depth(session: Session) -> dict[str, dict[str, object]]:
+    """Per operator: queued, pending and failed counts and the oldest queued instant."""
+    rows = session.exec(
+        select(Claim.operator, Claim.status, func.count(), func.min(Claim.queued_at))
+        .where(col(Claim.status).in_(["queued", "pending", "failed"]))
+        .group_by(Claim.operator, Claim.status)
+    ).all()
+    stats: dict[str, dict[str, object]] = {}
+    for operator, status, count, oldest in rows:
+        entry = stats.setdefault(operator, {"queued": 0, "pending": 0, "failed": 0,
+                                            "oldest": None})
+        entry[status] = count
+        if status == "queued":
+            entry["oldest"] = oldest
+    return stats
+
+
+def queue_of(session: Session, operator: str, *, limit: int, after_id: str | None) -> list[Claim]:
+    query = select(Claim).where(col(Claim.operator) == operator,
+                                col(Claim.status).in_(["queued", "pending", "failed"]))
+    if after_id:
+        query = query.where(col(Claim.id) > after_id)
+    return list(session.exec(query.order_by(col(Claim.id)).limit(limit)).all())
+
+
+def pending_cancellations(session: Session, operator: str, limit: int) -> list[Claim]:
+    return list(session.exec(
+        select(Claim).where(col(Claim.operator) == operator, col(Claim.status) == "accepted",
+                            col(Claim.cancellation_pending).is_(True))
+        .order_by(col(Claim.updated_at)).limit(limit)
+    ).all())
