@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from gateway.settings import ConfigError, Settings, load_settings
+from gateway.cli_support import ConfigOption, fail, migrated_settings
+from gateway.queue_cli import queue_app
+from gateway.settings import ConfigError
 
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -19,36 +21,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML file (default config/gateway.toml; env GATEWAY_CONFIG)"),
-]
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def settings_or_exit(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        raise fail(f"configuration: {exc}") from None
-
-
-def migrated_settings(config: Path | None) -> Settings:
-    """Settings with the database brought up to date: every DB command starts so."""
-    from gateway.migrate import upgrade
-
-    settings = settings_or_exit(config)
-    try:
-        upgrade(settings.database_url)
-    except Exception as exc:  # noqa: BLE001 - report any database failure as exit 1
-        raise fail(f"database: {type(exc).__name__}: {exc}") from None
-    return settings
-
+app.add_typer(queue_app, name="queue")
 
 @app.command()
 def serve(

@@ -95,10 +95,13 @@ def simulators() -> dict[str, FastAPI]:
 
 @pytest.fixture
 async def app(
-    settings: Settings, simulators: dict[str, FastAPI], anyio_backend: str
+    request: pytest.FixtureRequest, settings: Settings, simulators: dict[str, FastAPI],
+    anyio_backend: str,
 ) -> AsyncIterator[FastAPI]:
+    """The gateway; its drain workers and probers run only for tests marked `workers`."""
     transports = {name: httpx.ASGITransport(sim) for name, sim in simulators.items()}
-    application = create_app(settings, transports=transports, configure_logs=False)
+    application = create_app(settings, transports=transports, configure_logs=False,
+                             run_workers=request.node.get_closest_marker("workers") is not None)
     async with LifespanManager(application):
         yield application
 

@@ -21,7 +21,7 @@ from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.claims import transitions
 from gateway.claims.cancel import confirm_cancelled
 from gateway.claims.presenter import payload_context
-from gateway.claims.service import wire_claim
+from gateway.claims.service import LEASE_GRACE_S, wire_claim
 from gateway.context import AppContext
 from gateway.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT
 from gateway.models import Claim, utcnow
@@ -42,18 +42,19 @@ class DrainWorker:
         self.operator = operator
         self.wake = asyncio.Event()
         self.recovered_at = time.monotonic()
-        self.rate_limit: float | None = None  # benchmarks may lift the limit
+        self.just_recovered = False
         operator.breaker.on_change.append(self._breaker_changed)
 
     def _breaker_changed(self, _: object, state: str) -> None:
         if state == "closed":
             self.recovered_at = time.monotonic()
+            self.just_recovered = True
             self.wake.set()
 
     def current_rate(self) -> float:
         """Claims per second now: `drain_per_s`, ramped linearly from 10 % after recovery."""
         settings = self.operator.settings
-        full = self.rate_limit or settings.drain_per_s
+        full = settings.drain_per_s
         if settings.drain_ramp_s <= 0:
             return full
         elapsed = time.monotonic() - self.recovered_at
@@ -84,12 +85,16 @@ class DrainWorker:
             return False
         if await self.ctx.db.read(lambda session: repository.is_paused(session, name)):
             return False
+        if self.just_recovered:
+            self.just_recovered = False
+            await self.ctx.db.write(lambda session: repository.make_due(session, name, utcnow()))
         rate = self.current_rate()
         DRAIN_RATE.labels(name).set(rate)
         limit = max(1, min(MAX_BATCH, round(rate)))
         leases = await self.ctx.db.write(lambda session: repository.lease_batch(
             session, operator=name, owner=self.ctx.instance_id, limit=limit, now=utcnow(),
-            interval_s=1.0 / rate, send_timeout_s=self.operator.settings.deadline_s + 30,
+            interval_s=1.0 / rate,
+            send_timeout_s=self.operator.settings.deadline_s + LEASE_GRACE_S,
         ))
         cancelled = await self._send_cancellations()
         if not leases:

@@ -88,6 +88,17 @@ def lease_batch(
     return leases
 
 
+def make_due(session: Session, operator: str, now: datetime) -> int:
+    """After a recovery the whole backlog is due again, so it drains oldest first."""
+    result = session.execute(
+        update(Claim)
+        .where(col(Claim.operator) == operator, col(Claim.status) == "queued",
+               col(Claim.next_attempt_at) > now)
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def load_leased(session: Session, claim_id: str, owner: str) -> Claim | None:
     """The claim if this owner still holds its lease (else another sender took it over)."""
     claim = session.get(Claim, claim_id, with_for_update=True)
