@@ -1,7 +1,7 @@
 """`gateway demo`: the gateway and two simulated operators in one process, on SQLite.
 
-Everything listens on 127.0.0.1 only. The simulators take free ports; the gateway
-takes `--port`. Keys are created afresh at each start and printed with a curl.
+Everything listens on 127.0.0.1 only: the gateway on `--port`, the simulators on
+the next two ports. Keys are created afresh at each start and printed with a curl.
 """
 
 from __future__ import annotations
@@ -88,13 +88,20 @@ curl -s -X POST {settings.public_url}/v1/claims \\
   -H 'Authorization: Bearer {pharmacy_key}' -H 'Content-Type: application/json' \\
   -d '{body}'
 
-Take opera down, then submit again with another invoice_number:
+Take opera down (or "hang", "error", "flaky", "ambiguous"), submit claims with other
+invoice numbers (202, queued), watch the breaker and the queue, then bring it back:
 curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults -d '{{"mode": "down"}}'
+curl -s {settings.public_url}/v1/operators -H 'Authorization: Bearer {operations_key}'
+curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults -d '{{"mode": "ok"}}'
+Events of the pharmacy:   curl -s '{settings.public_url}/v1/events?wait=25' \
+                            -H 'Authorization: Bearer {pharmacy_key}'
 """
 
 
 async def run_demo(*, port: int, data_dir: Path) -> None:
-    sockets = {name: bound_socket(0) for name, _, _ in DEMO_OPERATORS}
+    # The simulators sit next to the gateway's port so their fault switches are easy to find.
+    sockets = {name: bound_socket(port + offset)
+               for offset, (name, _, _) in enumerate(DEMO_OPERATORS, start=1)}
     ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
     gateway_socket = bound_socket(port)
     settings = demo_settings(data_dir, port, ports)

@@ -67,3 +67,28 @@ def test_demo_banner_curl_submits_a_claim(tmp_path: Path) -> None:
 
         assert (tmp_path / "var" / "gateway.db").is_file()
         assert proc.poll() is None
+
+
+def test_demo_operator_goes_down_and_comes_back(tmp_path: Path) -> None:
+    port = free_port()
+    with spawn("demo", "--port", str(port), cwd=tmp_path, name="demo") as proc:
+        command = wait_for_curl(tmp_path, proc)
+        banner = (tmp_path / "demo.out").read_text()
+        faults = re.search(r"curl -s -X POST (http://127\.0\.0\.1:\d+/_faults)", banner)
+        assert faults is not None, banner
+        argv = shlex.split(command.replace("\\\n", " "))
+        headers = dict(h.split(": ", 1) for h in argv[6:10:2])
+        body = json.loads(argv[10])
+        body["invoice_number"] = "DOWN1"
+        assert httpx.post(faults.group(1), json={"mode": "down"}, timeout=5).status_code == 200
+        queued = httpx.post(argv[4], json=body, headers=headers, timeout=15)
+        assert queued.status_code == 202 and queued.json()["status"] == "queued"
+        httpx.post(faults.group(1), json={"mode": "ok"}, timeout=5)
+        claim_url = f"http://127.0.0.1:{port}/v1/claims/{queued.json()['id']}"
+        deadline = time.monotonic() + 30
+        status = "queued"
+        while time.monotonic() < deadline and status != "accepted":
+            time.sleep(0.3)
+            status = httpx.get(claim_url, headers=headers, timeout=5).json()["status"]
+        assert status == "accepted"
+        assert proc.poll() is None
