@@ -1,0 +1,46 @@
+"""`/metrics`: the gauges and counters of CONTRACT.md 3.7, and no personal data."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from simulator_control import set_fault
+from synthetic import PEOPLE, claim_body
+
+pytestmark = pytest.mark.anyio
+
+
+def value(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    match = re.search(rf"^{name}\{{{re.escape(selector)}\}} (\S+)$", text, re.MULTILINE)
+    if match is None and default is not None:
+        return default
+    assert match, f"{name}{{{selector}}} not in metrics"
+    return float(match.group(1))
+
+
+async def test_metrics_report_breakers_queues_and_outcomes(app, client, pharmacy, simulators):
+    before = (await client.get("/metrics")).text
+    accepted_before = value(before, "gateway_claims_total", 0.0, operator="opera",
+                            outcome="accepted")
+    await client.post("/v1/claims", json=claim_body("M1"), headers=pharmacy)
+    await set_fault(simulators["opera"], "down")
+    await client.post("/v1/claims", json=claim_body("M2"), headers=pharmacy)
+    app.state.context.operators.get("santex").breaker.trip()
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert value(text, "gateway_breaker_state", operator="opera") == 0
+    assert value(text, "gateway_breaker_state", operator="santex") == 2
+    assert value(text, "gateway_queue_depth", operator="opera") == 1
+    assert value(text, "gateway_queue_depth", operator="santex") == 0
+    assert value(text, "gateway_queue_oldest_age_seconds", operator="opera") >= 0
+    assert value(text, "gateway_claims_total", operator="opera",
+                 outcome="accepted") == accepted_before + 1
+    assert value(text, "gateway_claims_total", operator="opera", outcome="queued") >= 1
+    assert "gateway_request_duration_seconds_bucket" in text
+    assert 'route="/v1/claims"' in text and "clm_" not in text
+    for person in PEOPLE:
+        assert person["nir"] not in text and person["last_name"] not in text
