@@ -27,11 +27,13 @@ from gateway.ops.endpoints import router as ops_router
 from gateway.queue.drain import DrainWorker
 from gateway.queue.repository import depth as queue_depth
 from gateway.resilience.prober import run_prober
+from gateway.resilience.shared import run_breaker_sync
 from gateway.rights.endpoints import router as rights_router
 from gateway.security.crypto import Cipher
 from gateway.security.keyring import load_keyring
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.webhooks.worker import run_webhooks
 
 DESCRIPTION = """A tiers-payant claims gateway between pharmacy software and AMC operators.
 
@@ -79,6 +81,10 @@ def create_app(
                 context.drains[operator.name] = worker
                 tasks.append(asyncio.create_task(run_prober(operator, stopping)))
                 tasks.append(asyncio.create_task(worker.run(stopping)))
+            tasks.append(asyncio.create_task(run_webhooks(context, stopping)))
+            if settings.redis_url:
+                tasks.append(asyncio.create_task(run_breaker_sync(
+                    context.operators, settings.redis_url, context.instance_id, stopping)))
         try:
             yield
         finally:

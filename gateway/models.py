@@ -177,3 +177,19 @@ class AuditEntry(SQLModel, table=True):
     object_id: str | None = Field(default=None, max_length=64)
     outcome: str = Field(max_length=32)
     details_json: str = Field(default="{}", max_length=4000)
+
+
+class WebhookCursor(SQLModel, table=True):
+    """Per webhook: the last event delivered, the next retry, and which instance sends."""
+
+    __tablename__ = "webhook_cursors"
+
+    key: str = Field(primary_key=True, max_length=64)  # sha256 of finess and url
+    finess: str = Field(max_length=9)
+    last_event_id: int = 0  # `events.id` of the last event the receiver acknowledged
+    attempts: int = 0  # failed attempts at the event after it
+    next_attempt_at: datetime | None = instant_column(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = instant_column(nullable=True)
+    updated_at: datetime = instant_column()

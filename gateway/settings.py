@@ -14,9 +14,21 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.domain.identifiers import check_finess
+from gateway.webhooks.signing import decode_secret
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 ENV_PREFIX = "GATEWAY_"
@@ -81,6 +93,34 @@ class OperatorSettings(_Section):
         return self
 
 
+class WebhookSettings(_Section):
+    """A signed copy of one pharmacy's events, POSTed to `url` (Standard Webhooks)."""
+
+    finess: str
+    url: str
+    secret: SecretStr  # "whsec_" + base64 of the key bytes
+    allow_private: bool = False  # permit private, loopback or link-local targets
+
+    @field_validator("finess")
+    @classmethod
+    def _check_finess(cls, value: str) -> str:
+        return check_finess(value)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a webhook url is http:// or https:// with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr) -> SecretStr:
+        decode_secret(value.get_secret_value())
+        return value
+
+
 class Settings(BaseSettings):
     """All settings; `load_settings` merges the file and the environment into it."""
 
@@ -96,6 +136,7 @@ class Settings(BaseSettings):
     provisional: ProvisionalSettings = ProvisionalSettings()
     limits: LimitsSettings = LimitsSettings()
     operators: list[OperatorSettings] = Field(default_factory=list)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from gateway.models import Claim, OperatorControl
@@ -25,15 +27,17 @@ class Lease:
 
 
 def control(session: Session, operator: str, *, for_update: bool = False) -> OperatorControl:
-    """The operator's control row, created on first use."""
+    """The operator's control row, created on first use (safely when instances race)."""
     query = select(OperatorControl).where(col(OperatorControl.operator) == operator)
     if for_update:
         query = query.with_for_update()
     row = session.exec(query).first()
     if row is None:
-        row = OperatorControl(operator=operator)
-        session.add(row)
-        session.flush()
+        insert = (pg_insert if session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
+                  else sqlite_insert)
+        session.execute(insert(OperatorControl).values(operator=operator, paused=False)
+                        .on_conflict_do_nothing(index_elements=["operator"]))
+        row = session.exec(query.execution_options(populate_existing=True)).one()
     return row
 
 

@@ -1,10 +1,14 @@
 """One circuit breaker per operator: pybreaker, plus what it lacks.
 
 pybreaker counts consecutive failures and trips; it does not grow its open time,
-and its half-open state admits every caller. Here the open time grows with
-jitter on repeated trips up to a cap, and the half-open trial is a single probe
-that only the prober runs (claims arriving meanwhile are queued). pybreaker's own
-reset timeout is set out of reach so that it never half-opens by itself.
+its half-open state admits every caller, and an exception it is told to ignore
+counts as a success (a cancelled call would reset the failure count). So the call
+itself runs outside pybreaker, and only its outcome is fed through
+`with breaker.calling()`: operator failures as failures, answers as successes,
+cancellations and bugs not at all. The open time grows with jitter on repeated
+trips up to a cap, and the half-open trial is a single probe that only the prober
+runs (claims arriving meanwhile are queued). pybreaker's own reset timeout is set
+out of reach so that it never half-opens by itself.
 """
 
 from __future__ import annotations
@@ -98,11 +102,11 @@ class OperatorBreaker:
         if self.state != "open":
             self.breaker.open()
         else:
-            self._opened()
+            self._opened("open")
 
-    def _opened(self) -> None:
-        if self._clock() - self._closed_at > STABLE_AFTER_S:
-            self.trips = 0
+    def _opened(self, previous: str) -> None:
+        if previous == "closed" and self._clock() - self._closed_at > STABLE_AFTER_S:
+            self.trips = 0  # a new outage after a stable period starts from the base time
         self.trips += 1
         open_for, self._requested_open_for = self._requested_open_for, None
         self.open_until = self._clock() + (open_for if open_for is not None
@@ -118,10 +122,26 @@ class OperatorBreaker:
     def snapshot(self) -> BreakerSnapshot:
         return BreakerSnapshot(self.state, self.since, self.open_until, self.trips)
 
-    def _changed(self, new_state: str) -> None:
+    def record_success(self) -> None:
+        """The operator answered. Ignored while open: only the trial may close it."""
+        if self.state != "open":
+            with self.breaker.calling():
+                pass
+
+    def record_failure(self, failure: BaseException) -> None:
+        """The operator failed. Ignored while already open."""
+        if self.state == "open":
+            return
+        try:
+            with self.breaker.calling():
+                raise failure
+        except type(failure):
+            pass
+
+    def _changed(self, previous: str, new_state: str) -> None:
         self.since = datetime.now(UTC)
         if new_state == "open":
-            self._opened()
+            self._opened(previous)
         elif new_state == "closed":
             self._closed_at = self._clock()
             self.open_until = None
@@ -134,7 +154,8 @@ class _Listener(pybreaker.CircuitBreakerListener):
         self.owner = owner
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
-        self.owner._changed(str(new_state.name).replace("-", "_"))
+        previous = str(old_state.name).replace("-", "_") if old_state else "closed"
+        self.owner._changed(previous, str(new_state.name).replace("-", "_"))
 
     def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
         self.owner.last_failure_at = datetime.now(UTC)

@@ -7,6 +7,7 @@
   reach the operator (or any, for idempotent calls), with full jitter, honouring
   `Retry-After`, bounded by attempts and by the time left.
 - While the breaker is not closed, nothing is sent: `BreakerOpen` at once.
+- The call runs outside pybreaker; its outcome is recorded (see breaker.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tenacity import (
     stop_before_delay,
 )
 
-from adapters.base import OperatorUnavailable
+from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.resilience.breaker import OperatorBreaker
 
 T = TypeVar("T")
@@ -98,26 +99,42 @@ class Guard:
         if time_left <= 0:
             raise DeadlineExceeded("deadline reached before trying", ambiguous=False)
         budget = min(self.timeout_s, time_left)
-        with self.breaker.breaker.calling():
-            try:
-                async with asyncio.timeout(budget):
-                    return await call()
-            except TimeoutError as exc:
-                raise DeadlineExceeded(f"no answer within {budget:.2g} s",
-                                       ambiguous=True) from exc
+        try:
+            async with asyncio.timeout(budget):
+                result = await call()
+        except TimeoutError as exc:
+            failure = DeadlineExceeded(f"no answer within {budget:.2g} s", ambiguous=True)
+            self.breaker.record_failure(failure)
+            raise failure from exc
+        except OperatorUnavailable as exc:
+            self.breaker.record_failure(exc)
+            raise
+        except OperatorRejected:
+            self.breaker.record_success()  # it answered: it is up
+            raise
+        self.breaker.record_success()
+        return result
 
     async def probe(self, check: Callable[[], Awaitable[None]]) -> bool:
-        """The single trial: a health check through the breaker; True when it answered."""
+        """One health check fed to the breaker; True when it answered.
+
+        Only one runs at a time: a second caller does not wait its turn, it is told
+        no (in half-open the first one is the single trial).
+        """
+        if self.breaker.probe_permit.locked() or self.breaker.state == "open":
+            return False
         async with self.breaker.probe_permit:
             try:
-                with self.breaker.breaker.calling():
-                    try:
-                        async with asyncio.timeout(self.probe_timeout_s):
-                            await check()
-                    except TimeoutError as exc:
-                        raise DeadlineExceeded("health probe timed out", ambiguous=False) from exc
-            except OperatorUnavailable:
+                async with asyncio.timeout(self.probe_timeout_s):
+                    await check()
+            except TimeoutError:
+                self.breaker.record_failure(
+                    DeadlineExceeded("health probe timed out", ambiguous=False))
                 return False
+            except OperatorUnavailable as exc:
+                self.breaker.record_failure(exc)
+                return False
+            self.breaker.record_success()
             return True
 
     @property

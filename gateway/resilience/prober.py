@@ -29,7 +29,7 @@ async def probe_once(operator: Operator) -> None:
                 log.warning("breaker.probe_tripped", operator=operator.name)
                 breaker.trip()
     elif breaker.probe_due() and not breaker.probe_permit.locked():
-        breaker.half_open()
+        breaker.half_open()  # the probe below is the single trial
         recovered = await guard.probe(operator.adapter.health)
         log.info("breaker.trial", operator=operator.name, recovered=recovered)
 

@@ -38,7 +38,7 @@ async def gateway(settings, simulators, **overrides):
             yield app, http
 
 
-async def wait_until(predicate, timeout=10.0):
+async def wait_until(predicate, timeout=10.0):  # noqa: ASYNC109 - a polling helper
     loop = asyncio.get_running_loop()
     ends = loop.time() + timeout
     while loop.time() < ends:
