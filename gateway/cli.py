@@ -13,6 +13,7 @@ import typer
 
 from gateway.cli_support import ConfigOption, fail, migrated_settings
 from gateway.queue_cli import queue_app
+from gateway.receipts.verify_cli import receipt_app
 from gateway.settings import ConfigError
 
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
@@ -22,6 +23,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(queue_app, name="queue")
+app.add_typer(receipt_app, name="receipt")
 
 @app.command()
 def serve(

@@ -20,4 +20,5 @@ class AppContext:
     operators: OperatorDirectory
     limiter: RateLimiter
     instance_id: str
+    receipts: Any  # gateway.receipts.issuer.ReceiptIssuer
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker

@@ -8,10 +8,12 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.claims.endpoints import router as claims_router
@@ -26,6 +28,10 @@ from gateway.operators import build_directory
 from gateway.ops.endpoints import router as ops_router
 from gateway.queue.drain import DrainWorker
 from gateway.queue.repository import depth as queue_depth
+from gateway.receipts.endpoints import router as receipts_router
+from gateway.receipts.issuer import ReceiptIssuer
+from gateway.receipts.repository import outstanding_by_operator
+from gateway.receipts.signing import ReceiptSigner
 from gateway.resilience.prober import run_prober
 from gateway.resilience.shared import run_breaker_sync
 from gateway.rights.endpoints import router as rights_router
@@ -35,6 +41,7 @@ from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
 from gateway.webhooks.worker import run_webhooks
 
+STATIC_DIR = Path(__file__).with_name("static")
 DESCRIPTION = """A tiers-payant claims gateway between pharmacy software and AMC operators.
 
 Authenticate with `Authorization: Bearer <key>`. Errors are `application/problem+json`.
@@ -44,14 +51,19 @@ Authenticate with `Authorization: Bearer <key>`. Errors are `application/problem
 def build_context(
     settings: Settings, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
 ) -> AppContext:
+    keyring = load_keyring(settings)
+    cipher = Cipher(keyring)
+    signer = ReceiptSigner(keyring.signing_key, keyring.previous_signing_keys)
     return AppContext(
         settings=settings,
         db=Database(settings.database_url),
-        cipher=Cipher(load_keyring(settings)),
+        cipher=cipher,
+        receipts=ReceiptIssuer(settings, cipher, signer),
         operators=build_directory(settings, transports),
         limiter=RateLimiter({
             "rights": settings.limits.rights_per_minute,
             "claims": settings.limits.claims_per_minute,
+            "receipts": settings.limits.receipts_per_minute,
         }),
         instance_id=f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}",
     )
@@ -108,6 +120,8 @@ def create_app(
     app.include_router(rights_router)
     app.include_router(events_router)
     app.include_router(ops_router)
+    app.include_router(receipts_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["service"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -127,7 +141,8 @@ def create_app(
         context = app.state.context
         depth = await context.db.read(queue_depth)
         breakers = {operator.name: operator.breaker.state for operator in context.operators}
-        body = render(Snapshot(depth, breakers, outstanding={}))
+        outstanding = await context.db.read(outstanding_by_operator)
+        body = render(Snapshot(depth, breakers, outstanding=outstanding))
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

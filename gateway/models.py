@@ -85,6 +85,7 @@ class Claim(SQLModel, table=True):
     cancellation_pending: bool = False
     coverage_decision: str = Field(default="not_needed", max_length=16)
     coverage_reason: str | None = Field(default=None, max_length=40)
+    coverage_json: str | None = Field(default=None, max_length=2000)  # basis and figures used
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=500)
     payload_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -192,4 +193,35 @@ class WebhookCursor(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = instant_column(nullable=True)
+    updated_at: datetime = instant_column()
+
+
+class Receipt(SQLModel, table=True):
+    """A provisional coverage receipt: the signed promise, and where it stands.
+
+    No personal data: the beneficiary appears only as the keyed hash the daily cap needs.
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        Index("ix_receipts_finess_status", "finess", "status"),
+        Index("ix_receipts_beneficiary_day", "beneficiary_hash", "service_date"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)  # rcp_ + 128 random bits: not enumerable
+    claim_id: str = Field(foreign_key="claims.id", unique=True, max_length=40)
+    finess: str = Field(max_length=9)
+    operator: str = Field(max_length=64, index=True)
+    insurer_number: str = Field(max_length=12)
+    invoice_number: str = Field(max_length=40)
+    beneficiary_hash: str = Field(max_length=64)
+    service_date: date
+    amc_cents: int
+    patient_due_cents: int
+    basis: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # provisional | honored | contested | void
+    kid: str = Field(max_length=64)
+    token: str = Field(max_length=2000)
+    issued_at: datetime = instant_column()
+    expires_at: datetime = instant_column()
     updated_at: datetime = instant_column()

@@ -50,6 +50,9 @@ class SecuritySettings(_Section):
     previous_data_keys: list[SecretStr] = Field(
         default_factory=list, description="older data keys, still used to decrypt"
     )
+    previous_signing_keys: list[SecretStr] = Field(
+        default_factory=list, description="older receipt signing seeds, still published"
+    )
 
 
 class ProvisionalSettings(_Section):
@@ -63,6 +66,7 @@ class ProvisionalSettings(_Section):
 class LimitsSettings(_Section):
     rights_per_minute: int = Field(120, ge=1)
     claims_per_minute: int = Field(1200, ge=1)
+    receipts_per_minute: int = Field(60, ge=1)  # public receipt lookups, per client address
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
 

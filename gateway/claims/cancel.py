@@ -18,6 +18,8 @@ from gateway.context import AppContext
 from gateway.errors import ClaimInFlight, NotCancellable
 from gateway.metrics import CLAIM_OUTCOMES
 from gateway.models import Claim
+from gateway.receipts import lifecycle
+from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
 
 log = structlog.get_logger(__name__)
@@ -27,6 +29,7 @@ def confirm_cancelled(session: Session, claim_id: str) -> Claim:
     claim = repository.load(session, claim_id)
     claim.cancellation_pending = False
     repository.record(session, claim, "cancelled", f"cancelled by {claim.operator}")
+    lifecycle.follow(session, claim)
     return claim
 
 
@@ -37,6 +40,7 @@ async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> Sub
         claim = own_claim(session, principal, claim_id)
         if claim.status in ("queued", "failed"):
             repository.record(session, claim, "cancelled", "cancelled before sending")
+            lifecycle.follow(session, claim)
             CLAIM_OUTCOMES.labels(claim.operator, "cancelled").inc()
             return claim, 200
         if claim.status == "cancelled":
@@ -53,7 +57,9 @@ async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> Sub
 
     claim, settled_status = await ctx.db.write(request)
     if settled_status is not None:
-        return SubmitResult(to_public(claim, ctx.cipher), settled_status, replayed=False)
+        receipt = await ctx.db.read(lambda s: receipts_repository.of_claim(s, claim.id))
+        return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts),
+                            settled_status, replayed=False)
     operator = ctx.operators.get(claim.operator)
     try:
         if operator is None:

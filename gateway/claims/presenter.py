@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.claims.schemas import ClaimDetail, ClaimPublic, Coverage, HistoryItem, Rejection
-from gateway.models import Claim, ClaimHistory
+from gateway.models import Claim, ClaimHistory, Receipt
 from gateway.security.crypto import Cipher
+
+if TYPE_CHECKING:
+    from gateway.receipts.issuer import ReceiptIssuer
 
 
 def payload_context(claim_id: str) -> str:
@@ -16,7 +21,19 @@ def mask_nir(nir: str) -> str:
     return nir[:5] + "*" * (len(nir) - 5)
 
 
-def to_public(claim: Claim, cipher: Cipher) -> ClaimPublic:
+def receipt_summary(receipt: Receipt, issuer: ReceiptIssuer) -> dict[str, object]:
+    return {
+        "id": receipt.id, "token": receipt.token, "status": receipt.status,
+        "amc_cents": receipt.amc_cents, "patient_due_cents": receipt.patient_due_cents,
+        "basis": receipt.basis, "expires_at": receipt.expires_at.isoformat(),
+        "verify_url": issuer.verify_url(receipt.id), "print_url": issuer.print_url(receipt.id),
+    }
+
+
+def to_public(
+    claim: Claim, cipher: Cipher, receipt: Receipt | None = None,
+    issuer: ReceiptIssuer | None = None,
+) -> ClaimPublic:
     payload = cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
     return ClaimPublic(
         id=claim.id,
@@ -34,15 +51,21 @@ def to_public(claim: Claim, cipher: Cipher) -> ClaimPublic:
         ),
         operator_reference=claim.operator_reference,
         cancellation_pending=claim.cancellation_pending,
-        coverage=Coverage(decision=claim.coverage_decision,  # type: ignore[arg-type]
-                          reason=claim.coverage_reason),
+        coverage=Coverage(
+            decision=claim.coverage_decision,  # type: ignore[arg-type]
+            reason=claim.coverage_reason,
+            receipt=receipt_summary(receipt, issuer) if receipt and issuer else None,
+        ),
         created_at=claim.created_at,
         updated_at=claim.updated_at,
     )
 
 
-def to_detail(claim: Claim, steps: list[ClaimHistory], cipher: Cipher) -> ClaimDetail:
+def to_detail(
+    claim: Claim, steps: list[ClaimHistory], cipher: Cipher, receipt: Receipt | None = None,
+    issuer: ReceiptIssuer | None = None,
+) -> ClaimDetail:
     return ClaimDetail(
-        **to_public(claim, cipher).model_dump(),
+        **to_public(claim, cipher, receipt, issuer).model_dump(),
         history=[HistoryItem(status=s.status, at=s.at, detail=s.detail) for s in steps],
     )

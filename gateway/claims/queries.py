@@ -13,7 +13,8 @@ from gateway.claims.presenter import to_detail, to_public
 from gateway.claims.schemas import ClaimDetail, ClaimPage
 from gateway.context import AppContext
 from gateway.errors import NotFound, ValidationFailed
-from gateway.models import Claim, ClaimHistory
+from gateway.models import Claim, ClaimHistory, Receipt
+from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
 
 
@@ -26,12 +27,13 @@ def own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
 
 
 async def get(*, ctx: AppContext, principal: Principal, claim_id: str) -> ClaimDetail:
-    def load(session: Session) -> tuple[Claim, list[ClaimHistory]]:
+    def load(session: Session) -> tuple[Claim, list[ClaimHistory], Receipt | None]:
         claim = own_claim(session, principal, claim_id)
-        return claim, repository.history(session, claim.id)
+        return (claim, repository.history(session, claim.id),
+                receipts_repository.of_claim(session, claim.id))
 
-    claim, steps = await ctx.db.read(load)
-    return to_detail(claim, steps, ctx.cipher)
+    claim, steps, receipt = await ctx.db.read(load)
+    return to_detail(claim, steps, ctx.cipher, receipt, ctx.receipts)
 
 
 def encode_cursor(claim_id: str) -> str:
@@ -61,13 +63,18 @@ async def list_claims(
     limit: int,
 ) -> ClaimPage:
     before_id = decode_cursor(cursor) if cursor else None
-    claims = await ctx.db.read(lambda session: repository.list_own(
-        session, finess=principal.finess or "", status=status, operator=operator,
-        since=since, before_id=before_id, limit=limit + 1,
-    ))
+    def load(session: Session) -> tuple[list[Claim], dict[str, Receipt]]:
+        claims = repository.list_own(
+            session, finess=principal.finess or "", status=status, operator=operator,
+            since=since, before_id=before_id, limit=limit + 1,
+        )
+        return claims, receipts_repository.of_claims(session, (c.id for c in claims))
+
+    claims, receipts = await ctx.db.read(load)
     page = claims[:limit]
     more = len(claims) > limit
     return ClaimPage(
-        claims=[to_public(claim, ctx.cipher) for claim in page],
+        claims=[to_public(claim, ctx.cipher, receipts.get(claim.id), ctx.receipts)
+                for claim in page],
         next=encode_cursor(page[-1].id) if more and page else None,
     )

@@ -88,6 +88,12 @@ def record(session: Session, claim: Claim, status: str, detail: str | None = Non
         add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
 
 
+def add_history(session: Session, claim: Claim, detail: str) -> None:
+    """A step that does not change the claim's status (receipts, cancellation requests)."""
+    session.add(ClaimHistory(claim_id=claim.id, status=claim.status, at=utcnow(),
+                             detail=detail[:500]))
+
+
 def add_event(
     session: Session, *, finess: str, type_: str, claim_id: str | None, at: datetime
 ) -> None:

@@ -33,9 +33,10 @@ from gateway.errors import (
     UnknownInsurer,
 )
 from gateway.metrics import CLAIM_OUTCOMES
-from gateway.models import Claim, utcnow
+from gateway.models import Claim, Receipt, utcnow
 from gateway.operators import Operator
 from gateway.queue import repository as queue_repository
+from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
 from gateway.security.apikeys import Principal
 
@@ -80,10 +81,12 @@ async def submit(
     stored = await _store_or_replay(ctx, claim_in, body, request_hash, idempotency_key, operator)
     if isinstance(stored, SubmitResult):
         return stored
-    if stored.status == "queued":
+    claim, receipt = stored
+    if claim.status == "queued":
         CLAIM_OUTCOMES.labels(operator.name, "queued").inc()
-        return SubmitResult(to_public(stored, ctx.cipher), 202, replayed=False)
-    return await _send(ctx, operator, stored, body)
+        return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts), 202,
+                            replayed=False)
+    return await _send(ctx, operator, claim, body)
 
 
 async def _store_or_replay(
@@ -93,38 +96,40 @@ async def _store_or_replay(
     request_hash: str,
     idempotency_key: str | None,
     operator: Operator,
-) -> Claim | SubmitResult:
+) -> tuple[Claim, Receipt | None] | SubmitResult:
     """Insert the claim (pending, or queued when the operator cannot take it now),
     or answer for the one already holding this key or invoice number."""
 
-    def store(session: Session) -> Claim | SubmitResult:
+    def store(session: Session) -> tuple[Claim, Receipt | None] | SubmitResult:
         existing = repository.find_duplicate(
             session, finess=claim_in.dispenser.finess,
             invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
         )
         if existing:
-            return _replay(ctx, existing, request_hash, idempotency_key)
+            return _replay(ctx, session, existing, request_hash, idempotency_key)
         claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator)
+        receipt = None
         paused = queue_repository.is_paused(session, operator.name)
         if paused or not operator.breaker.is_closed:
             claim.first_http_status = 202
             why = "operator paused" if paused else f"operator {operator.breaker.state}"
             transitions.enqueue(session, claim, f"received; {why}: queued")
+            receipt = ctx.receipts.cover(session, claim, operator.settings, claim_in)
         else:
             claim.lease_owner = ctx.instance_id
             claim.lease_until = utcnow() + timedelta(
                 seconds=operator.settings.deadline_s + LEASE_GRACE_S)
             repository.record(session, claim, "pending", "received")
-        return claim
+        return claim, receipt
 
     for _ in range(STORE_ATTEMPTS):
         try:
             stored = await ctx.db.write(store)
         except IntegrityError:
             continue  # another request stored the same key or invoice first: replay it
-        if isinstance(stored, Claim):
-            log.info("claim.stored", claim_id=stored.id, operator=operator.name,
-                     status=stored.status)
+        if not isinstance(stored, SubmitResult):
+            log.info("claim.stored", claim_id=stored[0].id, operator=operator.name,
+                     status=stored[0].status)
         return stored
     raise ClaimInFlight("the same claim is being stored by another request")
 
@@ -163,7 +168,8 @@ def _new_claim(
 
 
 def _replay(
-    ctx: AppContext, existing: list[Claim], request_hash: str, idempotency_key: str | None
+    ctx: AppContext, session: Session, existing: list[Claim], request_hash: str,
+    idempotency_key: str | None,
 ) -> SubmitResult:
     by_key = [c for c in existing if idempotency_key and c.idempotency_key == idempotency_key]
     claim = by_key[0] if by_key else existing[0]
@@ -181,7 +187,9 @@ def _replay(
     if claim.first_http_status == OperatorRefused.status:
         raise OperatorRefused(claim.last_error, claim_id=claim.id,
                               headers={"Idempotent-Replayed": "true"})
-    return SubmitResult(to_public(claim, ctx.cipher), claim.first_http_status, replayed=True)
+    receipt = receipts_repository.of_claim(session, claim.id)
+    return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts),
+                        claim.first_http_status, replayed=True)
 
 
 async def _send(
@@ -191,8 +199,9 @@ async def _send(
     try:
         outcome = await operator.guard.call(lambda: operator.adapter.submit_claim(wire))
     except OperatorUnavailable as exc:
-        queued = await _queue_unanswered(ctx, operator, claim.id, exc)
-        return SubmitResult(to_public(queued, ctx.cipher), 202, replayed=False)
+        queued, receipt = await _queue_unanswered(ctx, operator, claim.id, exc)
+        return SubmitResult(to_public(queued, ctx.cipher, receipt, ctx.receipts), 202,
+                            replayed=False)
     except OperatorRejected as exc:
         detail = f"operator refused the request: {exc.code} {exc.label}"[:500]
         await ctx.db.write(lambda session: _first_answer(
@@ -225,9 +234,10 @@ async def _settle(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Clai
 
 async def _queue_unanswered(
     ctx: AppContext, operator: Operator, claim_id: str, error: OperatorUnavailable
-) -> Claim:
+) -> tuple[Claim, Receipt | None]:
     """No usable answer in time: the claim waits in the queue, never lost."""
     settings = operator.settings
+    issued: list[Receipt] = []
 
     def move(session: Session, claim: Claim) -> None:
         if isinstance(error, BreakerOpen):
@@ -238,10 +248,13 @@ async def _queue_unanswered(
                 max_attempts=settings.max_attempts,
                 max_age=timedelta(seconds=settings.max_queue_age_s),
             )
+        if claim.status == "queued" and (receipt := ctx.receipts.cover(session, claim,
+                                                                        settings)):
+            issued.append(receipt)
 
     claim = await ctx.db.write(lambda session: _first_answer(
         session, claim_id, 202, lambda c: move(session, c)))
     CLAIM_OUTCOMES.labels(operator.name, claim.status).inc()
     log.warning("claim.queued", claim_id=claim_id, operator=operator.name,
                 ambiguous=error.ambiguous)
-    return claim
+    return claim, (issued[0] if issued else None)

@@ -14,6 +14,7 @@ from sqlmodel import Session
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
 from gateway.models import Claim, utcnow
+from gateway.receipts import lifecycle
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0
@@ -34,6 +35,7 @@ def settle(session: Session, claim: Claim, outcome: ClaimOutcome) -> None:
         claim.rejection_code = (outcome.code or "unknown")[:64]
         claim.rejection_label = (outcome.label or "")[:500]
         repository.record(session, claim, "rejected", f"rejected: {claim.rejection_code}")
+    lifecycle.follow(session, claim)
 
 
 def enqueue(session: Session, claim: Claim, detail: str, *, maybe_sent: bool = False) -> None:
@@ -43,9 +45,6 @@ def enqueue(session: Session, claim: Claim, detail: str, *, maybe_sent: bool = F
     claim.next_attempt_at = now
     claim.lease_owner = claim.lease_until = None
     claim.maybe_sent = claim.maybe_sent or maybe_sent
-    # Provisional receipts come with the coverage policy; until then none is offered.
-    if claim.coverage_decision == "not_needed":
-        claim.coverage_decision, claim.coverage_reason = "refused", "not_offered"
     repository.record(session, claim, "queued", detail[:500])
 
 
@@ -66,8 +65,6 @@ def retry_later(
         return "failed"
     backoff = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (claim.attempts - 1))
     claim.next_attempt_at = now + timedelta(seconds=_rng.uniform(0, backoff))
-    if claim.coverage_decision == "not_needed":
-        claim.coverage_decision, claim.coverage_reason = "refused", "not_offered"
     repository.record(session, claim, "queued", f"attempt {claim.attempts} failed: {error}"[:500])
     return "queued"
 

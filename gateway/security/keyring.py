@@ -25,6 +25,7 @@ class KeyRing:
     previous_data_keys: tuple[bytes, ...]
     index_key: bytes
     signing_key: bytes
+    previous_signing_keys: tuple[bytes, ...] = ()
 
 
 def decode_key(value: str, *, name: str) -> bytes:
@@ -68,9 +69,14 @@ def load_keyring(settings: Settings) -> KeyRing:
         decode_key(key.get_secret_value(), name=f"security.previous_data_keys[{i}]")
         for i, key in enumerate(security.previous_data_keys)
     )
+    previous_signing = tuple(
+        decode_key(key.get_secret_value(), name=f"security.previous_signing_keys[{i}]")
+        for i, key in enumerate(security.previous_signing_keys)
+    )
     return KeyRing(
         data_key=resolved["data_key"],
         previous_data_keys=previous,
         index_key=resolved["index_key"],
         signing_key=resolved["signing_key"],
+        previous_signing_keys=previous_signing,
     )

@@ -168,7 +168,7 @@ async def test_a_claim_fails_after_max_attempts_and_waits_for_operations(setting
         detail = (await http.get(f"/v1/claims/{claim['id']}")).json()
         assert detail["history"][-1]["detail"].startswith("gave up after 2 attempts")
         events = (await http.get("/v1/events")).json()["events"]
-        assert [e["type"] for e in events] == ["claim.queued", "claim.failed"]
+        assert [e["type"] for e in events] == ["claim.queued", "receipt.issued", "claim.failed"]
 
 
 async def test_a_deferred_cancellation_is_sent_once_the_operator_is_back(settings, simulators):

@@ -21,7 +21,8 @@ async def test_events_follow_each_claim_oldest_first(client, pharmacy, simulator
     page = (await client.get("/v1/events", headers=pharmacy)).json()
     assert [(e["type"], e["claim_id"]) for e in page["events"]] == [
         ("claim.accepted", accepted["id"]), ("claim.rejected", rejected["id"]),
-        ("claim.queued", queued["id"]), ("claim.cancelled", queued["id"])]
+        ("claim.queued", queued["id"]), ("receipt.issued", queued["id"]),
+        ("claim.cancelled", queued["id"])]
     assert all(e["id"].startswith("evt_") for e in page["events"])
     empty = (await client.get(f"/v1/events?after={page['next']}", headers=pharmacy)).json()
     assert empty == {"events": [], "next": page["next"]}

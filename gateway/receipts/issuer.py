@@ -1,0 +1,137 @@
+"""Deciding coverage for a claim that ends up queued, and issuing its signed receipt.
+
+Runs inside the transaction that queues the claim, so the decision, its figures,
+the receipt and the `receipt.issued` event commit together. On PostgreSQL a
+per-pharmacy advisory lock keeps two instances from both passing the
+outstanding cap; on SQLite the IMMEDIATE transaction already serialises.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import zlib
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import text
+from sqlmodel import Session
+
+from gateway.claims import repository as claims_repository
+from gateway.claims.presenter import payload_context
+from gateway.claims.schemas import ClaimCreate
+from gateway.metrics import RECEIPTS
+from gateway.models import Claim, Receipt, utcnow
+from gateway.receipts import repository
+from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
+from gateway.receipts.signing import ReceiptSigner
+from gateway.rights import repository as rights_repository
+from gateway.rights.service import cache_context
+from gateway.security.crypto import Cipher
+from gateway.settings import OperatorSettings, Settings
+
+log = structlog.get_logger(__name__)
+
+
+def new_receipt_id() -> str:
+    return f"rcp_{secrets.token_urlsafe(16)}"
+
+
+class ReceiptIssuer:
+    def __init__(self, settings: Settings, cipher: Cipher, signer: ReceiptSigner) -> None:
+        self.settings = settings
+        self.cipher = cipher
+        self.signer = signer
+
+    def verify_url(self, receipt_id: str) -> str:
+        return f"{self.settings.public_url.rstrip('/')}/v1/receipts/{receipt_id}"
+
+    def print_url(self, receipt_id: str) -> str:
+        return f"{self.settings.public_url.rstrip('/')}/console/receipts/{receipt_id}/print"
+
+    def cover(self, session: Session, claim: Claim, operator: OperatorSettings,
+              claim_in: ClaimCreate | None = None) -> Receipt | None:
+        """Decide once, when the claim is first queued; store the decision and any receipt."""
+        if claim.coverage_decision != "not_needed":
+            return None
+        if claim_in is None:
+            body = self.cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
+            claim_in = ClaimCreate.model_validate(body)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                            {"k": zlib.crc32(f"receipts:{claim.finess}".encode())})
+        coverage = decide(
+            claim_in, offer=operator.provisional, caps=self.settings.provisional,
+            rights=self._cached_rights(session, claim),
+            exposure=Exposure(
+                beneficiary_same_day=repository.exposure_of_beneficiary(
+                    session, claim.beneficiary_hash, claim.service_date),
+                pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess)),
+        )
+        claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason
+        claim.coverage_json = json.dumps(
+            {"basis": coverage.basis, "amc_cents": coverage.amc_cents,
+             "patient_due_cents": coverage.patient_due_cents, "figures": coverage.figures},
+            sort_keys=True)[:2000]
+        session.add(claim)
+        if coverage.decision == "provisional":
+            return self._issue(session, claim, coverage)
+        claims_repository.add_history(session, claim,
+                                      f"no provisional receipt: {coverage.reason}")
+        return None
+
+    def _cached_rights(self, session: Session, claim: Claim) -> CachedRights | None:
+        since = utcnow() - timedelta(days=self.settings.provisional.rights_cache_days)
+        entry = rights_repository.get(session, beneficiary_hash=claim.beneficiary_hash,
+                                      insurer_number=claim.insurer_number, not_before=since)
+        if entry is not None:
+            answer = self.cipher.decrypt_json(
+                entry.answer_enc, context=cache_context(claim.beneficiary_hash,
+                                                        claim.insurer_number))
+            return CachedRights(bool(answer["covered"]), dict(answer.get("guarantees") or {}))
+        guarantees: dict[str, int] = {}
+        accepted = repository.accepted_claims_of(session, claim.beneficiary_hash,
+                                                 claim.insurer_number, since)
+        for previous in accepted:
+            if previous.amc_covered_cents != previous.amc_requested_cents:
+                continue  # a partial acceptance cannot be split across its lines
+            body = self.cipher.decrypt_json(previous.payload_enc,
+                                            context=payload_context(previous.id))
+            for line in body["lines"]:
+                ticket = line["base_cents"] - line["amo_cents"]
+                if ticket > 0:
+                    percent = line["amc_cents"] * 100 // ticket
+                    guarantees[line["code"]] = max(guarantees.get(line["code"], 0), percent)
+        return CachedRights(True, guarantees) if accepted else None
+
+    def _issue(self, session: Session, claim: Claim, coverage: Coverage) -> Receipt:
+        now = utcnow()
+        expires = now + timedelta(days=self.settings.provisional.receipt_validity_days)
+        receipt_id = new_receipt_id()
+        token = self.signer.sign({
+            "rid": receipt_id, "claim_id": claim.id, "finess": claim.finess,
+            "invoice_number": claim.invoice_number, "operator": claim.operator,
+            "insurer_number": claim.insurer_number, "amc_cents": coverage.amc_cents,
+            "patient_due_cents": coverage.patient_due_cents, "basis": coverage.basis,
+            "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
+            "iss": self.settings.public_url,
+        })
+        receipt = Receipt(
+            id=receipt_id, claim_id=claim.id, finess=claim.finess, operator=claim.operator,
+            insurer_number=claim.insurer_number, invoice_number=claim.invoice_number,
+            beneficiary_hash=claim.beneficiary_hash, service_date=claim.service_date,
+            amc_cents=coverage.amc_cents, patient_due_cents=coverage.patient_due_cents,
+            basis=coverage.basis or "", status=repository.OPEN, kid=self.signer.kid,
+            token=token, issued_at=now, expires_at=expires, updated_at=now,
+        )
+        session.add(receipt)
+        claims_repository.add_history(
+            session, claim, f"provisional receipt {receipt_id}: {coverage.amc_cents} cents "
+                            f"on {coverage.basis}")
+        claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
+                                    claim_id=claim.id, at=now)
+        RECEIPTS.labels(claim.operator, coverage.basis or "").inc()
+        log.info("receipt.issued", receipt_id=receipt_id, claim_id=claim.id)
+        return receipt
+
+

@@ -1,0 +1,63 @@
+"""Every query on receipts: exposure sums, lookups, lifecycle updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from gateway.models import Claim, Receipt
+
+OPEN = "provisional"
+
+
+def exposure_of_beneficiary(session: Session, beneficiary_hash: str, service_date: date) -> int:
+    """AMC cents promised to this beneficiary for this service date (void ones excepted)."""
+    total = session.exec(
+        select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
+            col(Receipt.beneficiary_hash) == beneficiary_hash,
+            col(Receipt.service_date) == service_date, col(Receipt.status) != "void")
+    ).one()
+    return int(total)
+
+
+def outstanding_of_pharmacy(session: Session, finess: str) -> int:
+    total = session.exec(
+        select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
+            col(Receipt.finess) == finess, col(Receipt.status) == OPEN)
+    ).one()
+    return int(total)
+
+
+def outstanding_by_operator(session: Session, finess: str | None = None) -> dict[str, int]:
+    query = select(Receipt.operator, func.sum(Receipt.amc_cents)).where(
+        col(Receipt.status) == OPEN)
+    if finess is not None:
+        query = query.where(col(Receipt.finess) == finess)
+    return {op: int(total) for op, total in session.exec(query.group_by(Receipt.operator)).all()}
+
+
+def of_claims(session: Session, claim_ids: Iterable[str]) -> dict[str, Receipt]:
+    ids = list(claim_ids)
+    if not ids:
+        return {}
+    rows = session.exec(select(Receipt).where(col(Receipt.claim_id).in_(ids))).all()
+    return {row.claim_id: row for row in rows}
+
+
+def of_claim(session: Session, claim_id: str) -> Receipt | None:
+    return session.exec(select(Receipt).where(col(Receipt.claim_id) == claim_id)).first()
+
+
+def accepted_claims_of(
+    session: Session, beneficiary_hash: str, insurer_number: str, since: datetime
+) -> list[Claim]:
+    """Recent accepted claims: evidence of rights when the rights cache has no answer."""
+    return list(session.exec(
+        select(Claim).where(col(Claim.beneficiary_hash) == beneficiary_hash,
+                            col(Claim.insurer_number) == insurer_number,
+                            col(Claim.status) == "accepted", col(Claim.updated_at) >= since)
+        .order_by(col(Claim.updated_at).desc()).limit(5)
+    ).all())
