@@ -25,11 +25,21 @@ POLL_S = 0.25
 MAX_WAIT_S = 30
 
 
+MESSAGES = {
+    "receipt.contested": "La complémentaire a refusé la demande : le reçu provisoire est "
+                         "contesté, la pharmacie doit recouvrer la part AMC auprès du patient.",
+    "receipt.honored": "La complémentaire a accepté la demande : le reçu provisoire est honoré.",
+    "claim.failed": "Envoi abandonné après plusieurs échecs : en attente des équipes "
+                    "d'exploitation.",
+}
+
+
 class EventPublic(BaseModel):
     id: str
     type: str
     claim_id: str | None
     at: str
+    message: str | None = None  # what the pharmacy must do, when there is something to do
 
 
 class EventPage(BaseModel):
@@ -78,6 +88,6 @@ async def events(
         await asyncio.sleep(min(POLL_S, max(0.0, ends_at - loop.time())))
     return EventPage(
         events=[EventPublic(id=e.event_id, type=e.type, claim_id=e.claim_id,
-                            at=e.at.isoformat()) for e in found],
+                            at=e.at.isoformat(), message=MESSAGES.get(e.type)) for e in found],
         next=encode(found[-1].id if found else position),  # type: ignore[arg-type]
     )

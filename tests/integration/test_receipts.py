@@ -1,0 +1,153 @@
+"""Provisional receipts end to end in-process: issue, verify, follow the claim, print."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+from simulator_control import set_fault
+from synthetic import PEOPLE, claim_body, rights_body
+from test_drain import gateway, wait_until
+
+from gateway.receipts.pages import ANTI_PHISHING_WARNING
+from gateway.receipts.signing import verify
+
+pytestmark = pytest.mark.anyio
+
+
+async def queued_with_receipt(http, invoice, **kwargs):
+    response = await http.post("/v1/claims", json=claim_body(invoice, **kwargs))
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def test_an_outage_issues_a_verifiable_receipt_honored_on_recovery(settings, simulators):
+    async with gateway(settings, simulators) as (app, http):
+        await set_fault(simulators["opera"], "down")
+        claim = await queued_with_receipt(http, "RC1")
+        coverage = claim["coverage"]
+        assert coverage["decision"] == "provisional" and coverage["reason"] is None
+        receipt = coverage["receipt"]
+        assert (receipt["amc_cents"], receipt["patient_due_cents"], receipt["basis"]) == (
+            280, 0, "card")
+        assert receipt["id"].startswith("rcp_") and len(receipt["id"]) >= 24
+        jwks = (await http.get("/.well-known/jwks.json")).json()
+        verified = verify(receipt["token"], jwks, issuer=settings.public_url)
+        assert verified.payload["rid"] == receipt["id"]
+        assert verified.payload["claim_id"] == claim["id"]
+        assert verified.payload["amc_cents"] == 280 and not verified.expired
+        for person in PEOPLE:
+            assert person["nir"] not in str(verified.payload)
+        public = await http.get(f"/v1/receipts/{receipt['id']}", headers={"Authorization": ""})
+        assert public.json()["status"] == "provisional"
+        assert set(public.json()) == {"id", "status", "amc_cents", "patient_due_cents",
+                                      "finess", "operator", "issued_at", "expires_at"}
+        exposure = (await http.get("/v1/exposure")).json()
+        assert exposure == {"outstanding_cents": 280, "by_operator": {"opera": 280}}
+
+        await set_fault(simulators["opera"], "ok")
+        assert await wait_until(lambda: _receipt_status(http, receipt["id"], "honored"))
+        assert (await http.get("/v1/exposure")).json()["outstanding_cents"] == 0
+        events = [e["type"] for e in (await http.get("/v1/events")).json()["events"]]
+        assert events == ["claim.queued", "receipt.issued", "claim.accepted", "receipt.honored"]
+        history = (await http.get(f"/v1/claims/{claim['id']}")).json()["history"]
+        assert any("provisional receipt" in (step["detail"] or "") for step in history)
+
+
+async def _receipt_status(http, receipt_id, status):
+    return (await http.get(f"/v1/receipts/{receipt_id}")).json()["status"] == status
+
+
+async def test_a_rejection_after_recovery_contests_the_receipt(settings, simulators):
+    async with gateway(settings, simulators) as (app, http):
+        await set_fault(simulators["opera"], "down")
+        claim = await queued_with_receipt(http, "RC2", member_number="REJ7")
+        receipt_id = claim["coverage"]["receipt"]["id"]
+        await set_fault(simulators["opera"], "ok")
+        assert await wait_until(lambda: _receipt_status(http, receipt_id, "contested"))
+        events = (await http.get("/v1/events")).json()["events"]
+        contested = [e for e in events if e["type"] == "receipt.contested"]
+        assert len(contested) == 1 and "recouvrer" in contested[0]["message"]
+
+
+async def test_cancelling_a_queued_claim_voids_its_receipt(settings, simulators):
+    async with gateway(settings, simulators) as (app, http):
+        await http.post("/v1/operators/opera/pause",
+                        headers={"Authorization": f"Bearer {ops_secret(settings)}"})
+        claim = await queued_with_receipt(http, "RC3")
+        await http.post(f"/v1/claims/{claim['id']}/cancel")
+        receipt_id = claim["coverage"]["receipt"]["id"]
+        assert await _receipt_status(http, receipt_id, "void")
+
+
+def ops_secret(settings):
+    from gateway.keys_admin import create_key
+
+    return create_key(settings, role="operations")[1]
+
+
+async def test_cached_rights_basis_grants_the_guarantee_share(settings, simulators):
+    async with gateway(settings, simulators) as (app, http):
+        rights = rights_body(insurer_number="901234567")
+        assert (await http.post("/v1/rights", json=rights)).json()["source"] == "operator"
+        await set_fault(simulators["santex"], "down")
+        body = claim_body("RC4", insurer_number="901234567")
+        body["lines"].append({"code": "PH2", "product": "3400935955838", "quantity": 2,
+                              "unit_price_cents": 500, "base_cents": 1000, "amo_cents": 150,
+                              "amc_cents": 850})
+        claim = (await http.post("/v1/claims", json=body)).json()
+        receipt = claim["coverage"]["receipt"]
+        # PH7 is guaranteed at 100 % (280), PH2 at 0 % by the simulator's rights answer.
+        assert (receipt["basis"], receipt["amc_cents"]) == ("cached_rights", 280)
+        assert receipt["patient_due_cents"] == 800 + 1000 - 520 - 150 - 280
+        other = (await http.post("/v1/claims", json=claim_body("RC5", person=1,
+                                                                 insurer_number="901234567")))
+        assert other.json()["coverage"] == {"decision": "refused", "reason": "no_cached_rights",
+                                            "receipt": None}
+
+
+async def test_caps_refuse_with_their_reason(settings, simulators):
+    provisional = settings.provisional.model_copy(update={"max_amc_cents_per_claim": 279})
+    capped = settings.model_copy(update={"provisional": provisional})
+    async with gateway(capped, simulators) as (app, http):
+        await set_fault(simulators["opera"], "down")
+        claim = await queued_with_receipt(http, "RC6")
+        assert claim["coverage"] == {"decision": "refused", "reason": "over_claim_cap",
+                                     "receipt": None}
+
+
+async def test_the_print_page_is_the_pharmacys_and_shows_no_identity(settings, simulators):
+    async with gateway(settings, simulators) as (app, http):
+        await set_fault(simulators["opera"], "down")
+        claim = await queued_with_receipt(http, "RC7")
+        receipt = claim["coverage"]["receipt"]
+        page = await http.get(receipt["print_url"].replace(settings.public_url, ""))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        text = html.unescape(page.text)
+        assert ANTI_PHISHING_WARNING in " ".join(text.split())
+        assert "2,80\u00a0€" in text and "<svg" in page.text and "<script" not in page.text
+        for person in PEOPLE:
+            for field in ("nir", "last_name", "first_name", "birth_date"):
+                assert person[field] not in text
+        from gateway.keys_admin import create_key
+        _, other = create_key(settings, role="pharmacy", finess="690000880")
+        denied = await http.get(f"/console/receipts/{receipt['id']}/print",
+                                headers={"Authorization": f"Bearer {other}"})
+        assert denied.status_code == 404
+        anonymous = await http.get(f"/console/receipts/{receipt['id']}/print",
+                                   headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        scanned = await http.get(f"/v1/receipts/{receipt['id']}",
+                                 headers={"Accept": "text/html", "Authorization": ""})
+        assert scanned.status_code == 200 and "authentique" in scanned.text.lower()
+        unknown = await http.get("/v1/receipts/rcp_doesnotexist",
+                                 headers={"Accept": "text/html", "Authorization": ""})
+        assert unknown.status_code == 404 and "inconnu" in unknown.text.lower()
+
+
+async def test_public_receipt_lookups_are_rate_limited(settings, simulators):
+    limits = settings.limits.model_copy(update={"receipts_per_minute": 3})
+    async with gateway(settings.model_copy(update={"limits": limits}), simulators) as (app, http):
+        answers = [(await http.get("/v1/receipts/rcp_guess", headers={"Authorization": ""}))
+                   .status_code for _ in range(4)]
+        assert answers == [404, 404, 404, 429]
