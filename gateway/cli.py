@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.audit_cli import audit_app
 from gateway.cli_support import ConfigOption, fail, migrated_settings
 from gateway.queue_cli import queue_app
 from gateway.receipts.verify_cli import receipt_app
@@ -24,6 +25,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(queue_app, name="queue")
 app.add_typer(receipt_app, name="receipt")
+app.add_typer(audit_app, name="audit")
 
 @app.command()
 def serve(

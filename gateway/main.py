@@ -17,6 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.claims.endpoints import router as claims_router
+from gateway.console.auth import router as console_auth_router
+from gateway.console.security import LoginThrottle, SecurityHeadersMiddleware
 from gateway.context import AppContext
 from gateway.db import Database
 from gateway.errors import install_error_handlers
@@ -115,12 +117,15 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(LatencyMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
     app.include_router(claims_router)
     app.include_router(rights_router)
     app.include_router(events_router)
     app.include_router(ops_router)
     app.include_router(receipts_router)
+    app.include_router(console_auth_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["service"], summary="The process is up")

@@ -178,6 +178,8 @@ class AuditEntry(SQLModel, table=True):
     object_id: str | None = Field(default=None, max_length=64)
     outcome: str = Field(max_length=32)
     details_json: str = Field(default="{}", max_length=4000)
+    prev_hash: str = Field(default="", max_length=64)  # the chain: each entry covers the last
+    entry_hash: str = Field(default="", max_length=64)
 
 
 class WebhookCursor(SQLModel, table=True):
@@ -225,3 +227,16 @@ class Receipt(SQLModel, table=True):
     issued_at: datetime = instant_column()
     expires_at: datetime = instant_column()
     updated_at: datetime = instant_column()
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A console login: the cookie holds a random token, the table only its hash."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    key_id: str = Field(foreign_key="api_keys.id", max_length=32, index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = instant_column()
+    last_seen_at: datetime = instant_column()
+    ended_at: datetime | None = instant_column(nullable=True)

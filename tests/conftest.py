@@ -24,7 +24,8 @@ from gateway.migrate import upgrade
 from gateway.settings import Settings
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
-TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "claims",
+TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
+          "console_sessions", "claims",
           "rights_cache", "api_keys", "webhook_cursors")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

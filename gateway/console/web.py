@@ -1,0 +1,82 @@
+"""What every console page shares: templates, the logged-in user, CSRF checks.
+
+The cookie is `HttpOnly`, `SameSite=Strict`, and `Secure` when the gateway is
+served over HTTPS. Every form carries the session's CSRF token; a POST without it
+(or with another) is refused with 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from gateway.console.sessions import ConsoleUser, resume
+from gateway.deps import ContextDep
+from gateway.errors import GatewayError
+
+COOKIE = "gw_console"
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates" / "console")
+
+
+class LoginRequired(GatewayError):
+    status, type, title = 303, "login-required", "Please log in"
+
+
+class CsrfRefused(GatewayError):
+    status, type, title = 403, "csrf-refused", "The form's CSRF token is missing or wrong"
+
+
+class NotForThisRole(GatewayError):
+    status, type, title = 403, "forbidden", "This page is not for this key's role"
+
+
+def secure_cookies(request: Request) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def set_session_cookie(response: RedirectResponse, request: Request, token: str) -> None:
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
+                        secure=secure_cookies(request))
+
+
+async def current_user(request: Request, ctx: ContextDep) -> ConsoleUser:
+    token = request.cookies.get(COOKIE)
+    user = await ctx.db.write(lambda s: resume(s, token)) if token else None
+    if user is None:
+        raise LoginRequired("log in first", headers={"Location": "/console/login"})
+    return user
+
+
+ConsoleUserDep = Annotated[ConsoleUser, Depends(current_user)]
+
+
+def role_in(*roles: str):  # type: ignore[no-untyped-def]
+    async def check(user: ConsoleUserDep) -> ConsoleUser:
+        if user.principal.role not in roles:
+            raise NotForThisRole(f"this page needs the role {' or '.join(roles)}")
+        return user
+
+    return check
+
+
+async def checked_csrf(user: ConsoleUserDep,
+                       csrf_token: Annotated[str, Form()] = "") -> ConsoleUser:
+    if not csrf_token or not hmac.compare_digest(csrf_token, user.csrf_token):
+        raise CsrfRefused("this form has no valid CSRF token; reload the page")
+    return user
+
+
+CsrfUserDep = Annotated[ConsoleUser, Depends(checked_csrf)]
+
+
+def page(request: Request, template: str, *, user: ConsoleUser | None = None,
+         status_code: int = 200, **context: Any) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(
+        request, template, {"user": user, "csrf_token": user.csrf_token if user else "",
+                            **context}, status_code=status_code)
