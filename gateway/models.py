@@ -98,6 +98,8 @@ class Claim(SQLModel, table=True):
     lease_until: datetime | None = instant_column(nullable=True)
     maybe_sent: bool = False  # an ambiguous failure: look the claim up before resending
     replay_id: str | None = Field(default=None, max_length=40, index=True)
+    data_key_id: str | None = Field(default=None, max_length=64, index=True)  # envelope key
+    purged_at: datetime | None = instant_column(nullable=True)  # personal data removed
 
 
 class ClaimHistory(SQLModel, table=True):
@@ -123,6 +125,7 @@ class RightsCacheEntry(SQLModel, table=True):
     insurer_number: str = Field(max_length=12)
     answer_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     as_of: datetime = instant_column(index=True)
+    data_key_id: str | None = Field(default=None, max_length=64, index=True)
 
 
 class Event(SQLModel, table=True):
@@ -180,6 +183,7 @@ class AuditEntry(SQLModel, table=True):
     details_json: str = Field(default="{}", max_length=4000)
     prev_hash: str = Field(default="", max_length=64)  # the chain: each entry covers the last
     entry_hash: str = Field(default="", max_length=64)
+    entry_mac: str = Field(default="", max_length=64)  # HMAC of entry_hash: no hand-made entry
 
 
 class WebhookCursor(SQLModel, table=True):
@@ -240,3 +244,33 @@ class ConsoleSession(SQLModel, table=True):
     created_at: datetime = instant_column()
     last_seen_at: datetime = instant_column()
     ended_at: datetime | None = instant_column(nullable=True)
+
+
+class DataKey(SQLModel, table=True):
+    """Envelope encryption: a data key per scope (pharmacy and month), wrapped by the master key.
+
+    Rotating the master key re-wraps these rows only; deleting one (crypto-shredding)
+    makes every record it encrypted unreadable.
+    """
+
+    __tablename__ = "data_keys"
+
+    id: str = Field(primary_key=True, max_length=64)
+    scope: str = Field(max_length=64, index=True)  # e.g. "claims:330001231:2026-11"
+    wrapped: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    master_kid: str = Field(max_length=16)
+    created_at: datetime = instant_column()
+    shredded_at: datetime | None = instant_column(nullable=True)
+
+
+class AuditHead(SQLModel, table=True):
+    """A periodic Ed25519 signature of the audit chain's head, for anchoring outside."""
+
+    __tablename__ = "audit_heads"
+
+    id: int | None = Field(default=None, primary_key=True)
+    entry_id: int
+    entry_hash: str = Field(max_length=64)
+    signature: str = Field(max_length=200)
+    kid: str = Field(max_length=64)
+    signed_at: datetime = instant_column()
