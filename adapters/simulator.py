@@ -23,11 +23,14 @@ processing, `flaky` 500 with probability `error_rate`, and `ambiguous` records a
 
 The ledger holds idempotency keys, counts and statuses only: never personal data. All
 state lives in the app instance, so simulators in one process are independent.
+`GET /_ledger?health=true` adds `health`, the `GET /health` calls that arrived (whatever the
+fault), and `health_at`, their arrival times (Unix seconds): to count a breaker's probes.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -70,20 +73,25 @@ class _State:
     received: int = 0
     rights: int = 0
     accepted: int = 0
+    health_at: list[float] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
 
-    def ledger(self) -> dict[str, Any]:
+    def ledger(self, *, health: bool = False) -> dict[str, Any]:
         claims = [
             {"key": key, "count": e.count, "status": e.answer["status"],
              "cancelled": e.cancelled, "lookups": e.lookups}
             for key, e in self.claims.items()
         ]
-        return {"name": self.name, "claims": claims, "received": self.received,
-                "rights": self.rights}
+        ledger = {"name": self.name, "claims": claims, "received": self.received,
+                  "rights": self.rights}
+        if health:
+            ledger.update(health=len(self.health_at), health_at=list(self.health_at))
+        return ledger
 
     def reset(self) -> None:
         """Forget what was received; `accepted` stays so references are never reused."""
         self.claims.clear()
+        self.health_at.clear()
         self.received = self.rights = 0
 
     def judge(self, body: Any) -> dict[str, Any]:
@@ -159,6 +167,7 @@ def create_simulator(name: str = "simulator") -> FastAPI:
 
     @app.get("/health")
     async def health(request: Request) -> Response:
+        state.health_at.append(time.time())
         return await _gate(state, request) or JSONResponse({"status": "ok"})
 
     @app.post("/rights")
@@ -227,8 +236,8 @@ def create_simulator(name: str = "simulator") -> FastAPI:
         return faults
 
     @app.get("/_ledger")
-    async def ledger() -> dict[str, Any]:
-        return state.ledger()
+    async def ledger(health: bool = False) -> dict[str, Any]:
+        return state.ledger(health=health)
 
     @app.post("/_ledger/reset")
     async def reset_ledger() -> dict[str, Any]:

@@ -118,6 +118,13 @@ class DrainWorker:
             if not self.may_send():
                 unsent.append(lease.claim.id)
                 return
+            # Waiting for a slot may have outlasted the lease: renew it, or let it go.
+            settings = self.operator.settings
+            until = utcnow() + timedelta(seconds=2 * settings.deadline_s + LEASE_GRACE_S)
+            owner, claim_id = self.ctx.instance_id, lease.claim.id
+            if not await self.ctx.db.write(
+                    lambda s: repository.renew_lease(s, claim_id, owner, until)):
+                return
             await self._send(lease.claim, unsent)
 
     async def _send(self, claim: Claim, unsent: list[str]) -> None:

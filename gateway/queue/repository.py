@@ -103,6 +103,17 @@ def make_due(session: Session, operator: str, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def renew_lease(session: Session, claim_id: str, owner: str, until: datetime) -> bool:
+    """Extend our lease just before sending; False if it expired and another sender took it."""
+    result = session.execute(
+        update(Claim)
+        .where(col(Claim.id) == claim_id, col(Claim.status) == "pending",
+               col(Claim.lease_owner) == owner)
+        .values(lease_until=until)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def load_leased(session: Session, claim_id: str, owner: str) -> Claim | None:
     """The claim if this owner still holds its lease (else another sender took it over)."""
     claim = session.get(Claim, claim_id, with_for_update=True)
