@@ -1,12 +1,14 @@
-"""`gateway audit verify`: walk the audit chain; exit 1 naming the first broken entry."""
+"""`gateway audit verify`: walk the audit chain and its signed heads; exit 1 naming the
+first broken entry."""
 
 from __future__ import annotations
 
 import typer
 
-from gateway.audit import verify
+from gateway.audit_heads import verify_settings
 from gateway.cli_support import ConfigOption, fail, migrated_settings
 from gateway.db import Database
+from gateway.settings import ConfigError
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -18,11 +20,14 @@ def _group() -> None:
 
 @audit_app.command("verify")
 def verify_command(config: ConfigOption = None) -> None:
-    """Check every entry's hash and link; exit 1 at the first altered or missing one."""
+    """Check every entry's hash, link and seal, and every signed head; exit 1 at the first
+    altered, missing, moved or forged entry."""
     settings = migrated_settings(config)
     database = Database(settings.database_url)
     try:
-        result = database.read_now(verify)
+        result = verify_settings(settings, database)
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
     finally:
         database.engine.dispose()
     if not result.ok:

@@ -15,6 +15,7 @@ from gateway.audit_cli import audit_app
 from gateway.cli_support import ConfigOption, fail, migrated_settings
 from gateway.queue_cli import queue_app
 from gateway.receipts.verify_cli import receipt_app
+from gateway.security_cli import purge_command, rotate_data_key_command
 from gateway.settings import ConfigError
 
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
@@ -26,6 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(queue_app, name="queue")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
+app.command("purge")(purge_command)
+keys_app.command("rotate-data-key")(rotate_data_key_command)
 
 @app.command()
 def serve(
@@ -90,6 +93,8 @@ def keys_create(
     finess: Annotated[str | None, typer.Option(help="the pharmacy's FINESS")] = None,
     operators: Annotated[str | None, typer.Option(help="operations scope: A,B")] = None,
     label: Annotated[str | None, typer.Option(help="a note to recognise the key")] = None,
+    expires_days: Annotated[int | None, typer.Option(
+        "--expires-days", min=1, help="the key stops working after N days")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key; its secret is printed once, alone on the last line."""
@@ -103,9 +108,10 @@ def keys_create(
         raise fail(f"--operators: unknown operator(s) {', '.join(unknown)}")
     try:
         key_id, secret = create_key(
-            settings, role=role, finess=finess, operators=scope, label=label
+            settings, role=role, finess=finess, operators=scope, label=label,
+            expires_days=expires_days,
         )
-    except InvalidKeyRequest as exc:
+    except (InvalidKeyRequest, ConfigError) as exc:
         raise fail(str(exc)) from None
     typer.echo(f"key_id: {key_id}")
     typer.echo(secret)
@@ -125,7 +131,11 @@ def keys_revoke(key_id: str, config: ConfigOption = None) -> None:
     """Revoke a key: it stops working at once."""
     from gateway.keys_admin import revoke_key
 
-    if not revoke_key(migrated_settings(config), key_id):
+    try:
+        found = revoke_key(migrated_settings(config), key_id)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if not found:
         raise fail(f"no key {key_id}")
     typer.echo(f"revoked {key_id}")
 

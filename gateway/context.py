@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit import AuditLog
 from gateway.db import Database
 from gateway.operators import OperatorDirectory
+from gateway.security.abuse import LookupWatch
 from gateway.security.crypto import Cipher
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -21,4 +23,6 @@ class AppContext:
     limiter: RateLimiter
     instance_id: str
     receipts: Any  # gateway.receipts.issuer.ReceiptIssuer
+    audit_log: AuditLog
+    rights_watch: LookupWatch
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker

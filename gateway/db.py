@@ -7,9 +7,12 @@ the event loop free and the claim path fast.
 SQLite's driver opens transactions lazily and in DEFERRED mode; a transaction that
 reads then writes would then fail at once with SQLITE_BUSY, ignoring the busy
 timeout. So the driver's own transaction handling is switched off and every
-transaction is begun here: IMMEDIATE for writers, DEFERRED for readers. Writers
-of one process also queue on an asyncio lock, which is cheaper than SQLite's
-sleeping busy handler.
+transaction is begun here: IMMEDIATE for writers, DEFERRED for readers.
+
+On SQLite the writes of one process are also grouped: units of work waiting
+while a commit is under way run together in the next transaction, each in its
+own savepoint (one failing does not undo the others), and share one durable
+commit. A caller still gets its answer only once its work is committed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 T = TypeVar("T")
+MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
@@ -93,7 +97,9 @@ class Database:
             self.engine.execution_options(sqlite_begin="DEFERRED"),
             class_=Session, expire_on_commit=False,
         )
-        self._write_lock = asyncio.Lock() if is_sqlite(url) else None
+        self._grouped = is_sqlite(url)
+        self._waiting: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def write_now(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one committed transaction, in this thread."""
@@ -105,11 +111,41 @@ class Database:
             return work(session)
 
     async def write(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one committed transaction, off the event loop."""
-        if self._write_lock is None:
+        """Run `work` in a committed transaction, off the event loop."""
+        if not self._grouped:
             return await anyio.to_thread.run_sync(partial(self.write_now, work))
-        async with self._write_lock:
-            return await anyio.to_thread.run_sync(partial(self.write_now, work))
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            try:
+                outcomes = await anyio.to_thread.run_sync(
+                    self._write_group, [work for work, _ in batch])
+            except BaseException as exc:  # the commit itself failed: every work with it
+                outcomes = [(False, exc)] * len(batch)
+            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+                if done.done():
+                    continue
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(value)
+
+    def _write_group(self, works: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self._writers() as session, session.begin():
+            for work in works:
+                try:
+                    with session.begin_nested():
+                        outcomes.append((True, work(session)))
+                except Exception as exc:  # noqa: BLE001 - handed to that work's caller
+                    outcomes.append((False, exc))
+        return outcomes
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await anyio.to_thread.run_sync(partial(self.read_now, work))

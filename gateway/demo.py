@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from adapters.simulator import create_simulator
+from gateway.console.demo_controls import DemoControls
 from gateway.keys_admin import create_key
 from gateway.main import create_app
 from gateway.migrate import upgrade
@@ -75,6 +76,7 @@ def banner(settings: Settings, pharmacy_key: str, operations_key: str,
                      for name, port in simulator_ports.items())
     return f"""
 Tiers-payant gateway demo — {settings.public_url}   (Ctrl-C to stop)
+  console:         {settings.public_url}/console/  (log in with a key below)
   API docs:        {settings.public_url}/docs
   database:        {settings.database_url}
   pharmacy key:    {pharmacy_key}   (FINESS {DEMO_FINESS})
@@ -114,8 +116,13 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
                                       timeout_graceful_shutdown=1)), sockets[name])
         for name, _, _ in DEMO_OPERATORS
     ]
+    app = create_app(settings)
+    app.state.demo = DemoControls(
+        simulators={name: f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        finess=DEMO_FINESS, insurers={"opera": "801234567", "santex": "901234567"},
+    )
     gateway = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     )
     servers.append((gateway, gateway_socket))
     print(banner(settings, pharmacy_key, operations_key, ports), flush=True)

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.context import AppContext
 from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.metrics import RATE_LIMITED
 from gateway.security.apikeys import Principal, Role, authenticate
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `gateway keys create`")
@@ -53,6 +54,7 @@ def rate_limited(endpoint_class: str) -> Callable[..., Awaitable[None]]:
     async def check(ctx: ContextDep, principal: PrincipalDep) -> None:
         wait = ctx.limiter.check(principal.key_id, endpoint_class)
         if wait is not None:
+            RATE_LIMITED.labels(endpoint_class).inc()
             raise RateLimited(
                 f"too many {endpoint_class} requests for this key; retry in {wait:g} s",
                 headers={"Retry-After": str(int(wait))},

@@ -188,6 +188,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): same as bad JSON.
+            errors = [{"field": "body", "message": "malformed JSON"}]
+            return problem_response(ValidationFailed("invalid fields: body", errors=errors))
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         body = problem(exc.status_code, slug, str(exc.detail), str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers,

@@ -1,13 +1,16 @@
-"""Key administration for the CLI and the demo: one short transaction each."""
+"""Key administration for the CLI and the demo: one short, audited transaction each."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from sqlmodel import Session
 
+from gateway.audit import AuditLog, cli_actor
 from gateway.db import Database
+from gateway.models import utcnow
 from gateway.security import apikeys
 from gateway.settings import Settings
 
@@ -25,9 +28,23 @@ def _once(settings: Settings, work: Callable[[Session], T]) -> T:
 def create_key(
     settings: Settings, *, role: str, finess: str | None = None,
     operators: list[str] | None = None, label: str | None = None,
+    expires_days: int | None = None,
 ) -> tuple[str, str]:
-    row, secret = apikeys.new_key(role=role, finess=finess, operators=operators, label=label)
-    _once(settings, lambda session: session.add(row))
+    """A new key, stored hashed and audited as `key.create` by `cli:<user>`."""
+    if expires_days is not None and expires_days < 1:
+        raise apikeys.InvalidKeyRequest("--expires-days must be at least 1")
+    expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+    row, secret = apikeys.new_key(role=role, finess=finess, operators=operators, label=label,
+                                  expires_at=expires_at)
+    audit_log = AuditLog.from_settings(settings)
+
+    def store(session: Session) -> None:
+        session.add(row)
+        audit_log.append(session, cli_actor(), "key.create", object_id=row.id, role=row.role,
+                         finess=row.finess, operators=row.operators,
+                         expires_at=expires_at.isoformat() if expires_at else None)
+
+    _once(settings, store)
     return row.id, secret
 
 
@@ -44,4 +61,13 @@ def list_key_lines(settings: Settings) -> list[str]:
 
 
 def revoke_key(settings: Settings, key_id: str) -> bool:
-    return _once(settings, lambda session: apikeys.revoke(session, key_id))
+    """Revoke at once (every instance checks the database); audited as `key.revoke`."""
+    audit_log = AuditLog.from_settings(settings)
+
+    def revoke(session: Session) -> bool:
+        found = apikeys.revoke(session, key_id)
+        audit_log.append(session, cli_actor(), "key.revoke", object_id=key_id[:64],
+                         outcome="ok" if found else "unknown_key")
+        return found
+
+    return _once(settings, revoke)

@@ -16,8 +16,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.audit import AuditLog
+from gateway.audit_heads import run_audit_heads
 from gateway.claims.endpoints import router as claims_router
+from gateway.console.admin import router as console_admin_router
 from gateway.console.auth import router as console_auth_router
+from gateway.console.demo_controls import router as console_demo_router
+from gateway.console.errors import install_console_errors
+from gateway.console.operations import router as console_operations_router
+from gateway.console.pharmacy import router as console_pharmacy_router
 from gateway.console.security import LoginThrottle, SecurityHeadersMiddleware
 from gateway.context import AppContext
 from gateway.db import Database
@@ -36,8 +43,11 @@ from gateway.receipts.repository import outstanding_by_operator
 from gateway.receipts.signing import ReceiptSigner
 from gateway.resilience.prober import run_prober
 from gateway.resilience.shared import run_breaker_sync
+from gateway.retention import run_retention
 from gateway.rights.endpoints import router as rights_router
+from gateway.security.abuse import LookupWatch
 from gateway.security.crypto import Cipher
+from gateway.security.envelope import DataKeyStore
 from gateway.security.keyring import load_keyring
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -54,19 +64,23 @@ def build_context(
     settings: Settings, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
 ) -> AppContext:
     keyring = load_keyring(settings)
-    cipher = Cipher(keyring)
+    db = Database(settings.database_url)
+    cipher = Cipher(keyring, DataKeyStore(db, keyring))
     signer = ReceiptSigner(keyring.signing_key, keyring.previous_signing_keys)
+    audit_log = AuditLog.from_settings(settings)
     return AppContext(
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         cipher=cipher,
-        receipts=ReceiptIssuer(settings, cipher, signer),
+        receipts=ReceiptIssuer(settings, cipher, signer, audit_log),
         operators=build_directory(settings, transports),
         limiter=RateLimiter({
             "rights": settings.limits.rights_per_minute,
             "claims": settings.limits.claims_per_minute,
             "receipts": settings.limits.receipts_per_minute,
         }),
+        audit_log=audit_log,
+        rights_watch=LookupWatch(settings.limits.rights_distinct_per_hour),
         instance_id=f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}",
     )
 
@@ -82,6 +96,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level)
     load_keyring(settings)  # fail at creation, not at the first request, on a bad key
+    AuditLog.from_settings(settings)  # the audit key too
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +111,8 @@ def create_app(
                 tasks.append(asyncio.create_task(run_prober(operator, stopping)))
                 tasks.append(asyncio.create_task(worker.run(stopping)))
             tasks.append(asyncio.create_task(run_webhooks(context, stopping)))
+            tasks.append(asyncio.create_task(run_audit_heads(context, stopping)))
+            tasks.append(asyncio.create_task(run_retention(context, stopping)))
             if settings.redis_url:
                 tasks.append(asyncio.create_task(run_breaker_sync(
                     context.operators, settings.redis_url, context.instance_id, stopping)))
@@ -120,12 +137,17 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware)
     app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
+    install_console_errors(app)
     app.include_router(claims_router)
     app.include_router(rights_router)
     app.include_router(events_router)
     app.include_router(ops_router)
     app.include_router(receipts_router)
     app.include_router(console_auth_router)
+    app.include_router(console_pharmacy_router)
+    app.include_router(console_operations_router)
+    app.include_router(console_admin_router)
+    app.include_router(console_demo_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["service"], summary="The process is up")

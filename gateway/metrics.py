@@ -38,6 +38,15 @@ RECEIPTS = Counter(
     "gateway_receipts_total", "Provisional receipts issued", ["operator", "basis"],
     registry=REGISTRY,
 )
+RIGHTS_UNUSUAL = Counter(
+    "gateway_rights_unusual_total",
+    "Rights lookups of a new person by a key already above its hourly distinct-person threshold",
+    ["key_id"], registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total", "Requests refused with 429, by endpoint class",
+    ["endpoint_class"], registry=REGISTRY,
+)
 REQUEST_LATENCY = Histogram(
     "gateway_request_duration_seconds", "HTTP request latency by route", ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -6,12 +6,12 @@ under the shell user's name. No personal data is printed.
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from sqlmodel import Session
 
+from gateway.audit import AuditLog, cli_actor
 from gateway.cli_support import ConfigOption, fail, migrated_settings
 from gateway.db import Database
 from gateway.errors import GatewayError
@@ -19,15 +19,15 @@ from gateway.ops import service
 from gateway.ops.schemas import ReplayRequest
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
-from gateway.settings import Settings
+from gateway.settings import ConfigError, Settings
 
 queue_app = typer.Typer(help="List, pause, resume and replay operators' queues.",
                         no_args_is_help=True)
 
 
 def actor() -> Principal:
-    return Principal(key_id=f"cli:{getpass.getuser()}"[:32], role="admin", finess=None,
-                     operators=None)
+    """The shell user, as audited (`cli:<user>`); `gateway.security_cli` uses it too."""
+    return cli_actor()
 
 
 def run(settings: Settings, work):  # type: ignore[no-untyped-def]
@@ -38,6 +38,13 @@ def run(settings: Settings, work):  # type: ignore[no-untyped-def]
         raise fail(exc.detail) from None
     finally:
         database.engine.dispose()
+
+
+def audit_log_of(settings: Settings) -> AuditLog:
+    try:
+        return AuditLog.from_settings(settings)
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
 
 
 def known(settings: Settings, operator: str) -> str:
@@ -89,7 +96,9 @@ def pause(
     """Send nothing to OPERATOR until resumed: new claims are queued."""
     settings = migrated_settings(config)
     name = known(settings, operator)
-    run(settings, lambda s: service.pause(s, operator=name, actor=actor(), reason=reason))
+    audit_log = audit_log_of(settings)
+    run(settings, lambda s: service.pause(s, operator=name, actor=actor(), reason=reason,
+                                          audit_log=audit_log))
     typer.echo(f"paused {name}")
 
 
@@ -98,7 +107,9 @@ def resume(operator: str, config: ConfigOption = None) -> None:
     """Resume sending to OPERATOR."""
     settings = migrated_settings(config)
     name = known(settings, operator)
-    run(settings, lambda s: service.resume(s, operator=name, actor=actor()))
+    audit_log = audit_log_of(settings)
+    run(settings, lambda s: service.resume(s, operator=name, actor=actor(),
+                                           audit_log=audit_log))
     typer.echo(f"resumed {name}")
 
 
@@ -117,7 +128,8 @@ def replay(
         raise fail("--status must be failed or queued")
     claim_ids = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
     request = ReplayRequest(status=status, claim_ids=claim_ids, dry_run=dry_run)  # type: ignore[arg-type]
+    audit_log = audit_log_of(settings)
     replay_id, count = run(settings, lambda s: service.replay(
-        s, operator=name, actor=actor(), request=request))
+        s, operator=name, actor=actor(), request=request, audit_log=audit_log))
     typer.echo(f"{'would requeue' if dry_run else 'requeued'} {count} claim(s)"
                + (f" (replay {replay_id})" if replay_id else ""))

@@ -47,6 +47,7 @@ class SecuritySettings(_Section):
     data_key: SecretStr = SecretStr("")
     signing_key: SecretStr = SecretStr("")
     index_key: SecretStr = SecretStr("")  # keyed hashes for NIR lookups: never the data key
+    audit_key: SecretStr = SecretStr("")  # HMAC sealing each audit entry: never another key
     previous_data_keys: list[SecretStr] = Field(
         default_factory=list, description="older data keys, still used to decrypt"
     )
@@ -67,6 +68,7 @@ class LimitsSettings(_Section):
     rights_per_minute: int = Field(120, ge=1)
     claims_per_minute: int = Field(1200, ge=1)
     receipts_per_minute: int = Field(60, ge=1)  # public receipt lookups, per client address
+    rights_distinct_per_hour: int = Field(60, ge=1)  # distinct people per key: harvesting
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
 
@@ -136,6 +138,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    retention_days: int = Field(400, ge=1)  # personal data of final claims, then purged
     security: SecuritySettings = SecuritySettings()
     provisional: ProvisionalSettings = ProvisionalSettings()
     limits: LimitsSettings = LimitsSettings()

@@ -39,6 +39,8 @@ async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> Sub
     def request(session: Session) -> tuple[Claim, int | None]:
         claim = own_claim(session, principal, claim_id)
         if claim.status in ("queued", "failed"):
+            ctx.audit_log.append(session, principal, "claim.cancel", object_id=claim.id,
+                                 outcome="cancelled")
             repository.record(session, claim, "cancelled", "cancelled before sending")
             lifecycle.follow(session, claim)
             CLAIM_OUTCOMES.labels(claim.operator, "cancelled").inc()
@@ -52,6 +54,8 @@ async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> Sub
         if claim.status != "accepted":
             raise NotCancellable(f"a {claim.status} claim cannot be cancelled")
         claim.cancellation_pending = True
+        ctx.audit_log.append(session, principal, "claim.cancel", object_id=claim.id,
+                             outcome="requested")
         repository.record(session, claim, "accepted", "cancellation requested")
         return claim, None
 

@@ -27,7 +27,9 @@ def _answer(response: Response, result: service.SubmitResult) -> ClaimPublic:
     status_code=201,
     response_model=ClaimPublic,
     dependencies=[Depends(rate_limited("claims"))],
-    responses=problem_responses(401, 403, 409, 413, 422, 429, 502),
+    responses={**problem_responses(401, 403, 409, 413, 422, 429, 502),
+               202: {"model": ClaimPublic,
+                     "description": "Queued: the operator could not answer in time"}},
     summary="Submit a claim",
 )
 async def submit_claim(
@@ -69,7 +71,9 @@ async def get_claim(claim_id: str, ctx: ContextDep, principal: PharmacyDep) -> A
 
 
 @router.post("/{claim_id}/cancel", response_model=ClaimPublic,
-             responses=problem_responses(401, 403, 404, 409),
+             responses={**problem_responses(401, 403, 404, 409),
+                        202: {"model": ClaimPublic,
+                              "description": "Cancellation sent, not yet confirmed"}},
              summary="Cancel a claim (202 while the operator has not confirmed)")
 async def cancel_claim(
     claim_id: str, ctx: ContextDep, principal: PharmacyDep, response: Response

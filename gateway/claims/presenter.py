@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from gateway.claims.schemas import ClaimDetail, ClaimPublic, Coverage, HistoryItem, Rejection
 from gateway.models import Claim, ClaimHistory, Receipt
-from gateway.security.crypto import Cipher
+from gateway.security.crypto import Cipher, DecryptionError
 
 if TYPE_CHECKING:
     from gateway.receipts.issuer import ReceiptIssuer
@@ -16,9 +16,23 @@ def payload_context(claim_id: str) -> str:
     return f"claims:{claim_id}"
 
 
+NO_PERSONAL_DATA = "—"  # purged by retention, or its data key shredded
+
+
 def mask_nir(nir: str) -> str:
     """Sex, birth year and month stay readable at the counter; the rest is hidden."""
     return nir[:5] + "*" * (len(nir) - 5)
+
+
+def masked_nir_of(claim: Claim, cipher: Cipher) -> str:
+    """The masked NIR, or a dash once the claim's personal data is gone."""
+    if claim.purged_at is not None:
+        return NO_PERSONAL_DATA
+    try:
+        payload = cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
+    except DecryptionError:
+        return NO_PERSONAL_DATA
+    return mask_nir(payload["beneficiary"]["nir"])
 
 
 def receipt_summary(receipt: Receipt, issuer: ReceiptIssuer) -> dict[str, object]:
@@ -34,7 +48,6 @@ def to_public(
     claim: Claim, cipher: Cipher, receipt: Receipt | None = None,
     issuer: ReceiptIssuer | None = None,
 ) -> ClaimPublic:
-    payload = cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
     return ClaimPublic(
         id=claim.id,
         status=claim.status,  # type: ignore[arg-type]
@@ -42,7 +55,7 @@ def to_public(
         invoice_number=claim.invoice_number,
         service_date=claim.service_date,
         insurer_number=claim.insurer_number,
-        nir_masked=mask_nir(payload["beneficiary"]["nir"]),
+        nir_masked=masked_nir_of(claim, cipher),
         amc_requested_cents=claim.amc_requested_cents,
         amc_covered_cents=claim.amc_covered_cents,
         rejection=(

@@ -78,7 +78,8 @@ async def submit(
         )
     body = claim_in.model_dump(mode="json")
     request_hash = ctx.cipher.index("claim-request", canonical_json(body))
-    stored = await _store_or_replay(ctx, claim_in, body, request_hash, idempotency_key, operator)
+    stored = await _store_or_replay(ctx, principal, claim_in, body, request_hash,
+                                    idempotency_key, operator)
     if isinstance(stored, SubmitResult):
         return stored
     claim, receipt = stored
@@ -91,6 +92,7 @@ async def submit(
 
 async def _store_or_replay(
     ctx: AppContext,
+    principal: Principal,
     claim_in: ClaimCreate,
     body: dict[str, object],
     request_hash: str,
@@ -120,6 +122,8 @@ async def _store_or_replay(
             claim.lease_until = utcnow() + timedelta(
                 seconds=operator.settings.deadline_s + LEASE_GRACE_S)
             repository.record(session, claim, "pending", "received")
+        ctx.audit_log.append(session, principal, "claim.submit", object_id=claim.id,
+                             outcome=claim.status)
         return claim, receipt
 
     for _ in range(STORE_ATTEMPTS):
@@ -145,6 +149,11 @@ def _new_claim(
     claim_id = new_claim_id()
     person = claim_in.beneficiary
     now = utcnow()
+    # Envelope encryption: one data key per pharmacy and month (crypto-shredding unit).
+    payload_enc = ctx.cipher.encrypt_json(
+        body, context=payload_context(claim_id),
+        scope=f"claims:{claim_in.dispenser.finess}:{now:%Y-%m}",
+    )
     return Claim(
         id=claim_id,
         finess=claim_in.dispenser.finess,
@@ -160,7 +169,8 @@ def _new_claim(
         service_date=claim_in.service_date,
         status="new",
         amc_requested_cents=claim_in.amc_requested_cents,
-        payload_enc=ctx.cipher.encrypt_json(body, context=payload_context(claim_id)),
+        payload_enc=payload_enc,
+        data_key_id=ctx.cipher.data_key_of(payload_enc),
         created_at=now,
         updated_at=now,
         queued_at=now,

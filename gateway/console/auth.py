@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from gateway.audit import audit
 from gateway.console.sessions import end, open_session
 from gateway.console.web import COOKIE, CsrfUserDep, page, set_session_cookie
 from gateway.deps import ContextDep
@@ -38,13 +37,14 @@ async def login(
     principal = await ctx.db.read(lambda s: authenticate(s, key.strip())) if key else None
     if principal is None:
         throttle.failed(address)
-        await ctx.db.write(lambda s: audit(s, ANONYMOUS, "console.login", outcome="refused"))
+        await ctx.db.write(lambda s: ctx.audit_log.append(s, ANONYMOUS, "console.login",
+                                                          outcome="refused"))
         return page(request, "login.html", status_code=401,
                     error="Clé inconnue, révoquée ou expirée.")
     throttle.succeeded(address)
 
     def start(session):  # type: ignore[no-untyped-def]
-        audit(session, principal, "console.login", object_id=principal.key_id)
+        ctx.audit_log.append(session, principal, "console.login", object_id=principal.key_id)
         return open_session(session, principal)
 
     token, _ = await ctx.db.write(start)
@@ -57,7 +57,8 @@ async def login(
 async def logout(ctx: ContextDep, user: CsrfUserDep) -> RedirectResponse:
     def stop(session):  # type: ignore[no-untyped-def]
         end(session, user.token_hash)
-        audit(session, user.principal, "console.logout", object_id=user.principal.key_id)
+        ctx.audit_log.append(session, user.principal, "console.logout",
+                             object_id=user.principal.key_id)
 
     await ctx.db.write(stop)
     response = RedirectResponse("/console/login", status_code=303)

@@ -11,9 +11,10 @@ import re
 from stdnum import ean, luhn
 from stdnum.fr import nir as stdnum_nir
 
-FINESS_FORMAT = re.compile(r"^(?:\d{2}|2A|2B)\d{7}$")
-RPPS_FORMAT = re.compile(r"^1\d{10}$")
-INSURER_FORMAT = re.compile(r"^\d{8,10}$")
+# [0-9], not \d (any Unicode digit), and fullmatch, not $ (which allows a final newline).
+FINESS_FORMAT = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{7}")
+RPPS_FORMAT = re.compile(r"1[0-9]{10}")
+INSURER_FORMAT = re.compile(r"[0-9]{8,10}")
 
 
 def check_nir(value: str) -> str:
@@ -28,7 +29,7 @@ def check_nir(value: str) -> str:
 
 def check_cip13(value: str) -> str:
     """A CIP13 (34009...) or any EAN-13 product code, with its check digit."""
-    if not re.fullmatch(r"\d{13}", value):
+    if not re.fullmatch(r"[0-9]{13}", value):
         raise ValueError("a product code is 13 digits (CIP13/EAN-13)")
     if not ean.is_valid(value):
         raise ValueError("the CIP13/EAN-13 check digit does not match")
@@ -38,7 +39,7 @@ def check_cip13(value: str) -> str:
 def check_finess(value: str) -> str:
     """9 characters, may start with 2A/2B. The Luhn key is not enforced (not official)."""
     upper = value.upper()
-    if not FINESS_FORMAT.match(upper):
+    if not FINESS_FORMAT.fullmatch(upper):
         raise ValueError("a FINESS number is 9 characters: digits, possibly starting 2A or 2B")
     return upper
 
@@ -49,7 +50,7 @@ def finess_luhn_ok(value: str) -> bool:
 
 def check_rpps(value: str) -> str:
     """11 digits starting with 1; the Luhn key is checked separately as a warning."""
-    if not RPPS_FORMAT.match(value):
+    if not RPPS_FORMAT.fullmatch(value):
         raise ValueError("an RPPS number is 11 digits starting with 1")
     return value
 
@@ -59,6 +60,6 @@ def rpps_luhn_ok(value: str) -> bool:
 
 
 def check_insurer_number(value: str) -> str:
-    if not INSURER_FORMAT.match(value):
+    if not INSURER_FORMAT.fullmatch(value):
         raise ValueError("an insurer number (numéro AMC) is 8 to 10 digits")
     return value

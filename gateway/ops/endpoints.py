@@ -43,14 +43,14 @@ async def list_operators(ctx: ContextDep, principal: PrincipalDep) -> list[Opera
 
 
 @router.post("/{name}/pause", response_model=OperatorPublic,
-             responses=problem_responses(401, 403, 404, 422),
+             responses=problem_responses(401, 403, 404, 413, 422),
              summary="Send nothing to this operator until resumed (survives restarts)")
 async def pause(name: str, ctx: ContextDep, principal: OperationsDep,
                 request: PauseRequest | None = None) -> OperatorPublic:
     operator = known_operator(ctx, principal, name)
     reason = request.reason if request else ""
     await ctx.db.write(lambda s: service.pause(s, operator=operator, actor=principal,
-                                               reason=reason))
+                                               reason=reason, audit_log=ctx.audit_log))
     return next(o for o in await board(ctx) if o.name == operator)
 
 
@@ -58,7 +58,8 @@ async def pause(name: str, ctx: ContextDep, principal: OperationsDep,
              responses=problem_responses(401, 403, 404), summary="Resume sending")
 async def resume(name: str, ctx: ContextDep, principal: OperationsDep) -> OperatorPublic:
     operator = known_operator(ctx, principal, name)
-    await ctx.db.write(lambda s: service.resume(s, operator=operator, actor=principal))
+    await ctx.db.write(lambda s: service.resume(s, operator=operator, actor=principal,
+                                                audit_log=ctx.audit_log))
     worker = ctx.drains.get(operator)
     if worker is not None:
         worker.wake.set()
@@ -66,13 +67,14 @@ async def resume(name: str, ctx: ContextDep, principal: OperationsDep) -> Operat
 
 
 @router.post("/{name}/replay", response_model=ReplayPublic,
-             responses=problem_responses(401, 403, 404, 409, 422),
+             responses=problem_responses(401, 403, 404, 409, 413, 422),
              summary="Requeue failed or queued claims (dry_run counts them)")
 async def replay(name: str, request: ReplayRequest, ctx: ContextDep,
                  principal: OperationsDep) -> ReplayPublic:
     operator = known_operator(ctx, principal, name)
     replay_id, count = await ctx.db.write(
-        lambda s: service.replay(s, operator=operator, actor=principal, request=request))
+        lambda s: service.replay(s, operator=operator, actor=principal, request=request,
+                                 audit_log=ctx.audit_log))
     worker = ctx.drains.get(operator)
     if worker is not None and not request.dry_run:
         worker.wake.set()

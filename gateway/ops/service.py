@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, func, select
 from ulid import ULID
 
-from gateway.audit import audit
+from gateway.audit import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.errors import Conflict, ValidationFailed
 from gateway.models import Claim, Replay, utcnow
@@ -25,20 +25,22 @@ class ReplayRunning(Conflict):
     type, title = "replay-running", "A replay of this operator is still running"
 
 
-def pause(session: Session, *, operator: str, actor: Principal, reason: str) -> None:
+def pause(session: Session, *, operator: str, actor: Principal, reason: str,
+          audit_log: AuditLog) -> None:
     row = repository.control(session, operator, for_update=True)
     row.paused, row.paused_by, row.pause_reason, row.paused_at = (
         True, actor.key_id, reason or None, utcnow())
     session.add(row)
-    audit(session, actor, "operator.pause", object_id=operator, reason=reason)
+    audit_log.append(session, actor, "operator.pause", object_id=operator, reason=reason)
 
 
-def resume(session: Session, *, operator: str, actor: Principal) -> None:
+def resume(session: Session, *, operator: str, actor: Principal, audit_log: AuditLog) -> None:
     row = repository.control(session, operator, for_update=True)
     was_paused = row.paused
     row.paused, row.paused_by, row.pause_reason, row.paused_at = False, None, None, None
     session.add(row)
-    audit(session, actor, "operator.resume", object_id=operator, was_paused=was_paused)
+    audit_log.append(session, actor, "operator.resume", object_id=operator,
+                     was_paused=was_paused)
 
 
 def _remaining(session: Session, replay_id: str) -> int:
@@ -72,7 +74,8 @@ def latest_replay(session: Session, operator: str) -> ReplayProgress | None:
 
 
 def replay(
-    session: Session, *, operator: str, actor: Principal, request: ReplayRequest
+    session: Session, *, operator: str, actor: Principal, request: ReplayRequest,
+    audit_log: AuditLog,
 ) -> tuple[str | None, int]:
     """Requeue failed (or hurry queued) claims of one operator, one replay at a time."""
     if request.status is None and request.claim_ids is None:
@@ -91,15 +94,15 @@ def replay(
     claims = list(session.exec(query.order_by(col(Claim.queued_at))).all())
     filter_ = {"status": request.status, "claim_ids": len(request.claim_ids or [])}
     if request.dry_run:
-        audit(session, actor, "operator.replay", object_id=operator, outcome="dry_run",
-              filter=filter_, count=len(claims))
+        audit_log.append(session, actor, "operator.replay", object_id=operator,
+                         outcome="dry_run", filter=filter_, count=len(claims))
         return None, len(claims)
     replay_id = f"rpl_{ULID()}"
     session.add(Replay(id=replay_id, operator=operator, requested_by=actor.key_id,
                        filter_json=json.dumps(filter_), count=len(claims), created_at=utcnow()))
     _requeue(session, claims, replay_id)
-    audit(session, actor, "operator.replay", object_id=operator, filter=filter_,
-          count=len(claims), replay_id=replay_id)
+    audit_log.append(session, actor, "operator.replay", object_id=operator, filter=filter_,
+                     count=len(claims), replay_id=replay_id)
     return replay_id, len(claims)
 
 

@@ -29,11 +29,13 @@ from gateway.operators import Operator
 from gateway.queue import repository
 from gateway.queue.repository import Lease
 from gateway.resilience.guard import BreakerOpen
+from gateway.security.crypto import DecryptionError
 
 log = structlog.get_logger(__name__)
 IDLE_S = 0.5
 MAX_BATCH = 50
 SEND_CONCURRENCY = 16
+MAX_IN_FLIGHT = 2 * MAX_BATCH
 
 
 class DrainWorker:
@@ -43,6 +45,8 @@ class DrainWorker:
         self.wake = asyncio.Event()
         self.recovered_at = time.monotonic()
         self.just_recovered = False
+        self._gate = asyncio.Semaphore(SEND_CONCURRENCY)
+        self._in_flight: set[asyncio.Task[None]] = set()
         operator.breaker.on_change.append(self._breaker_changed)
 
     def _breaker_changed(self, _: object, state: str) -> None:
@@ -64,6 +68,12 @@ class DrainWorker:
         return self.operator.breaker.is_closed
 
     async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            await self._run(stopping)
+        finally:
+            await self.stop()
+
+    async def _run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
                 worked = await self.step()
@@ -83,6 +93,9 @@ class DrainWorker:
         name = self.operator.name
         if not self.may_send():
             return False
+        if len(self._in_flight) >= MAX_IN_FLIGHT:  # a slow operator: let the sends catch up
+            await asyncio.sleep(0.05)
+            return True
         if await self.ctx.db.read(lambda session: repository.is_paused(session, name)):
             return False
         if self.just_recovered:
@@ -99,24 +112,34 @@ class DrainWorker:
         cancelled = await self._send_cancellations()
         if not leases:
             return cancelled
-        gate = asyncio.Semaphore(SEND_CONCURRENCY)
-        unsent: list[str] = []
-        async with asyncio.TaskGroup() as group:
-            for lease in leases:
-                group.create_task(self._send_when_due(lease, gate, unsent))
-        if unsent:
-            owner = self.ctx.instance_id
-            await self.ctx.db.write(lambda s: repository.release_unsent(s, unsent, owner))
+        # The sends run on while the next batch is leased once this one's last slot comes,
+        # so the pace does not stall at every batch boundary.
+        for lease in leases:
+            task = asyncio.create_task(self._send_when_due(lease))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        last_slot = (leases[-1].send_at - utcnow()).total_seconds()
+        if last_slot > 0:
+            await asyncio.sleep(last_slot)
         return True
 
-    async def _send_when_due(self, lease: Lease, gate: asyncio.Semaphore,
-                             unsent: list[str]) -> None:
+    async def stop(self) -> None:
+        """Cancel the sends still waiting; their leases expire and are looked up later."""
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _release(self, claim_id: str) -> None:
+        owner = self.ctx.instance_id
+        await self.ctx.db.write(lambda s: repository.release_unsent(s, [claim_id], owner))
+
+    async def _send_when_due(self, lease: Lease) -> None:
         delay = (lease.send_at - utcnow()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
-        async with gate:
+        async with self._gate:
             if not self.may_send():
-                unsent.append(lease.claim.id)
+                await self._release(lease.claim.id)
                 return
             # Waiting for a slot may have outlasted the lease: renew it, or let it go.
             settings = self.operator.settings
@@ -125,9 +148,9 @@ class DrainWorker:
             if not await self.ctx.db.write(
                     lambda s: repository.renew_lease(s, claim_id, owner, until)):
                 return
-            await self._send(lease.claim, unsent)
+            await self._send(lease.claim)
 
-    async def _send(self, claim: Claim, unsent: list[str]) -> None:
+    async def _send(self, claim: Claim) -> None:
         adapter, guard = self.operator.adapter, self.operator.guard
         try:
             outcome = None
@@ -140,7 +163,7 @@ class DrainWorker:
                 wire = wire_claim(claim.id, body)
                 outcome = await guard.call(lambda: adapter.submit_claim(wire))
         except BreakerOpen:
-            unsent.append(claim.id)
+            await self._release(claim.id)
             return
         except OperatorUnavailable as exc:
             reason, ambiguous = exc.reason, exc.ambiguous
@@ -151,6 +174,10 @@ class DrainWorker:
             return
         except OperatorRejected as exc:
             detail = f"operator refused the request: {exc.code} {exc.label}"
+            await self._finish(claim.id, lambda s, c: transitions.refuse(s, c, detail))
+            return
+        except DecryptionError:  # its data key is missing: only operations staff can help
+            detail = "claim data unreadable (data key unknown or shredded)"
             await self._finish(claim.id, lambda s, c: transitions.refuse(s, c, detail))
             return
         DRAIN_SENT.labels(self.operator.name).inc()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
+from gateway.console.access import ReceiptPrinterDep
 from gateway.deps import ContextDep, PharmacyDep
 from gateway.errors import NotFound, RateLimited, problem_responses
 from gateway.models import Receipt
@@ -98,8 +99,9 @@ async def exposure(ctx: ContextDep, principal: PharmacyDep) -> ExposurePublic:
 
 @router.get("/console/receipts/{receipt_id}/print", response_class=HTMLResponse,
             responses=problem_responses(401, 403, 404),
-            summary="The printable receipt (the pharmacy's own key)")
-async def print_receipt(receipt_id: str, ctx: ContextDep, pharmacy: PharmacyDep) -> HTMLResponse:
+            summary="The printable receipt (the pharmacy's key, or its console session)")
+async def print_receipt(receipt_id: str, ctx: ContextDep,
+                        pharmacy: ReceiptPrinterDep) -> HTMLResponse:
     receipt = await ctx.db.read(lambda s: s.get(Receipt, receipt_id))
     if receipt is None or receipt.finess != pharmacy.finess:
         raise NotFound("no such receipt")

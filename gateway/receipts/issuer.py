@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import text
 from sqlmodel import Session
 
+from gateway.audit import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims.presenter import payload_context
 from gateway.claims.schemas import ClaimCreate
@@ -27,7 +28,7 @@ from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
 from gateway.receipts.signing import ReceiptSigner
 from gateway.rights import repository as rights_repository
 from gateway.rights.service import cache_context
-from gateway.security.crypto import Cipher
+from gateway.security.crypto import Cipher, DecryptionError
 from gateway.settings import OperatorSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -38,10 +39,12 @@ def new_receipt_id() -> str:
 
 
 class ReceiptIssuer:
-    def __init__(self, settings: Settings, cipher: Cipher, signer: ReceiptSigner) -> None:
+    def __init__(self, settings: Settings, cipher: Cipher, signer: ReceiptSigner,
+                 audit_log: AuditLog | None = None) -> None:
         self.settings = settings
         self.cipher = cipher
         self.signer = signer
+        self.audit_log = audit_log
 
     def verify_url(self, receipt_id: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}/v1/receipts/{receipt_id}"
@@ -60,13 +63,16 @@ class ReceiptIssuer:
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                             {"k": zlib.crc32(f"receipts:{claim.finess}".encode())})
+        offer = operator.provisional
         coverage = decide(
-            claim_in, offer=operator.provisional, caps=self.settings.provisional,
-            rights=self._cached_rights(session, claim),
+            claim_in, offer=offer, caps=self.settings.provisional,
+            # only what this operator's offer needs is read: this runs on every queued claim
+            rights=self._cached_rights(session, claim) if offer == "cached_rights" else None,
             exposure=Exposure(
                 beneficiary_same_day=repository.exposure_of_beneficiary(
                     session, claim.beneficiary_hash, claim.service_date),
-                pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess)),
+                pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess),
+            ) if offer != "none" else Exposure(0, 0),
         )
         claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason
         claim.coverage_json = json.dumps(
@@ -84,10 +90,15 @@ class ReceiptIssuer:
         since = utcnow() - timedelta(days=self.settings.provisional.rights_cache_days)
         entry = rights_repository.get(session, beneficiary_hash=claim.beneficiary_hash,
                                       insurer_number=claim.insurer_number, not_before=since)
+        answer = None
         if entry is not None:
-            answer = self.cipher.decrypt_json(
-                entry.answer_enc, context=cache_context(claim.beneficiary_hash,
-                                                        claim.insurer_number))
+            try:
+                answer = self.cipher.decrypt_json(
+                    entry.answer_enc, context=cache_context(claim.beneficiary_hash,
+                                                            claim.insurer_number))
+            except DecryptionError:  # its data key was shredded: no cached answer
+                answer = None
+        if answer is not None:
             return CachedRights(bool(answer["covered"]), dict(answer.get("guarantees") or {}))
         guarantees: dict[str, int] = {}
         accepted = repository.accepted_claims_of(session, claim.beneficiary_hash,
@@ -95,8 +106,11 @@ class ReceiptIssuer:
         for previous in accepted:
             if previous.amc_covered_cents != previous.amc_requested_cents:
                 continue  # a partial acceptance cannot be split across its lines
-            body = self.cipher.decrypt_json(previous.payload_enc,
-                                            context=payload_context(previous.id))
+            try:
+                body = self.cipher.decrypt_json(previous.payload_enc,
+                                                context=payload_context(previous.id))
+            except DecryptionError:
+                continue  # purged or shredded: it no longer tells anything
             for line in body["lines"]:
                 ticket = line["base_cents"] - line["amo_cents"]
                 if ticket > 0:
@@ -130,6 +144,10 @@ class ReceiptIssuer:
                             f"on {coverage.basis}")
         claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
                                     claim_id=claim.id, at=now)
+        if self.audit_log is not None:
+            self.audit_log.system(session, "receipt.issue", object_id=receipt_id,
+                                  claim_id=claim.id, basis=coverage.basis,
+                                  amc_cents=coverage.amc_cents)
         RECEIPTS.labels(claim.operator, coverage.basis or "").inc()
         log.info("receipt.issued", receipt_id=receipt_id, claim_id=claim.id)
         return receipt

@@ -18,4 +18,4 @@ router = APIRouter(prefix="/v1/rights", tags=["rights"])
 async def check_rights(
     request: RightsCheck, ctx: ContextDep, principal: PharmacyDep
 ) -> RightsPublic:
-    return await service.check(ctx=ctx, request=request)
+    return await service.check(ctx=ctx, request=request, principal=principal)

@@ -1,8 +1,9 @@
 """The gateway's secret keys: loaded from settings, or generated under data_dir in development.
 
 One key, one purpose: `data_key` encrypts personal data, `index_key` computes the
-keyed hashes used for lookups, `signing_key` signs receipts. Outside development a
-missing key stops the start.
+keyed hashes used for lookups, `signing_key` signs receipts and the audit chain's
+head, `audit_key` seals each audit entry (HMAC). Outside development a missing key
+stops the start.
 """
 
 from __future__ import annotations
@@ -52,19 +53,28 @@ def _dev_key(data_dir: Path, filename: str) -> str:
     return path.read_text().strip()
 
 
+def _required_key(settings: Settings, name: str) -> bytes:
+    """`security.<name>` decoded; generated under data_dir in development, else required."""
+    value = getattr(settings.security, name).get_secret_value()
+    if not value:
+        if not settings.is_development:
+            raise ConfigError(
+                f"security.{name}: required outside development "
+                f"(set it in the file or GATEWAY_SECURITY__{name.upper()})"
+            )
+        value = _dev_key(settings.data_dir, f"{name}.b64")
+    return decode_key(value, name=f"security.{name}")
+
+
+def load_audit_key(settings: Settings) -> bytes:
+    """The key that seals audit entries: only the gateway can append a valid entry."""
+    return _required_key(settings, "audit_key")
+
+
 def load_keyring(settings: Settings) -> KeyRing:
     security = settings.security
-    resolved: dict[str, bytes] = {}
-    for name in ("data_key", "index_key", "signing_key"):
-        value = getattr(security, name).get_secret_value()
-        if not value:
-            if not settings.is_development:
-                raise ConfigError(
-                    f"security.{name}: required outside development "
-                    f"(set it in the file or GATEWAY_SECURITY__{name.upper()})"
-                )
-            value = _dev_key(settings.data_dir, f"{name}.b64")
-        resolved[name] = decode_key(value, name=f"security.{name}")
+    resolved = {name: _required_key(settings, name)
+                for name in ("data_key", "index_key", "signing_key")}
     previous = tuple(
         decode_key(key.get_secret_value(), name=f"security.previous_data_keys[{i}]")
         for i, key in enumerate(security.previous_data_keys)

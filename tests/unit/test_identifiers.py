@@ -90,7 +90,7 @@ def test_bad_rpps(value):
         check_rpps(value)
 
 
-@given(st.from_regex(r"\d{8,10}", fullmatch=True))
+@given(st.from_regex(r"[0-9]{8,10}", fullmatch=True))
 def test_insurer_numbers_of_8_to_10_digits(value):
     assert check_insurer_number(value) == value
 

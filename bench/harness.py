@@ -1,0 +1,318 @@
+"""Shared pieces of the benchmarks: subprocesses, config, keys, a bounded load loop.
+
+Everything listens on 127.0.0.1 on free ports; every process started through `Procs`
+is stopped when its `with` block ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from gateway.demo import DEMO_FINESS, sample_claim
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+READY_TIMEOUT_S = 30.0
+WARMUP = 20
+UNLIMITED = 100_000_000  # [limits] claims_per_minute high enough never to answer 429
+Send = Callable[[httpx.AsyncClient, int], Awaitable[int]]
+
+
+@dataclass
+class Result:
+    name: str
+    expected: int
+    latencies: list[float] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else float("nan")
+
+    @property
+    def errors(self) -> int:
+        return sum(n for code, n in self.codes.items() if code != str(self.expected))
+
+    def codes_text(self) -> str:
+        return ", ".join(f"{k}:{v}" for k, v in sorted(self.codes.items()))
+
+
+LOAD_AT_START = os.getloadavg()[0]
+
+
+def machine(load: bool = True) -> str:
+    """The lines every benchmark prints: the machine, the exact command and (`load`) the
+    1-minute load average when the benchmark started and now: other work on the machine
+    shows there."""
+    text = (f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
+            f"({platform.platform()})\ncommand: {shlex.join(sys.orig_argv)}")
+    if load:
+        text += (f"\nload average (1 min): {LOAD_AT_START:.2f} at start, "
+                 f"{os.getloadavg()[0]:.2f} now")
+    return text
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([GATEWAY, *args], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise SystemExit(f"not ready: {url}\n{log.read_text()[-2000:]}")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return f'"{value}"'
+
+
+def write_config(tmp: Path, name: str, db_url: str, sim_port: int, port: int, *,
+                 claims_per_minute: int = UNLIMITED,
+                 operator: Mapping[str, object] | None = None) -> Path:
+    """A gateway config with one operator "opera" (insurers 80*) at the simulator's port;
+    `operator` adds or overrides that operator's keys (CONTRACT.md section 2)."""
+    extra = "".join(f"{key} = {_toml(value)}\n" for key, value in (operator or {}).items())
+    path = tmp / f"{name}.toml"
+    path.write_text(f"""environment = "development"
+database_url = "{db_url}"
+public_url = "http://127.0.0.1:{port}"
+data_dir = "{tmp}"
+
+[limits]
+claims_per_minute = {claims_per_minute}
+
+[[operators]]
+name = "opera"
+adapter = "reference"
+base_url = "http://127.0.0.1:{sim_port}"
+insurers = ["80*"]
+{extra}""")
+    return path
+
+
+def create_key(config: Path, role: str = "pharmacy") -> str:
+    scope = ["--finess", DEMO_FINESS] if role == "pharmacy" else []
+    out = subprocess.run(  # noqa: S603
+        [GATEWAY, "keys", "create", "--config", str(config), "--role", role, *scope],
+        capture_output=True, text=True, check=True, timeout=60, cwd=ROOT)
+    return out.stdout.strip().splitlines()[-1]
+
+
+class Procs:
+    """Subprocesses started for one benchmark; all stopped on leaving the `with` block."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.by_url: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for proc in reversed(self.running):
+            stop(proc)
+        self.running.clear()
+
+    def start(self, args: list[str], log_name: str, ready_url: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / log_name
+        proc = start(args, log)
+        self.running.append(proc)
+        wait_ready(ready_url, proc, log)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes] | str) -> None:
+        """Stop a process started here, given as itself or by its base URL."""
+        if isinstance(proc, str):
+            proc = self.by_url.pop(proc)
+        stop(proc)
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def simulator(self, name: str = "opera") -> str:
+        """Start `gateway simulator`; its base URL."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.by_url[url] = self.start(["simulator", "--port", str(port), "--name", name],
+                                      f"sim-{port}.log", f"{url}/health")
+        return url
+
+    def gateway(self, config: Path, port: int) -> tuple[str, subprocess.Popen[bytes]]:
+        """Start `gateway serve` on `port` (the one written in `config`)."""
+        url = f"http://127.0.0.1:{port}"
+        proc = self.start(["serve", "--config", str(config), "--port", str(port)],
+                          f"gateway-{port}.log", f"{url}/healthz")
+        self.by_url[url] = proc
+        return url, proc
+
+
+def set_fault(sim_url: str, mode: str) -> None:
+    httpx.post(f"{sim_url}/_faults", json={"mode": mode}, timeout=5.0).raise_for_status()
+
+
+def operator_board(url: str, key: str, name: str = "opera",
+                   timeout: float = 5.0) -> dict[str, Any]:
+    """The operator's row of GET /v1/operators."""
+    answer = httpx.get(f"{url}/v1/operators", headers={"Authorization": f"Bearer {key}"},
+                       timeout=timeout)
+    answer.raise_for_status()
+    return next(row for row in answer.json() if row["name"] == name)
+
+
+async def trip_breaker(url: str, key: str, sim_url: str, tag: str, cap_s: float = 60.0) -> float:
+    """Put the simulator `down` and submit claims until the breaker is open; seconds taken."""
+    set_fault(sim_url, "down")
+    t0 = time.monotonic()
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
+        i = 0
+        while time.monotonic() - t0 < cap_s:
+            state = (await client.get("/v1/operators")).json()[0]["state"]
+            if state == "open":
+                return time.monotonic() - t0
+            await asyncio.gather(*(client.post("/v1/claims", json=sample_claim(f"T{tag}-{i + j}"))
+                                   for j in range(3)))
+            i += 3
+    raise SystemExit(f"the breaker did not open within {cap_s} s")
+
+
+async def load(res: Result, base_url: str, headers: dict[str, str], send: Send,
+               n: int, c: int, cap_s: float, warmup: int | None = None) -> Result:
+    """`warmup` unmeasured requests (default: WARMUP, and at least 2 per worker so that
+    every connection is open), then n requests over c workers, stopped at cap_s."""
+    warmup = max(WARMUP, 2 * c) if warmup is None else warmup
+    next_i = 0
+
+    async def worker(measure: bool, count: int, deadline: float) -> None:
+        nonlocal next_i
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0) as client:
+            while next_i < count and time.monotonic() < deadline:
+                i, next_i = next_i, next_i + 1
+                t0 = time.perf_counter()
+                try:
+                    code = str(await send(client, i))
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                if measure:
+                    res.latencies.append(time.perf_counter() - t0)
+                    res.codes[code] += 1
+
+    await asyncio.gather(*(worker(False, warmup, time.monotonic() + cap_s) for _ in range(c)))
+    next_i, t0 = warmup, time.perf_counter()  # indices go on: no invoice is sent twice
+    await asyncio.gather(*(worker(True, warmup + n, time.monotonic() + cap_s) for _ in range(c)))
+    res.elapsed = time.perf_counter() - t0
+    return res
+
+
+async def healthz_load(name: str, url: str, n: int, c: int, cap_s: float) -> Result:
+    """The baseline: GET /healthz (no database, no operator) at the same concurrency."""
+    async def send(client: httpx.AsyncClient, i: int) -> int:
+        return (await client.get("/healthz")).status_code
+
+    return await load(Result(name, 200), url, {}, send, n, c, cap_s)
+
+
+async def claims_load(name: str, url: str, key: str, n: int, c: int, cap_s: float,
+                      expected: int = 202) -> Result:
+    """POST /v1/claims with fresh invoice numbers."""
+    tag = secrets.token_hex(4)
+
+    async def send(client: httpx.AsyncClient, i: int) -> int:
+        return (await client.post("/v1/claims", json=sample_claim(f"Q{tag}-{i}"))).status_code
+
+    return await load(Result(name, expected), url, {"Authorization": f"Bearer {key}"}, send,
+                      n, c, cap_s)
+
+
+async def paced_load(res: Result, base_url: str, headers: dict[str, str], send: Send,
+                     rate: float, n: int, cap_s: float) -> Result:
+    """Open loop: request i starts at i / rate s whatever the earlier ones are doing; its
+    latency counts from that scheduled instant (no coordinated omission)."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0,
+                                 limits=limits) as client:
+        for i in range(min(n, WARMUP)):  # open a few connections first
+            await send(client, i)
+
+        async def one(i: int, due: float) -> None:
+            try:
+                code = str(await send(client, i))
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            res.latencies.append(time.perf_counter() - due)
+            res.codes[code] += 1
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(n):
+            due = start + i / rate
+            if due - start > cap_s:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(WARMUP + i, due)))
+        await asyncio.wait(tasks, timeout=30.0)
+        res.elapsed = time.perf_counter() - start
+        for task in tasks:
+            task.cancel()
+    return res

@@ -1,0 +1,42 @@
+"""The console's queries: a pharmacy's claims by status, an operator's failed claims, the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, func, select
+
+from gateway.models import AuditEntry, Claim
+
+QUEUED = ("queued", "pending")
+SETTLED = ("accepted", "rejected", "cancelled")
+
+
+def claims_of_pharmacy(
+    session: Session, finess: str, statuses: Sequence[str], *, limit: int, oldest_first: bool,
+) -> list[Claim]:
+    order = col(Claim.queued_at) if oldest_first else col(Claim.updated_at).desc()
+    return list(session.exec(
+        select(Claim).where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))
+        .order_by(order, col(Claim.id)).limit(limit)
+    ).all())
+
+
+def count_of_pharmacy(session: Session, finess: str, statuses: Sequence[str]) -> int:
+    return int(session.exec(
+        select(func.count()).select_from(Claim)
+        .where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))
+    ).one())
+
+
+def failed_of_operator(session: Session, operator: str, *, limit: int) -> list[Claim]:
+    return list(session.exec(
+        select(Claim).where(col(Claim.operator) == operator, col(Claim.status) == "failed")
+        .order_by(col(Claim.updated_at).desc(), col(Claim.id)).limit(limit)
+    ).all())
+
+
+def latest_audit(session: Session, *, limit: int) -> list[AuditEntry]:
+    return list(session.exec(
+        select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+    ).all())
