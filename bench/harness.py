@@ -128,10 +128,15 @@ def _toml(value: object) -> str:
 
 def write_config(tmp: Path, name: str, db_url: str, sim_port: int, port: int, *,
                  claims_per_minute: int = UNLIMITED,
-                 operator: Mapping[str, object] | None = None) -> Path:
+                 operator: Mapping[str, object] | None = None,
+                 sections: Mapping[str, Mapping[str, object]] | None = None) -> Path:
     """A gateway config with one operator "opera" (insurers 80*) at the simulator's port;
-    `operator` adds or overrides that operator's keys (CONTRACT.md section 2)."""
+    `operator` adds or overrides that operator's keys, `sections` adds top-level tables
+    such as {"provisional": {...}} (CONTRACT.md section 2)."""
     extra = "".join(f"{key} = {_toml(value)}\n" for key, value in (operator or {}).items())
+    tables = "".join(
+        f"\n[{name}]\n" + "".join(f"{key} = {_toml(value)}\n" for key, value in keys.items())
+        for name, keys in (sections or {}).items())
     path = tmp / f"{name}.toml"
     path.write_text(f"""environment = "development"
 database_url = "{db_url}"
@@ -140,7 +145,7 @@ data_dir = "{tmp}"
 
 [limits]
 claims_per_minute = {claims_per_minute}
-
+{tables}
 [[operators]]
 name = "opera"
 adapter = "reference"

@@ -1,0 +1,161 @@
+"""What the provisional coverage receipt costs in queued-claims throughput (issue 4).
+
+In one run, the same load as bench/outage_throughput.py (POST /v1/claims to `gateway
+serve` on SQLite, the operator's simulator `down` and its breaker open, warm-up first,
+same count and concurrency) against gateways that differ only in the operator's
+`provisional` setting:
+  card  every queued claim gets a policy decision (card validity, caps, exposure sums),
+        an Ed25519-signed JWS receipt and its storage (receipt row, history, event);
+  none  the decision "refused: not_offered", no receipt.
+Runs alternate A B A B (--rounds pairs); each run starts a fresh gateway on a fresh
+database, trips the breaker, measures, and stops it: one gateway at a time on the
+machine. Every answer is checked: `card` must answer coverage.decision "provisional"
+with a compact EdDSA token, `none` "refused" (not_offered) without a receipt.
+The caps of [provisional] are raised so that none refuses (the load repeats one
+beneficiary), and breaker_reset_s is long so that the breaker stays open throughout.
+Target: cost = 1 - median claims/s (card) / median claims/s (none) < 20 %.
+Everything listens on 127.0.0.1; subprocesses are stopped on exit.
+Run: .venv/bin/python bench/receipt_cost.py [--requests N] [--concurrency C] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import secrets
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from harness import (
+    Procs,
+    Result,
+    create_key,
+    free_port,
+    load,
+    machine,
+    median,
+    operator_board,
+    trip_breaker,
+    write_config,
+)
+
+from gateway.demo import sample_claim
+
+TARGET_COST = 0.20
+HUGE_CAP = 10**12
+CAPS = {"max_amc_cents_per_claim": HUGE_CAP, "max_amc_cents_per_beneficiary_per_day": HUGE_CAP,
+        "max_outstanding_cents_per_pharmacy": HUGE_CAP}
+EXPECTED = {"card": "provisional+EdDSA token", "none": "refused:not_offered, no receipt"}
+
+
+def check(mode: str, body: dict[str, object]) -> str:
+    """What the answer says about coverage, as EXPECTED spells it when it is right."""
+    coverage = body.get("coverage")
+    if not isinstance(coverage, dict):
+        return "no coverage"
+    decision, receipt = coverage.get("decision"), coverage.get("receipt")
+    if mode == "card":
+        token = receipt.get("token") if isinstance(receipt, dict) else None
+        if decision != "provisional" or not isinstance(token, str) or token.count(".") != 2:
+            return f"{decision}:{coverage.get('reason')}, token={bool(token)}"
+        head = token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        ok = header.get("alg") == "EdDSA" and header.get("kid")
+        return EXPECTED[mode] if ok else f"provisional, bad header {header}"
+    if decision == "refused" and coverage.get("reason") == "not_offered" and receipt is None:
+        return EXPECTED[mode]
+    return f"{decision}:{coverage.get('reason')}, receipt={receipt is not None}"
+
+
+async def measure(name: str, mode: str, url: str, key: str, args: argparse.Namespace,
+                  seen: Counter[str]) -> Result:
+    tag = secrets.token_hex(4)
+
+    async def send(client: httpx.AsyncClient, i: int) -> int:
+        answer = await client.post("/v1/claims", json=sample_claim(f"R{tag}-{i}"))
+        seen[check(mode, answer.json()) if answer.status_code == 202 else "not queued"] += 1
+        return answer.status_code
+
+    return await load(Result(name, 202), url, {"Authorization": f"Bearer {key}"}, send,
+                      args.requests, args.concurrency, args.max_seconds)
+
+
+def one_run(procs: Procs, sim_url: str, mode: str, run: int,
+            args: argparse.Namespace) -> tuple[Result, Counter[str]]:
+    name = f"{mode}-{run}"
+    port = free_port()
+    config = write_config(procs.tmp, name, f"sqlite:///{procs.tmp / f'{name}.db'}",
+                          int(sim_url.rsplit(":", 1)[1]), port,
+                          operator={"provisional": mode, "breaker_reset_s": 600},
+                          sections={"provisional": CAPS})
+    key = create_key(config)
+    url, proc = procs.gateway(config, port)
+    seen: Counter[str] = Counter()
+    try:
+        tripped = asyncio.run(trip_breaker(url, key, sim_url, secrets.token_hex(4)))
+        res = asyncio.run(measure(name, mode, url, key, args, seen))
+        row = operator_board(url, key)
+        print(f"[{name}] breaker open after {tripped:.1f} s; after the load: "
+              f"state={row['state']} queued={row['queued']}; {res.rps:.1f} claims/s", flush=True)
+        if row["state"] != "open":
+            seen[f"breaker {row['state']} after the load"] += 1
+    finally:
+        procs.stop(proc)  # one gateway at a time: they share 2 cores
+    return res, seen
+
+
+def report(runs: list[tuple[str, Result, Counter[str]]], args: argparse.Namespace) -> None:
+    print(machine())
+    print(f"\n{'run':<10}{'requests':>9}{'conc':>6}{'claims/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>8}  codes; answers checked (warm-up included)")
+    for _, r, seen in runs:
+        stopped = "  (stopped by --max-seconds)" if len(r.latencies) < args.requests else ""
+        answers = ", ".join(f"{k}:{v}" for k, v in sorted(seen.items()))
+        print(f"{r.name:<10}{len(r.latencies):>9}{args.concurrency:>6}{r.rps:>10.1f}"
+              f"{r.pct(0.5):>9.1f}{r.pct(0.99):>9.1f}{r.errors:>8}  {r.codes_text()}; "
+              f"{answers}{stopped}")
+    med: dict[str, dict[str, float]] = {}
+    for mode in ("card", "none"):
+        mine = [r for m, r, _ in runs if m == mode]
+        med[mode] = {"rps": median([r.rps for r in mine]),
+                     "p50": median([r.pct(0.5) for r in mine]),
+                     "p99": median([r.pct(0.99) for r in mine])}
+        print(f"median {mode:<5}: {med[mode]['rps']:.1f} claims/s, p50 {med[mode]['p50']:.1f} "
+              f"ms, p99 {med[mode]['p99']:.1f} ms ({len(mine)} runs)")
+    pairs = [1 - a.rps / b.rps for (ma, a, _), (_, b, _) in zip(runs[::2], runs[1::2],
+                                                                strict=False) if ma == "card"]
+    print("cost per pair (1 - card/none): " + ", ".join(f"{c:.1%}" for c in pairs))
+    cost = 1 - med["card"]["rps"] / med["none"]["rps"]
+    wrong = sum(n for mode, _, seen in runs for k, n in seen.items() if k != EXPECTED[mode])
+    errors = sum(r.errors for _, r, _ in runs)
+    verdict = "met" if cost < TARGET_COST and not wrong and not errors else "MISSED"
+    print(f"target: receipt cost = 1 - median card / median none < {TARGET_COST:.0%}: "
+          f"{cost:.1%} (errors {errors}, unexpected answers {wrong}) -> {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1500, help="measured requests per run")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent client workers")
+    parser.add_argument("--rounds", type=int, default=2, help="A B pairs (card, none)")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="wall-clock cap per loop")
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds must be between 1 and 10")
+    runs: list[tuple[str, Result, Counter[str]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-receipt-") as tmp_name, \
+            Procs(Path(tmp_name)) as procs:
+        sim_url = procs.simulator("opera")
+        for run in range(1, args.rounds + 1):
+            for mode in ("card", "none"):
+                res, seen = one_run(procs, sim_url, mode, run, args)
+                runs.append((mode, res, seen))
+    report(runs, args)
+
+
+if __name__ == "__main__":
+    main()

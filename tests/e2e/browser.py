@@ -1,0 +1,94 @@
+"""Browser tests' helpers: Debian's headless Chromium and a `gateway demo` subprocess.
+
+No conftest: the console tests import this module as they import `procs`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from procs import output, spawn, wait_http
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1000, "height": 800}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+KEY = r"(key_[0-9a-f]{16}\.\S+)"
+PHARMACY_KEY = re.compile(r"pharmacy key:\s+" + KEY)
+OPERATIONS_KEY = re.compile(r"operations key:\s+" + KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class Demo:
+    """A running `gateway demo`: its URL, the two printed keys, the simulators' URLs."""
+
+    url: str
+    pharmacy_key: str
+    operations_key: str
+    simulators: dict[str, str]
+
+    def fault(self, operator: str, mode: str) -> None:
+        """Break (`down`) or mend (`ok`) a simulated operator directly."""
+        answer = httpx.post(f"{self.simulators[operator]}/_faults", json={"mode": mode},
+                            timeout=5)
+        answer.raise_for_status()
+
+    def submit(self, invoice_number: str) -> dict[str, Any]:
+        """A synthetic claim for the demo pharmacy (routed to opera), through the API."""
+        from gateway.demo import sample_claim  # imports the whole app: only when needed
+
+        answer = httpx.post(f"{self.url}/v1/claims", json=sample_claim(invoice_number),
+                            headers={"Authorization": f"Bearer {self.pharmacy_key}"},
+                            timeout=15)
+        assert answer.status_code in (201, 202), answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_triple() -> int:
+    """A port P with P+1 and P+2 free too: the demo's simulators listen there."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65000 and _bindable(port + 1) and _bindable(port + 2):
+            return port
+    raise AssertionError("no three consecutive free ports")
+
+
+@contextmanager
+def running_demo(cwd: Path, timeout: float = 25) -> Iterator[Demo]:
+    """`gateway demo --port P` in cwd until the block ends (its process group is killed)."""
+    port = free_port_triple()
+    with spawn("demo", "--port", str(port), cwd=cwd, name="demo") as proc:
+        deadline = time.monotonic() + timeout
+        banner = ""
+        while not (PHARMACY_KEY.search(banner) and OPERATIONS_KEY.search(banner)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no keys in the demo's banner:\n{output(cwd, 'demo')}")
+            time.sleep(0.1)
+            banner = (cwd / "demo.out").read_text(errors="replace")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/console/login", proc, cwd, "demo", timeout=timeout)
+        pharmacy, operations = PHARMACY_KEY.search(banner), OPERATIONS_KEY.search(banner)
+        assert pharmacy is not None and operations is not None
+        yield Demo(url, pharmacy.group(1), operations.group(1),
+                   {"opera": f"http://127.0.0.1:{port + 1}",
+                    "santex": f"http://127.0.0.1:{port + 2}"})
