@@ -74,7 +74,9 @@ def history(session: Session, claim_id: str) -> list[ClaimHistory]:
 EVENT_STATUSES = frozenset({"accepted", "rejected", "queued", "failed", "cancelled"})
 
 
-def record(session: Session, claim: Claim, status: str, detail: str | None = None) -> None:
+def record(
+    session: Session, claim: Claim, status: str, detail: str | None = None
+) -> ClaimHistory:
     """Move a claim to `status`, append the step to its history and, when the status
     changes to one the pharmacy is told about, write the event (the outbox) in the
     caller's transaction."""
@@ -83,9 +85,11 @@ def record(session: Session, claim: Claim, status: str, detail: str | None = Non
     claim.status = status
     claim.updated_at = now
     session.add(claim)
-    session.add(ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail))
+    step = ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail)
+    session.add(step)
     if changed and status in EVENT_STATUSES:
         add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
+    return step
 
 
 def add_history(session: Session, claim: Claim, detail: str) -> None:

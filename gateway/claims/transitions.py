@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
-from gateway.models import Claim, utcnow
+from gateway.models import Claim, ClaimHistory, utcnow
 from gateway.receipts import lifecycle
 
 RETRY_BASE_S = 2.0
@@ -38,14 +38,16 @@ def settle(session: Session, claim: Claim, outcome: ClaimOutcome) -> None:
     lifecycle.follow(session, claim)
 
 
-def enqueue(session: Session, claim: Claim, detail: str, *, maybe_sent: bool = False) -> None:
+def enqueue(
+    session: Session, claim: Claim, detail: str, *, maybe_sent: bool = False
+) -> ClaimHistory:
     """Into the queue, due now: nothing was tried yet, or the breaker stopped it."""
     now = utcnow()
     claim.queued_at = claim.queued_at or now
     claim.next_attempt_at = now
     claim.lease_owner = claim.lease_until = None
     claim.maybe_sent = claim.maybe_sent or maybe_sent
-    repository.record(session, claim, "queued", detail[:500])
+    return repository.record(session, claim, "queued", detail[:500])
 
 
 def retry_later(

@@ -22,7 +22,7 @@ from gateway.claims import repository as claims_repository
 from gateway.claims.presenter import payload_context
 from gateway.claims.schemas import ClaimCreate
 from gateway.metrics import RECEIPTS
-from gateway.models import Claim, Receipt, utcnow
+from gateway.models import Claim, ClaimHistory, Receipt, utcnow
 from gateway.receipts import repository
 from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
 from gateway.receipts.signing import ReceiptSigner
@@ -53,8 +53,13 @@ class ReceiptIssuer:
         return f"{self.settings.public_url.rstrip('/')}/console/receipts/{receipt_id}/print"
 
     def cover(self, session: Session, claim: Claim, operator: OperatorSettings,
-              claim_in: ClaimCreate | None = None) -> Receipt | None:
-        """Decide once, when the claim is first queued; store the decision and any receipt."""
+              claim_in: ClaimCreate | None = None, *, audit: bool = True,
+              step: ClaimHistory | None = None) -> Receipt | None:
+        """Decide once, when the claim is first queued; store the decision and any receipt.
+
+        The decision goes into the claim's history: appended to `step` (the history row
+        just written for the claim, not yet flushed) when given, else as a row of its own.
+        """
         if claim.coverage_decision != "not_needed":
             return None
         if claim_in is None:
@@ -64,7 +69,30 @@ class ReceiptIssuer:
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                             {"k": zlib.crc32(f"receipts:{claim.finess}".encode())})
         offer = operator.provisional
-        coverage = decide(
+        with session.no_autoflush:  # keep `step` pending so its detail can still grow
+            coverage = self._decide(session, claim, claim_in, offer)
+        claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason
+        claim.coverage_json = json.dumps(
+            {"basis": coverage.basis, "amc_cents": coverage.amc_cents,
+             "patient_due_cents": coverage.patient_due_cents, "figures": coverage.figures},
+            sort_keys=True)[:2000]
+        session.add(claim)
+        receipt = None
+        if coverage.decision == "provisional":
+            receipt = self._issue(session, claim, coverage, audit=audit)
+            note = (f"provisional receipt {receipt.id}: {coverage.amc_cents} cents "
+                    f"on {coverage.basis}")
+        else:
+            note = f"no provisional receipt: {coverage.reason}"
+        if step is not None:
+            step.detail = f"{step.detail}; {note}"[:500]
+        else:
+            claims_repository.add_history(session, claim, note)
+        return receipt
+
+    def _decide(self, session: Session, claim: Claim, claim_in: ClaimCreate,
+                offer: str) -> Coverage:
+        return decide(
             claim_in, offer=offer, caps=self.settings.provisional,
             # only what this operator's offer needs is read: this runs on every queued claim
             rights=self._cached_rights(session, claim) if offer == "cached_rights" else None,
@@ -74,17 +102,6 @@ class ReceiptIssuer:
                 pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess),
             ) if offer != "none" else Exposure(0, 0),
         )
-        claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason
-        claim.coverage_json = json.dumps(
-            {"basis": coverage.basis, "amc_cents": coverage.amc_cents,
-             "patient_due_cents": coverage.patient_due_cents, "figures": coverage.figures},
-            sort_keys=True)[:2000]
-        session.add(claim)
-        if coverage.decision == "provisional":
-            return self._issue(session, claim, coverage)
-        claims_repository.add_history(session, claim,
-                                      f"no provisional receipt: {coverage.reason}")
-        return None
 
     def _cached_rights(self, session: Session, claim: Claim) -> CachedRights | None:
         since = utcnow() - timedelta(days=self.settings.provisional.rights_cache_days)
@@ -118,7 +135,8 @@ class ReceiptIssuer:
                     guarantees[line["code"]] = max(guarantees.get(line["code"], 0), percent)
         return CachedRights(True, guarantees) if accepted else None
 
-    def _issue(self, session: Session, claim: Claim, coverage: Coverage) -> Receipt:
+    def _issue(self, session: Session, claim: Claim, coverage: Coverage, *,
+               audit: bool) -> Receipt:
         now = utcnow()
         expires = now + timedelta(days=self.settings.provisional.receipt_validity_days)
         receipt_id = new_receipt_id()
@@ -139,12 +157,9 @@ class ReceiptIssuer:
             token=token, issued_at=now, expires_at=expires, updated_at=now,
         )
         session.add(receipt)
-        claims_repository.add_history(
-            session, claim, f"provisional receipt {receipt_id}: {coverage.amc_cents} cents "
-                            f"on {coverage.basis}")
         claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
                                     claim_id=claim.id, at=now)
-        if self.audit_log is not None:
+        if audit and self.audit_log is not None:  # else the caller's entry names the receipt
             self.audit_log.system(session, "receipt.issue", object_id=receipt_id,
                                   claim_id=claim.id, basis=coverage.basis,
                                   amc_cents=coverage.amc_cents)
