@@ -23,7 +23,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/sync_path.py
+	for b in sync_path outage_detection fail_fast outage_throughput drain queue_growth receipt_cost; do \
+		$(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -138,7 +138,10 @@ def db_queries(db_url: str) -> tuple[float, float, str]:
             t0 = time.perf_counter()
             db.read_now(repository.depth)
             depth.append(time.perf_counter() - t0)
-        query = (select(Claim).where(repository._due("opera", utcnow()))
+        # The lease's main query (queued claims, due, oldest first), as lease_batch runs it.
+        query = (select(Claim).where(col(Claim.operator) == "opera",
+                                     col(Claim.status) == "queued",
+                                     col(Claim.next_attempt_at) <= utcnow())
                  .order_by(col(Claim.queued_at)).limit(50))
         with db.engine.connect() as conn:
             compiled = query.compile(conn)
