@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PayloadTooLarge, problem_response
+from gateway.errors import PayloadTooLarge, ValidationFailed, problem_response
 
 
 class BodyLimitMiddleware:
@@ -22,6 +22,12 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower():
+            # No identifier or filter of ours holds a NUL; PostgreSQL would refuse it later.
+            error = ValidationFailed("a NUL character is not allowed in the URL", errors=[
+                {"field": "url", "message": "NUL character"}])
+            await problem_response(error)(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")

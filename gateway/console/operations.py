@@ -89,7 +89,9 @@ async def failed_claims(request: Request, ctx: ContextDep, user: StaffDep,
 
 @router.post("/operations/{name}/pause", dependencies=StaffOnly)
 async def pause(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
-                reason: Annotated[str, Form(max_length=500)] = "") -> RedirectResponse:
+                reason: Annotated[str, Form(max_length=500,
+                                            pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")] = "",
+                ) -> RedirectResponse:
     operator = known_operator(ctx, user.principal, name)
     if not reason.strip():
         return back("reason_missing", operator)

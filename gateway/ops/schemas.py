@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ClaimId = Annotated[str, StringConstraints(pattern=r"^clm_[0-9A-Za-z]{1,40}$")]
 
 
 class OperatorPublic(BaseModel):
@@ -27,7 +29,7 @@ class PauseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"reason": "opérateur en maintenance jusqu'à 14h"}]})
 
-    reason: str = Field("", max_length=500)
+    reason: str = Field("", max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")
 
 
 class ReplayRequest(BaseModel):
@@ -36,7 +38,7 @@ class ReplayRequest(BaseModel):
                      {"claim_ids": ["clm_01J0000000000000000000000"], "dry_run": False}]})
 
     status: Literal["failed", "queued"] | None = None
-    claim_ids: list[str] | None = Field(None, min_length=1, max_length=10000)
+    claim_ids: list[ClaimId] | None = Field(None, min_length=1, max_length=10000)
     dry_run: bool = False
 
 

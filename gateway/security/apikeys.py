@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from gateway.models import ApiKey, utcnow
 Role = Literal["pharmacy", "operations", "admin"]
 ROLES: tuple[Role, ...] = ("pharmacy", "operations", "admin")
 KEY_ID_PREFIX = "key_"
+KEY_ID_FORMAT = re.compile(r"key_[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def new_key(
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal for a presented secret, or None (unknown, revoked, expired, wrong)."""
     key_id, _, rest = secret.partition(".")
-    if not key_id.startswith(KEY_ID_PREFIX) or not rest or len(secret) > 200:
+    if not KEY_ID_FORMAT.fullmatch(key_id) or not rest or len(secret) > 200:
         return None
     row = session.get(ApiKey, key_id)
     if row is None:

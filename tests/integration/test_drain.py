@@ -53,7 +53,8 @@ async def statuses(http, ids):
 
 
 async def test_outage_then_recovery_drains_everything_oldest_first(settings, simulators):
-    async with gateway(settings, simulators) as (app, http):
+    # 20/s: sends 50 ms apart, so they also reach the operator in their order.
+    async with gateway(settings, simulators, drain_per_s=20) as (app, http):
         await set_fault(simulators["opera"], "down")
         ids = []
         for index in range(12):

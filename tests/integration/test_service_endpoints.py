@@ -58,3 +58,16 @@ async def test_framework_errors_are_problem_json(client, pharmacy):
     wrong_method = await client.delete("/v1/claims", headers=pharmacy)
     assert wrong_method.status_code == 405
     assert wrong_method.json()["status"] == 405
+
+
+@pytest.mark.parametrize("url", ["/v1/claims?operator=%00", "/v1/claims/clm_%00x",
+                                 "/v1/receipts/rcp_%00", "/v1/claims?cursor=Y2xtXwA"])
+async def test_nul_characters_are_refused_not_passed_to_the_database(client, pharmacy, url):
+    response = await client.get(url, headers=pharmacy)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_nul_in_a_console_login_key_is_a_plain_refusal(client):
+    response = await client.post("/console/login", data={"key": "key_\x00.secret"})
+    assert response.status_code == 401
