@@ -45,7 +45,8 @@ def decode_cursor(cursor: str, prefix: str = "clm_") -> str:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
-    if not decoded.startswith(prefix) or not decoded[len(prefix):].isalnum():
+    suffix = decoded[len(prefix):]
+    if not decoded.startswith(prefix) or not (suffix.isascii() and suffix.isalnum()):
         raise ValidationFailed(
             "invalid cursor", errors=[{"field": "cursor", "message": "not a cursor from `next`"}]
         )
