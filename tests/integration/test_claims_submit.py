@@ -97,11 +97,21 @@ async def test_a_claim_in_flight_answers_409_to_its_duplicate(client, pharmacy, 
     await set_fault(simulators["opera"], "slow", latency_ms=300)
     first = asyncio.create_task(client.post("/v1/claims", json=claim_body("F1"),
                                             headers=pharmacy))
-    await asyncio.sleep(0.1)
+    await _until_pending(client, pharmacy)
     duplicate = await client.post("/v1/claims", json=claim_body("F1"), headers=pharmacy)
     assert duplicate.status_code == 409
     assert duplicate.json()["type"] == "in-flight"
     assert (await first).status_code == 201
+
+
+async def _until_pending(client, pharmacy) -> None:
+    """Wait (bounded) until a claim is stored and in flight, however slow the machine."""
+    for _ in range(200):
+        listed = await client.get("/v1/claims", params={"status": "pending"}, headers=pharmacy)
+        if listed.json()["claims"]:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the first claim never became pending")
 
 
 async def test_concurrent_duplicates_store_one_claim(client, pharmacy, simulators):
