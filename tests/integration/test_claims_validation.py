@@ -180,3 +180,12 @@ async def test_a_too_long_idempotency_key_is_422(client, pharmacy):
                                  headers={**pharmacy, "Idempotency-Key": "k" * 300})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+@pytest.mark.parametrize("name", ["query", "body", "header"])
+async def test_an_unknown_field_is_named_even_when_called_like_a_location(client, pharmacy,
+                                                                         name):
+    response = await client.post("/v1/claims", json={**claim_body("UF1"), name: "x"},
+                                 headers=pharmacy)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == [name]
