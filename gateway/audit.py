@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from gateway.deferred import last_audit_entry, stage
 from gateway.models import AuditEntry, utcnow
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import KEY_BYTES, load_audit_key
@@ -51,7 +52,10 @@ def lock_chain(session: Session) -> None:
 
 
 def last_link(session: Session) -> tuple[int, str] | None:
-    """The chain's head as (id, hash): two columns, not a whole row (this is on every claim)."""
+    """The chain's head as (id, hash): two columns, not a whole row (this is on every claim).
+    An entry staged earlier in this transaction (`gateway.deferred`) is the head."""
+    if (staged := last_audit_entry(session)) is not None:
+        return int(staged.id or 0), staged.entry_hash
     row = session.execute(
         select(AuditEntry.id, AuditEntry.entry_hash).order_by(col(AuditEntry.id).desc()).limit(1)
     ).first()
@@ -132,7 +136,7 @@ class AuditLog:
         )
         entry.entry_hash = chain_hash(entry.prev_hash, entry)
         entry.entry_mac = self.seal(entry.entry_hash)
-        session.add(entry)
+        stage(session, entry)
         return entry
 
     def system(self, session: Session, action: str, object_id: str | None = None, *,

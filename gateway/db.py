@@ -13,6 +13,12 @@ On SQLite the writes of one process are also grouped: units of work waiting
 while a commit is under way run together in the next transaction, each in its
 own savepoint (one failing does not undo the others), and share one durable
 commit. A caller still gets its answer only once its work is committed.
+
+A work written with `deferred=True` stages its new rows (`gateway.deferred`)
+instead of flushing them through the ORM: such works need no savepoint (they
+write nothing until the buffer is flushed), and their rows go in together, before
+the next ordinary work and before commit. If that insert fails, every work whose
+rows it held fails with it, and nothing else does.
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from gateway.deferred import KEY as DEFERRED_KEY
+from gateway.deferred import DeferredRows, FlushFirst
+
 T = TypeVar("T")
+Work = Callable[[Session], Any]
 MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -79,7 +89,7 @@ def create_engine(url: str) -> Engine:
         engine = sa_create_engine(
             sync_url(url),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-            pool_size=8, max_overflow=8,
+            pool_size=40, max_overflow=8,
         )
         configure_sqlite(engine)
         return engine
@@ -93,29 +103,39 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self._writers = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
-        self._readers = sessionmaker(
-            self.engine.execution_options(sqlite_begin="DEFERRED"),
-            class_=Session, expire_on_commit=False,
-        )
+        self._reader_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self._readers = sessionmaker(self._reader_engine, class_=Session, expire_on_commit=False)
         self._grouped = is_sqlite(url)
-        self._waiting: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    def write_now(self, work: Callable[[Session], T]) -> T:
+    def write_now(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
         """Run `work` in one committed transaction, in this thread."""
         with self._writers() as session, session.begin():
-            return work(session)
+            if not deferred:
+                return work(session)
+            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            try:
+                result = _run_deferred(buffer, work, session)
+            except FlushFirst:
+                buffer.rollback_to(0)
+                buffer.flush(session)
+                return work(session)
+            buffer.flush(session)
+            return result
 
     def read_now(self, work: Callable[[Session], T]) -> T:
         with self._readers() as session, session.begin():
             return work(session)
 
-    async def write(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a committed transaction, off the event loop."""
+    async def write(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
+        """Run `work` in a committed transaction, off the event loop; `deferred`: its new
+        rows are staged (see the module doc)."""
         if not self._grouped:
-            return await anyio.to_thread.run_sync(partial(self.write_now, work))
+            return await anyio.to_thread.run_sync(
+                partial(self.write_now, work, deferred=deferred))
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append((work, done))
+        self._waiting.append((work, deferred, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await asyncio.shield(done)
@@ -125,10 +145,10 @@ class Database:
             batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
                 outcomes = await anyio.to_thread.run_sync(
-                    self._write_group, [work for work, _ in batch])
+                    self._write_group, [(work, deferred) for work, deferred, _ in batch])
             except BaseException as exc:  # the commit itself failed: every work with it
                 outcomes = [(False, exc)] * len(batch)
-            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if done.done():
                     continue
                 if ok:
@@ -136,16 +156,41 @@ class Database:
                 else:
                     done.set_exception(value)
 
-    def _write_group(self, works: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+    def _write_group(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
+        held: list[int] = []  # outcomes of deferred works whose rows wait in the buffer
         with self._writers() as session, session.begin():
-            for work in works:
+            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            for work, deferred in works:
+                if deferred:
+                    mark = buffer.mark()
+                    try:
+                        outcomes.append((True, _run_deferred(buffer, work, session)))
+                        held.append(len(outcomes) - 1)
+                        continue
+                    except FlushFirst:
+                        buffer.rollback_to(mark)  # run again below, as an ordinary work
+                    except Exception as exc:  # noqa: BLE001 - handed to that work's caller
+                        buffer.rollback_to(mark)
+                        outcomes.append((False, exc))
+                        continue
+                _flush_staged(session, buffer, held, outcomes)
+                held = []
                 try:
                     with session.begin_nested():
                         outcomes.append((True, work(session)))
                 except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                     outcomes.append((False, exc))
+            _flush_staged(session, buffer, held, outcomes)
         return outcomes
+
+    def read_connection_now(self, work: Callable[[Connection], T]) -> T:
+        """A read on a bare connection, without an ORM session: for the per-request ones."""
+        with self._reader_engine.connect() as connection, connection.begin():
+            return work(connection)
+
+    async def read_connection(self, work: Callable[[Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(partial(self.read_connection_now, work))
 
     async def read(self, work: Callable[[Session], T]) -> T:
         return await anyio.to_thread.run_sync(partial(self.read_now, work))
@@ -155,3 +200,25 @@ class Database:
 
     async def dispose(self) -> None:
         await anyio.to_thread.run_sync(self.engine.dispose)
+
+
+def _run_deferred(buffer: DeferredRows, work: Callable[[Session], T], session: Session) -> T:
+    buffer.active = True
+    try:
+        return work(session)
+    finally:
+        buffer.active = False
+
+
+def _flush_staged(session: Session, buffer: DeferredRows, held: list[int],
+                  outcomes: list[tuple[bool, Any]]) -> None:
+    """Insert the staged rows in a savepoint; if that fails, so do the works they came from."""
+    if not buffer.rows:
+        buffer.flush(session)  # nothing to insert; forgets remembered reads
+        return
+    try:
+        with session.begin_nested():
+            buffer.flush(session)
+    except Exception as exc:  # noqa: BLE001 - handed to those works' callers
+        for index in held:
+            outcomes[index] = (False, exc)

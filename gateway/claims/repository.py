@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlmodel import Session, col, select
 from ulid import ULID
 
+from gateway.deferred import FlushFirst, pending_claims, stage
 from gateway.models import Claim, ClaimHistory, Event, utcnow
 
 
@@ -15,6 +16,17 @@ def find_duplicate(
     session: Session, *, finess: str, invoice_number: str, idempotency_key: str | None
 ) -> list[Claim]:
     """Claims of this pharmacy holding this idempotency key or this invoice number."""
+    for staged in pending_claims(session):
+        if staged.finess == finess and (
+                staged.invoice_number == invoice_number
+                or (idempotency_key is not None and staged.idempotency_key == idempotency_key)):
+            raise FlushFirst  # stored earlier in this transaction: answer from the database
+    # Nearly every claim is new: ask for ids alone, load whole claims only when one exists.
+    found = session.connection().execute(_DUPLICATE_IDS, {
+        "finess": finess, "invoice_number": invoice_number, "idempotency_key": idempotency_key,
+    }).first()
+    if found is None:
+        return []
     clauses = [col(Claim.invoice_number) == invoice_number]
     if idempotency_key is not None:
         clauses.append(col(Claim.idempotency_key) == idempotency_key)
@@ -22,6 +34,13 @@ def find_duplicate(
         select(Claim).where(col(Claim.finess) == finess, or_(*clauses))
     )
     return list(result.all())
+
+
+_DUPLICATE_IDS = select(col(Claim.id)).where(
+    col(Claim.finess) == bindparam("finess"),
+    or_(col(Claim.invoice_number) == bindparam("invoice_number"),
+        col(Claim.idempotency_key) == bindparam("idempotency_key")),
+).limit(1)
 
 
 def load(session: Session, claim_id: str) -> Claim:
@@ -84,9 +103,9 @@ def record(
     changed = claim.status != status
     claim.status = status
     claim.updated_at = now
-    session.add(claim)
+    stage(session, claim)
     step = ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail)
-    session.add(step)
+    stage(session, step)
     if changed and status in EVENT_STATUSES:
         add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
     return step
@@ -94,12 +113,12 @@ def record(
 
 def add_history(session: Session, claim: Claim, detail: str) -> None:
     """A step that does not change the claim's status (receipts, cancellation requests)."""
-    session.add(ClaimHistory(claim_id=claim.id, status=claim.status, at=utcnow(),
-                             detail=detail[:500]))
+    stage(session, ClaimHistory(claim_id=claim.id, status=claim.status, at=utcnow(),
+                                detail=detail[:500]))
 
 
 def add_event(
     session: Session, *, finess: str, type_: str, claim_id: str | None, at: datetime
 ) -> None:
-    session.add(Event(event_id=f"evt_{ULID()}", finess=finess, type=type_, claim_id=claim_id,
-                      at=at))
+    stage(session, Event(event_id=f"evt_{ULID()}", finess=finess, type=type_,
+                         claim_id=claim_id, at=at))

@@ -46,7 +46,7 @@ class DemoControls:
                 raise OperatorUnavailableError(f"simulator {operator} did not answer") from exc
 
 
-def demo_of(request: Request) -> DemoControls:
+async def demo_of(request: Request) -> DemoControls:
     demo = getattr(request.app.state, "demo", None)
     if demo is None:
         raise NotFound("the demo controls exist only under `gateway demo`")

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from gateway.deferred import remember
 from gateway.models import Claim, OperatorControl
 
 CATCH_UP_S = 1.0
@@ -44,10 +45,13 @@ def control(session: Session, operator: str, *, for_update: bool = False) -> Ope
 
 
 def is_paused(session: Session, operator: str) -> bool:
-    paused = session.exec(
-        select(OperatorControl.paused).where(col(OperatorControl.operator) == operator)
-    ).first()
-    return bool(paused)
+    def read() -> bool:
+        paused = session.exec(
+            select(OperatorControl.paused).where(col(OperatorControl.operator) == operator)
+        ).first()
+        return bool(paused)
+
+    return remember(session, ("paused", operator), read)
 
 
 

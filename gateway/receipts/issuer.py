@@ -21,6 +21,7 @@ from gateway.audit import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims.presenter import payload_context
 from gateway.claims.schemas import ClaimCreate
+from gateway.deferred import stage
 from gateway.metrics import RECEIPTS
 from gateway.models import Claim, ClaimHistory, Receipt, utcnow
 from gateway.receipts import repository
@@ -76,7 +77,7 @@ class ReceiptIssuer:
             {"basis": coverage.basis, "amc_cents": coverage.amc_cents,
              "patient_due_cents": coverage.patient_due_cents, "figures": coverage.figures},
             sort_keys=True)[:2000]
-        session.add(claim)
+        stage(session, claim)
         receipt = None
         if coverage.decision == "provisional":
             receipt = self._issue(session, claim, coverage, audit=audit)
@@ -156,7 +157,7 @@ class ReceiptIssuer:
             basis=coverage.basis or "", status=repository.OPEN, kid=self.signer.kid,
             token=token, issued_at=now, expires_at=expires, updated_at=now,
         )
-        session.add(receipt)
+        stage(session, receipt)
         claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
                                     claim_id=claim.id, at=now)
         if audit and self.audit_log is not None:  # else the caller's entry names the receipt

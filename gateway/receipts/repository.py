@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from gateway.deferred import pending_receipts, remember
 from gateway.models import Claim, Receipt
 
 OPEN = "provisional"
@@ -15,20 +16,28 @@ OPEN = "provisional"
 
 def exposure_of_beneficiary(session: Session, beneficiary_hash: str, service_date: date) -> int:
     """AMC cents promised to this beneficiary for this service date (void ones excepted)."""
-    total = session.exec(
-        select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
-            col(Receipt.beneficiary_hash) == beneficiary_hash,
-            col(Receipt.service_date) == service_date, col(Receipt.status) != "void")
-    ).one()
-    return int(total)
+    def stored() -> int:
+        return int(session.exec(
+            select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
+                col(Receipt.beneficiary_hash) == beneficiary_hash,
+                col(Receipt.service_date) == service_date, col(Receipt.status) != "void")
+        ).one())
+
+    staged = sum(r.amc_cents for r in pending_receipts(session)
+                 if r.beneficiary_hash == beneficiary_hash and r.service_date == service_date)
+    return remember(session, ("beneficiary", beneficiary_hash, service_date), stored) + staged
 
 
 def outstanding_of_pharmacy(session: Session, finess: str) -> int:
-    total = session.exec(
-        select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
-            col(Receipt.finess) == finess, col(Receipt.status) == OPEN)
-    ).one()
-    return int(total)
+    """AMC cents of this pharmacy's receipts still provisional."""
+    def stored() -> int:
+        return int(session.exec(
+            select(func.coalesce(func.sum(Receipt.amc_cents), 0)).where(
+                col(Receipt.finess) == finess, col(Receipt.status) == OPEN)
+        ).one())
+
+    staged = sum(r.amc_cents for r in pending_receipts(session) if r.finess == finess)
+    return remember(session, ("outstanding", finess), stored) + staged
 
 
 def outstanding_by_operator(session: Session, finess: str | None = None) -> dict[str, int]:

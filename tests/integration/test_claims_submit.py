@@ -162,3 +162,16 @@ async def test_dispenser_of_another_pharmacy_is_403_and_not_stored(client, pharm
     assert response.status_code == 403
     listed = await client.get("/v1/claims", headers=pharmacy)
     assert listed.json()["claims"] == []
+
+
+async def test_duplicates_queued_together_store_one_claim(app, client, pharmacy, simulators):
+    """With the breaker open, copies stored in one transaction find each other."""
+    app.state.context.operators.get("opera").breaker.trip(open_for=60)
+    answers = await asyncio.gather(*(
+        client.post("/v1/claims", json=claim_body("C2"), headers=pharmacy) for _ in range(5)
+    ))
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 4
+    listed = await client.get("/v1/claims", headers=pharmacy)
+    assert len(listed.json()["claims"]) == 1

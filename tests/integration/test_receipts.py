@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 
 import pytest
@@ -151,3 +152,20 @@ async def test_public_receipt_lookups_are_rate_limited(settings, simulators):
         answers = [(await http.get("/v1/receipts/rcp_guess", headers={"Authorization": ""}))
                    .status_code for _ in range(4)]
         assert answers == [404, 404, 404, 429]
+
+
+async def test_claims_queued_together_share_the_beneficiary_cap(settings, simulators):
+    """Claims stored in one transaction (SQLite group commit) count each other's receipts."""
+    provisional = settings.provisional.model_copy(
+        update={"max_amc_cents_per_beneficiary_per_day": 280 * 3})
+    capped = settings.model_copy(update={"provisional": provisional})
+    async with gateway(capped, simulators) as (app, http):
+        app.state.context.operators.get("opera").breaker.trip(open_for=60)
+        answers = await asyncio.gather(*(
+            http.post("/v1/claims", json=claim_body(f"GC{i}")) for i in range(8)))
+        assert [a.status_code for a in answers] == [202] * 8
+        decisions = sorted(a.json()["coverage"]["decision"] for a in answers)
+        assert decisions == ["provisional"] * 3 + ["refused"] * 5
+        assert {a.json()["coverage"]["reason"] for a in answers
+                if a.json()["coverage"]["decision"] == "refused"} == {"over_beneficiary_daily_cap"}
+        assert (await http.get("/v1/exposure")).json()["outstanding_cents"] == 280 * 3

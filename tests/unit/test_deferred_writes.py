@@ -1,0 +1,145 @@
+"""Deferred works: staged rows land with their transaction, and only with it.
+
+On SQLite the works below share one transaction (group commit): a failing work, a
+failing insert of staged rows and an ordinary work in between must each touch
+exactly what they should. On PostgreSQL each work is its own transaction; the same
+assertions hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from gateway.audit import AuditLog
+from gateway.claims import repository
+from gateway.db import Database
+from gateway.deferred import stage
+from gateway.models import AuditEntry, Claim, Event, utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def database(database_url, anyio_backend):
+    db = Database(database_url)
+    yield db
+    await db.dispose()
+
+
+def staging(event_id: str, *, fail: bool = False):
+    def work(session: Session) -> str:
+        stage(session, Event(event_id=event_id, finess="330001231", type="claim.queued",
+                             claim_id=None, at=utcnow()))
+        if fail:
+            raise ValueError("this work changed its mind")
+        return event_id
+
+    return work
+
+
+def event_ids(session: Session) -> list[str]:
+    return list(session.exec(select(Event.event_id).order_by(col(Event.id))).all())
+
+
+async def test_staged_rows_are_committed_in_order(database):
+    answers = await asyncio.gather(*(database.write(staging(f"evt_{i}"), deferred=True)
+                                     for i in range(5)))
+    assert answers == [f"evt_{i}" for i in range(5)]
+    stored = await database.read(event_ids)
+    if database.url.startswith("sqlite"):  # one transaction, in the order they were asked
+        assert stored == answers
+    else:  # concurrent transactions
+        assert sorted(stored) == answers
+
+
+async def test_a_failing_deferred_work_leaves_nothing_and_spares_the_others(database):
+    answers = await asyncio.gather(
+        database.write(staging("evt_a"), deferred=True),
+        database.write(staging("evt_b", fail=True), deferred=True),
+        database.write(staging("evt_c"), deferred=True),
+        return_exceptions=True,
+    )
+    assert answers[0] == "evt_a" and answers[2] == "evt_c"
+    assert isinstance(answers[1], ValueError)
+    assert sorted(await database.read(event_ids)) == ["evt_a", "evt_c"]
+
+
+async def test_an_ordinary_work_sees_rows_staged_before_it(database):
+    if not database.url.startswith("sqlite"):
+        pytest.skip("only SQLite runs several works in one transaction")
+    def count(session: Session) -> int:
+        return int(session.exec(select(func.count()).select_from(Event)).one())
+
+    answers = await asyncio.gather(
+        database.write(staging("evt_a"), deferred=True),
+        database.write(staging("evt_b"), deferred=True),
+        database.write(count),
+    )
+    assert answers[2] == 2
+
+
+async def test_a_failed_insert_fails_the_works_it_held_and_no_other(database):
+    def ordinary(session: Session) -> str:
+        session.add(Event(event_id="evt_ordinary", finess="330001231", type="claim.queued",
+                          claim_id=None, at=utcnow()))
+        return "ordinary"
+
+    answers = await asyncio.gather(
+        database.write(staging("evt_twin"), deferred=True),
+        database.write(staging("evt_twin"), deferred=True),  # event_id is unique
+        database.write(ordinary),
+        return_exceptions=True,
+    )
+    assert answers[2] == "ordinary"
+    failed = [a for a in answers[:2] if isinstance(a, IntegrityError)]
+    if database.url.startswith("sqlite"):  # one transaction: both twins fail together
+        assert len(failed) == 2
+        assert await database.read(event_ids) == ["evt_ordinary"]
+    else:  # one transaction each: the twin committed first stands
+        assert len(failed) == 1
+        assert sorted(await database.read(event_ids)) == ["evt_ordinary", "evt_twin"]
+
+
+async def test_the_audit_chain_stays_whole_across_deferred_and_ordinary_appends(database):
+    log = AuditLog(b"k" * 32)
+
+    def append(session: Session) -> int:
+        return log.system(session, "test.append").id or 0
+
+    answers = await asyncio.gather(*(
+        database.write(append, deferred=index % 3 != 0) for index in range(12)))
+    assert sorted(answers) == list(range(1, 13))
+    entries = await database.read(
+        lambda session: session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
+    assert [entry.id for entry in entries] == list(range(1, 13))
+    assert log.verify_entries(entries).ok
+
+
+def a_claim(invoice_number: str) -> Claim:
+    now = utcnow()
+    return Claim(id=f"clm_{invoice_number}", finess="330001231", invoice_number=invoice_number,
+                 request_hash="r" * 64, nir_hash="n" * 64, beneficiary_hash="b" * 64,
+                 operator="opera", insurer_number="801234567", service_date=now.date(),
+                 status="queued", amc_requested_cents=280, payload_enc=b"sealed",
+                 created_at=now, updated_at=now)
+
+
+async def test_a_duplicate_of_a_staged_claim_is_found(database):
+    if not database.url.startswith("sqlite"):
+        pytest.skip("only SQLite runs several works in one transaction")
+
+    def store(session: Session) -> str:
+        stage(session, a_claim("D1"))
+        return "stored"
+
+    def look(session: Session) -> list[str]:
+        return [c.id for c in repository.find_duplicate(
+            session, finess="330001231", invoice_number="D1", idempotency_key=None)]
+
+    answers = await asyncio.gather(database.write(store, deferred=True),
+                                   database.write(look, deferred=True))
+    assert answers == ["stored", ["clm_D1"]]
