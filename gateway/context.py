@@ -9,6 +9,7 @@ from gateway.audit import AuditLog
 from gateway.db import Database
 from gateway.operators import OperatorDirectory
 from gateway.security.abuse import LookupWatch
+from gateway.security.apikeys import KeyCache
 from gateway.security.crypto import Cipher
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -26,3 +27,4 @@ class AppContext:
     audit_log: AuditLog
     rights_watch: LookupWatch
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker
+    key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.deps.submitter

@@ -47,6 +47,11 @@ class Unauthorized(GatewayError):
     status, type, title = 401, "unauthorized", "Missing or invalid API key"
 
 
+def invalid_key() -> Unauthorized:
+    return Unauthorized("unknown, revoked or expired API key",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
 class Forbidden(GatewayError):
     status, type, title = 403, "forbidden", "This key may not do that"
 

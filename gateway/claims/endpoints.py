@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
 from gateway.claims import cancel, queries, service
 from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic, ClaimStatus
-from gateway.deps import ContextDep, PharmacyDep, rate_limited
+from gateway.deps import ContextDep, PharmacyDep, SubmitterDep
 from gateway.errors import problem_responses
 
 router = APIRouter(prefix="/v1/claims", tags=["claims"])
@@ -26,7 +26,6 @@ def _answer(response: Response, result: service.SubmitResult) -> ClaimPublic:
     "",
     status_code=201,
     response_model=ClaimPublic,
-    dependencies=[Depends(rate_limited("claims"))],
     responses={**problem_responses(401, 403, 409, 413, 422, 429, 502),
                202: {"model": ClaimPublic,
                      "description": "Queued: the operator could not answer in time"}},
@@ -35,7 +34,7 @@ def _answer(response: Response, result: service.SubmitResult) -> ClaimPublic:
 async def submit_claim(
     claim_in: ClaimCreate,
     ctx: ContextDep,
-    principal: PharmacyDep,
+    principal: SubmitterDep,
     response: Response,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)

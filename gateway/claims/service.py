@@ -24,13 +24,16 @@ from gateway.claims.presenter import payload_context, to_public
 from gateway.claims.rules import check_claim_rules
 from gateway.claims.schemas import ClaimCreate, ClaimPublic
 from gateway.context import AppContext
+from gateway.deferred import remember
 from gateway.errors import (
     ClaimInFlight,
     DuplicateInvoice,
     Forbidden,
     IdempotencyKeyReused,
     OperatorRefused,
+    Unauthorized,
     UnknownInsurer,
+    invalid_key,
 )
 from gateway.metrics import CLAIM_OUTCOMES
 from gateway.models import Claim, Receipt, utcnow
@@ -38,6 +41,7 @@ from gateway.operators import Operator
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
+from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 
 log = structlog.get_logger(__name__)
@@ -103,6 +107,11 @@ async def _store_or_replay(
     or answer for the one already holding this key or invoice number."""
 
     def store(session: Session) -> tuple[Claim, Receipt | None] | SubmitResult:
+        # The key may come from a cache (gateway.deps.submitter): confirm it here, once
+        # per transaction, so a revoked key stores nothing.
+        if not remember(session, ("key", principal.key_id),
+                        lambda: apikeys.is_live(session, principal.key_id)):
+            raise invalid_key()
         existing = repository.find_duplicate(
             session, finess=claim_in.dispenser.finess,
             invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
@@ -131,9 +140,12 @@ async def _store_or_replay(
 
     for _ in range(STORE_ATTEMPTS):
         try:
-            stored = await ctx.db.write(store)
+            stored = await ctx.db.write(store, deferred=True)
         except IntegrityError:
             continue  # another request stored the same key or invoice first: replay it
+        except Unauthorized:
+            ctx.key_cache.forget(principal.key_id)  # revoked since cached: read it again
+            raise
         if not isinstance(stored, SubmitResult):
             log.info("claim.stored", claim_id=stored[0].id, operator=operator.name,
                      status=stored[0].status)

@@ -34,7 +34,8 @@ async def login(
     throttle = request.app.state.login_throttle
     if (delay := throttle.delay_for(address)) > 0:
         await asyncio.sleep(delay)
-    principal = await ctx.db.read(lambda s: authenticate(s, key.strip())) if key else None
+    principal = (await ctx.db.read_connection(lambda c: authenticate(c, key.strip()))
+                 if key else None)
     if principal is None:
         throttle.failed(address)
         await ctx.db.write(lambda s: ctx.audit_log.append(s, ANONYMOUS, "console.login",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy import bindparam
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from gateway.domain.identifiers import check_finess
@@ -75,12 +77,20 @@ def new_key(
     return row, secret
 
 
-def authenticate(session: Session, secret: str) -> Principal | None:
-    """The principal for a presented secret, or None (unknown, revoked, expired, wrong)."""
+_KEY_COLUMNS = ApiKey.__table__.c  # type: ignore[attr-defined]
+_BY_ID = select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
+                _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
+                _KEY_COLUMNS.expires_at).where(_KEY_COLUMNS.id == bindparam("key_id"))
+
+
+def authenticate(connection: Connection | Session, secret: str) -> Principal | None:
+    """The principal for a presented secret, or None (unknown, revoked, expired, wrong).
+
+    One Core query (no ORM session or identity map): it runs on every request."""
     key_id, _, rest = secret.partition(".")
     if not KEY_ID_FORMAT.fullmatch(key_id) or not rest or len(secret) > 200:
         return None
-    row = session.get(ApiKey, key_id)
+    row = connection.execute(_BY_ID, {"key_id": key_id}).first()
     if row is None:
         hmac.compare_digest(hash_secret(secret), hash_secret("decoy"))  # same work either way
         return None
@@ -109,3 +119,36 @@ def revoke(session: Session, key_id: str) -> bool:
         row.revoked_at = utcnow()
         session.add(row)
     return True
+
+
+_LIVE = select(_KEY_COLUMNS.revoked_at, _KEY_COLUMNS.expires_at).where(
+    _KEY_COLUMNS.id == bindparam("key_id"))
+
+
+def is_live(connection: Connection | Session, key_id: str) -> bool:
+    """Neither revoked nor expired, as of this transaction."""
+    row = connection.execute(_LIVE, {"key_id": key_id}).first()
+    now = utcnow()
+    return row is not None and row.revoked_at is None and (
+        row.expires_at is None or row.expires_at > now)
+
+
+class KeyCache:
+    """Principals of recently seen secrets, for a path that confirms the key again in its
+    own transaction (`is_live`): keys never change, except by revocation or expiry, so
+    the cache spares a read, never a check. Bounded; keyed by the secret's hash."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._by_hash: dict[str, Principal] = {}
+
+    def get(self, secret: str) -> Principal | None:
+        return self._by_hash.get(hash_secret(secret))
+
+    def put(self, secret: str, principal: Principal) -> None:
+        if len(self._by_hash) >= self.max_entries:
+            self._by_hash.pop(next(iter(self._by_hash)))  # the oldest entry
+        self._by_hash[hash_secret(secret)] = principal
+
+    def forget(self, key_id: str) -> None:
+        self._by_hash = {h: p for h, p in self._by_hash.items() if p.key_id != key_id}

@@ -139,3 +139,20 @@ async def test_a_rejected_claim_cannot_be_cancelled(client, pharmacy):
     response = await client.post(f"/v1/claims/{claim_id}/cancel", headers=pharmacy)
     assert response.status_code == 409
     assert response.json()["type"] == "not-cancellable"
+
+
+async def test_a_revoked_key_stores_no_claim_even_when_cached(client, settings, pharmacy,
+                                                               simulators):
+    """Claim submission reads keys from a cache, and confirms them when storing."""
+    from gateway.keys_admin import revoke_key
+
+    assert (await client.post("/v1/claims", json=claim_body("RV1"),
+                              headers=pharmacy)).status_code == 201
+    key_id = pharmacy["Authorization"].removeprefix("Bearer ").split(".")[0]
+    assert revoke_key(settings, key_id)
+    refused = await client.post("/v1/claims", json=claim_body("RV2"), headers=pharmacy)
+    assert refused.status_code == 401
+    assert refused.json()["type"] == "unauthorized"
+    assert (await ledger(simulators["opera"]))["received"] == 1
+    again = await client.post("/v1/claims", json=claim_body("RV3"), headers=pharmacy)
+    assert again.status_code == 401
