@@ -37,6 +37,7 @@ class DeferredRows:
     def __init__(self) -> None:
         self.rows: list[SQLModel] = []
         self._staged: set[int] = set()  # ids of `rows`: staging twice is adding once
+        self._by_type: dict[type, list[SQLModel]] = {}  # the same rows, by model
         self.active = False  # True while a deferred work runs
         self._remembered: dict[tuple[Any, ...], Any] = {}
 
@@ -45,13 +46,16 @@ class DeferredRows:
 
     def rollback_to(self, mark: int) -> None:
         """Forget what a failed work staged (its savepoint, without a statement)."""
+        for row in reversed(self.rows[mark:]):  # each is the last of its type's list
+            self._by_type[type(row)].pop()
+            self._staged.discard(id(row))
         del self.rows[mark:]
-        self._staged = {id(row) for row in self.rows}
 
     def add(self, row: SQLModel) -> None:
         if id(row) not in self._staged:
             self._staged.add(id(row))
             self.rows.append(row)
+            self._by_type.setdefault(type(row), []).append(row)
 
     def remember(self, key: tuple[Any, ...], read: Callable[[], T]) -> T:
         """`read()` once per buffer life: for answers only a flushed work could change."""
@@ -59,13 +63,13 @@ class DeferredRows:
             self._remembered[key] = read()
         return self._remembered[key]  # type: ignore[no-any-return]
 
-    def of_type(self, kind: type[T]) -> Iterator[T]:
-        return (row for row in self.rows if isinstance(row, kind))
+    def of_type(self, kind: type[T]) -> list[T]:
+        return self._by_type.get(kind, [])  # type: ignore[return-value]
 
     def flush(self, session: Session) -> None:
         """Insert every staged row, parents before children, one executemany per run of
         rows with the same columns; then forget them and every remembered read."""
-        staged, self.rows, self._staged = self.rows, [], set()
+        staged, self.rows, self._staged, self._by_type = self.rows, [], set(), {}
         self._remembered.clear()
         by_table: dict[str, list[dict[str, Any]]] = {}
         for row in staged:
@@ -108,21 +112,20 @@ def stage(session: Session, row: SQLModel) -> None:
         buffer.add(row)
 
 
-def pending_claims(session: Session) -> Iterator[Claim]:
+def pending_claims(session: Session) -> list[Claim]:
     buffer = buffer_of(session)
-    return buffer.of_type(Claim) if buffer else iter(())
+    return buffer.of_type(Claim) if buffer else []
 
 
-def pending_receipts(session: Session) -> Iterator[Receipt]:
+def pending_receipts(session: Session) -> list[Receipt]:
     buffer = buffer_of(session)
-    return buffer.of_type(Receipt) if buffer else iter(())
+    return buffer.of_type(Receipt) if buffer else []
 
 
 def last_audit_entry(session: Session) -> AuditEntry | None:
     buffer = buffer_of(session)
-    if buffer is None:
-        return None
-    return next((row for row in reversed(buffer.rows) if isinstance(row, AuditEntry)), None)
+    entries = buffer.of_type(AuditEntry) if buffer else []
+    return entries[-1] if entries else None
 
 
 def remember(session: Session, key: tuple[Any, ...], read: Callable[[], T]) -> T:

@@ -46,8 +46,9 @@ def receipt_summary(receipt: Receipt, issuer: ReceiptIssuer) -> dict[str, object
 
 def to_public(
     claim: Claim, cipher: Cipher, receipt: Receipt | None = None,
-    issuer: ReceiptIssuer | None = None,
+    issuer: ReceiptIssuer | None = None, *, nir: str | None = None,
 ) -> ClaimPublic:
+    """`nir`: the submitted one, when at hand, spares decrypting the payload to mask it."""
     return ClaimPublic(
         id=claim.id,
         status=claim.status,  # type: ignore[arg-type]
@@ -55,7 +56,7 @@ def to_public(
         invoice_number=claim.invoice_number,
         service_date=claim.service_date,
         insurer_number=claim.insurer_number,
-        nir_masked=masked_nir_of(claim, cipher),
+        nir_masked=mask_nir(nir) if nir is not None else masked_nir_of(claim, cipher),
         amc_requested_cents=claim.amc_requested_cents,
         amc_covered_cents=claim.amc_covered_cents,
         rejection=(

@@ -89,8 +89,8 @@ async def submit(
     claim, receipt = stored
     if claim.status == "queued":
         CLAIM_OUTCOMES.labels(operator.name, "queued").inc()
-        return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts), 202,
-                            replayed=False)
+        return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts,
+                                      nir=claim_in.beneficiary.nir), 202, replayed=False)
     return await _send(ctx, operator, claim, body)
 
 
