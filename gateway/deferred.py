@@ -4,8 +4,8 @@ Storing a queued claim adds six rows (claim, history step, events, receipt, audi
 entry). Flushed one claim at a time through the ORM, that cost ~1.5 ms of Python
 and a dozen statements per claim, all on SQLite's single writer. A unit of work
 run with `deferred=True` stages its new rows here instead; they are inserted with
-one `executemany` per table before anything else in the transaction reads the
-database, and always before commit, so the outcome is the same as `session.add`.
+one `executemany` per table before the next ordinary work of the transaction runs,
+and always before commit, so the outcome is the same as `session.add`.
 
 The few reads such a work makes about rows it may have staged itself (duplicate
 check, exposure sums, the audit chain's head) look here first: `pending_claims`,

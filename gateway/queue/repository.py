@@ -55,6 +55,17 @@ def is_paused(session: Session, operator: str) -> bool:
 
 
 
+def drain_start(next_send_at: datetime | None, now: datetime) -> datetime:
+    """When the next batch's first send may go.
+
+    A schedule a little behind (a slow batch) catches up, by at most CATCH_UP_S; one
+    further behind belongs to an earlier drain (the operator was down, the queue
+    empty), and the drain starts now: never a burst of the backlog at recovery."""
+    if next_send_at is None or next_send_at < now - timedelta(seconds=CATCH_UP_S):
+        return now
+    return next_send_at
+
+
 def lease_batch(
     session: Session, *, operator: str, owner: str, limit: int, now: datetime,
     interval_s: float, send_timeout_s: float,
@@ -79,8 +90,7 @@ def lease_batch(
         claims += list(session.exec(queued.with_for_update(skip_locked=True)).all())
     if not claims:
         return []
-    # A schedule that fell behind (a slow batch) may catch up, by at most CATCH_UP_S.
-    start = max(now - timedelta(seconds=CATCH_UP_S), schedule.next_send_at or now)
+    start = drain_start(schedule.next_send_at, now)
     leases = []
     for index, claim in enumerate(claims):
         send_at = start + timedelta(seconds=index * interval_s)
