@@ -245,28 +245,38 @@ async def trip_breaker(url: str, key: str, sim_url: str, tag: str, cap_s: float 
 async def load(res: Result, base_url: str, headers: dict[str, str], send: Send,
                n: int, c: int, cap_s: float, warmup: int | None = None) -> Result:
     """`warmup` unmeasured requests (default: WARMUP, and at least 2 per worker so that
-    every connection is open), then n requests over c workers, stopped at cap_s."""
+    every connection is open), then n requests over c workers, stopped at cap_s. Each
+    worker keeps its client (and connection) from the warm-up into the measure, so no
+    measured request pays for a TCP connection."""
     warmup = max(WARMUP, 2 * c) if warmup is None else warmup
     next_i = 0
 
-    async def worker(measure: bool, count: int, deadline: float) -> None:
+    async def worker(client: httpx.AsyncClient, measure: bool, count: int,
+                     deadline: float) -> None:
         nonlocal next_i
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0) as client:
-            while next_i < count and time.monotonic() < deadline:
-                i, next_i = next_i, next_i + 1
-                t0 = time.perf_counter()
-                try:
-                    code = str(await send(client, i))
-                except httpx.HTTPError as exc:
-                    code = type(exc).__name__
-                if measure:
-                    res.latencies.append(time.perf_counter() - t0)
-                    res.codes[code] += 1
+        while next_i < count and time.monotonic() < deadline:
+            i, next_i = next_i, next_i + 1
+            t0 = time.perf_counter()
+            try:
+                code = str(await send(client, i))
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            if measure:
+                res.latencies.append(time.perf_counter() - t0)
+                res.codes[code] += 1
 
-    await asyncio.gather(*(worker(False, warmup, time.monotonic() + cap_s) for _ in range(c)))
-    next_i, t0 = warmup, time.perf_counter()  # indices go on: no invoice is sent twice
-    await asyncio.gather(*(worker(True, warmup + n, time.monotonic() + cap_s) for _ in range(c)))
-    res.elapsed = time.perf_counter() - t0
+    clients = [httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0)
+               for _ in range(c)]
+    try:
+        await asyncio.gather(*(worker(client, False, warmup, time.monotonic() + cap_s)
+                               for client in clients))
+        next_i, t0 = warmup, time.perf_counter()  # indices go on: no invoice is sent twice
+        await asyncio.gather(*(worker(client, True, warmup + n, time.monotonic() + cap_s)
+                               for client in clients))
+        res.elapsed = time.perf_counter() - t0
+    finally:
+        for client in clients:
+            await client.aclose()
     return res
 
 
