@@ -39,13 +39,14 @@ def serve(
     """Start the gateway alone, configured by a TOML file."""
     import uvicorn
 
-    from gateway.main import create_app
+    from gateway.main import create_app, settle_heap
 
     settings = migrated_settings(config)
     try:
         application = create_app(settings)
     except ConfigError as exc:
         raise fail(f"configuration: {exc}") from None
+    settle_heap()
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 

@@ -17,7 +17,7 @@ import uvicorn
 from adapters.simulator import create_simulator
 from gateway.console.demo_controls import DemoControls
 from gateway.keys_admin import create_key
-from gateway.main import create_app
+from gateway.main import create_app, settle_heap
 from gateway.migrate import upgrade
 from gateway.settings import Settings
 
@@ -125,5 +125,6 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
         uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     )
     servers.append((gateway, gateway_socket))
+    settle_heap()
     print(banner(settings, pharmacy_key, operations_key, ports), flush=True)
     await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import socket
@@ -58,6 +59,20 @@ DESCRIPTION = """A tiers-payant claims gateway between pharmacy software and AMC
 
 Authenticate with `Authorization: Bearer <key>`. Errors are `application/problem+json`.
 """
+
+
+GC_THRESHOLDS = (20_000, 20, 20)  # CPython's default is (700, 10, 10)
+
+
+def settle_heap() -> None:
+    """For a serving process, once its app is built: what exists now (the app, the ORM
+    metadata, templates) lives as long as the process, so the cyclic collector stops
+    walking it (`gc.freeze`), and young objects are collected less often. Full
+    collections of that heap every few hundred requests were the queued claims' p99
+    (bench/outage_throughput.py: p99 ~170 -> ~90 ms, ~10 % more claims/s)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_context(
