@@ -210,8 +210,10 @@ class Receipt(SQLModel, table=True):
 
     __tablename__ = "receipts"
     __table_args__ = (
-        Index("ix_receipts_finess_status", "finess", "status"),
-        Index("ix_receipts_beneficiary_day", "beneficiary_hash", "service_date"),
+        # covering: the exposure sums read the index alone (migration 0007)
+        Index("ix_receipts_finess_status", "finess", "status", "amc_cents"),
+        Index("ix_receipts_beneficiary_day", "beneficiary_hash", "service_date", "status",
+              "amc_cents"),
     )
 
     id: str = Field(primary_key=True, max_length=40)  # rcp_ + 128 random bits: not enumerable
