@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from gateway.deferred import last_audit_entry, stage
-from gateway.models import AuditEntry, utcnow
+from gateway.models import AuditEntry, new_row, utcnow
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import KEY_BYTES, load_audit_key
 from gateway.settings import Settings
@@ -124,7 +124,8 @@ class AuditLog:
         """One entry in the caller's transaction: ids, counts and filters only."""
         lock_chain(session)
         last = last_link(session)
-        entry = AuditEntry(
+        entry = new_row(
+            AuditEntry,
             # the id is part of what the hash covers: chosen here, under the lock, so the
             # row is written by one INSERT (the database role may be INSERT-only) and ids
             # stay contiguous (a gap is a deleted entry)

@@ -7,7 +7,8 @@ capability's `schemas.py`.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
@@ -35,6 +36,48 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+T = TypeVar("T", bound=SQLModel)
+
+
+@cache
+def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """A table model's plain defaults, and its (name, factory) pairs."""
+    plain: dict[str, Any] = {}
+    factories: list[tuple[str, Any]] = []
+    for name, field in model.model_fields.items():
+        if field.default_factory is not None:
+            factories.append((name, field.default_factory))
+        elif not field.is_required():
+            plain[name] = field.default
+    return plain, tuple(factories)
+
+
+def new_row(model: type[T], **values: Any) -> T:
+    """`model(**values)` for a new row, without the ORM's per-attribute events.
+
+    SQLModel's constructor sets each field through pydantic and SQLAlchemy's change
+    tracking (~45 µs for a receipt); a new row has no history to track, so its values
+    go straight into the instance dict SQLAlchemy reads at insert (~4 µs). Queuing a
+    claim builds five or six rows on SQLite's single writer thread. Same result as the
+    constructor: fields set, the rest defaulted, pydantic's bookkeeping filled in.
+    """
+    plain, factories = _defaults(model)
+    row = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    state = row.__dict__
+    state.update(plain)
+    for name, factory in factories:
+        if name not in values:
+            state[name] = factory()
+    unknown = values.keys() - model.model_fields.keys()
+    if unknown:
+        raise TypeError(f"{model.__name__} has no field {sorted(unknown)[0]}")
+    state.update(values)
+    object.__setattr__(row, "__pydantic_fields_set__", set(values))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row
 
 
 def instant_column(*, nullable: bool = False, index: bool = False) -> Any:

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 from ulid import ULID
 
 from gateway.deferred import FlushFirst, pending_claims, stage
-from gateway.models import Claim, ClaimHistory, Event, utcnow
+from gateway.models import Claim, ClaimHistory, Event, new_row, utcnow
 
 
 def find_duplicate(
@@ -104,7 +104,7 @@ def record(
     claim.status = status
     claim.updated_at = now
     stage(session, claim)
-    step = ClaimHistory(claim_id=claim.id, status=status, at=now, detail=detail)
+    step = new_row(ClaimHistory, claim_id=claim.id, status=status, at=now, detail=detail)
     stage(session, step)
     if changed and status in EVENT_STATUSES:
         add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
@@ -113,12 +113,12 @@ def record(
 
 def add_history(session: Session, claim: Claim, detail: str) -> None:
     """A step that does not change the claim's status (receipts, cancellation requests)."""
-    stage(session, ClaimHistory(claim_id=claim.id, status=claim.status, at=utcnow(),
-                                detail=detail[:500]))
+    stage(session, new_row(ClaimHistory, claim_id=claim.id, status=claim.status,
+                           at=utcnow(), detail=detail[:500]))
 
 
 def add_event(
     session: Session, *, finess: str, type_: str, claim_id: str | None, at: datetime
 ) -> None:
-    stage(session, Event(event_id=f"evt_{ULID()}", finess=finess, type=type_,
-                         claim_id=claim_id, at=at))
+    stage(session, new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
+                           claim_id=claim_id, at=at))

@@ -36,7 +36,7 @@ from gateway.errors import (
     invalid_key,
 )
 from gateway.metrics import CLAIM_OUTCOMES
-from gateway.models import Claim, Receipt, utcnow
+from gateway.models import Claim, Receipt, new_row, utcnow
 from gateway.operators import Operator
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
@@ -169,7 +169,8 @@ def _new_claim(
         body, context=payload_context(claim_id),
         scope=f"claims:{claim_in.dispenser.finess}:{now:%Y-%m}",
     )
-    return Claim(
+    return new_row(
+        Claim,
         id=claim_id,
         finess=claim_in.dispenser.finess,
         invoice_number=claim_in.invoice_number,

@@ -23,7 +23,7 @@ from gateway.claims.presenter import payload_context
 from gateway.claims.schemas import ClaimCreate
 from gateway.deferred import stage
 from gateway.metrics import RECEIPTS
-from gateway.models import Claim, ClaimHistory, Receipt, utcnow
+from gateway.models import Claim, ClaimHistory, Receipt, new_row, utcnow
 from gateway.receipts import repository
 from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
 from gateway.receipts.signing import ReceiptSigner
@@ -149,7 +149,8 @@ class ReceiptIssuer:
             "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
             "iss": self.settings.public_url,
         })
-        receipt = Receipt(
+        receipt = new_row(
+            Receipt,
             id=receipt_id, claim_id=claim.id, finess=claim.finess, operator=claim.operator,
             insurer_number=claim.insurer_number, invoice_number=claim.invoice_number,
             beneficiary_hash=claim.beneficiary_hash, service_date=claim.service_date,
