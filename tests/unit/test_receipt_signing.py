@@ -16,11 +16,12 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc import jws
-from joserfc.errors import SecurityWarning
+from joserfc.errors import SecurityWarning, UnsupportedAlgorithmError
 from joserfc.jwk import OctKey
 from typer.testing import CliRunner
 
 from gateway.receipts.signing import (
+    _REGISTRY,
     REQUIRED_FIELDS,
     InvalidReceipt,
     ReceiptSigner,
@@ -101,6 +102,18 @@ def test_signing_is_deterministic_and_the_kid_stable(signer: ReceiptSigner) -> N
     assert signer.sign(payload()) == ReceiptSigner(SEED).sign(payload())
     assert signer.kid == ReceiptSigner(SEED).kid != ReceiptSigner(OTHER_SEED).kid
     assert len(signer.kid) == 16
+
+
+def test_the_signing_registry_allows_eddsa_alone_and_without_a_warning() -> None:
+    """joserfc flags EdDSA as deprecated (RFC 9864); the contract mandates it, so the
+    signer's own registry allows it without warning: signing needs no warnings filter
+    (process-wide, not thread-safe) around each call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _REGISTRY.get_alg("EdDSA").name == "EdDSA"
+    for other in ("HS256", "RS256", "none", "ES256"):
+        with pytest.raises(UnsupportedAlgorithmError):
+            _REGISTRY.get_alg(other)
 
 
 def test_signer_refuses_an_incomplete_payload(signer: ReceiptSigner) -> None:
