@@ -51,14 +51,16 @@ def lock_chain(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
 
 
+_ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
+_HEAD = select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c.id.desc()).limit(1)
+
+
 def last_link(session: Session) -> tuple[int, str] | None:
     """The chain's head as (id, hash): two columns, not a whole row (this is on every claim).
     An entry staged earlier in this transaction (`gateway.deferred`) is the head."""
     if (staged := last_audit_entry(session)) is not None:
         return int(staged.id or 0), staged.entry_hash
-    row = session.execute(
-        select(AuditEntry.id, AuditEntry.entry_hash).order_by(col(AuditEntry.id).desc()).limit(1)
-    ).first()
+    row = session.connection().execute(_HEAD).first()
     return (int(row[0]), str(row[1])) if row else None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -44,12 +44,15 @@ def control(session: Session, operator: str, *, for_update: bool = False) -> Ope
     return row
 
 
+_CONTROLS = OperatorControl.__table__  # type: ignore[attr-defined]
+# Core, not an ORM select (~150 µs more): read once per transaction that queues claims
+_PAUSED = select(_CONTROLS.c.paused).where(_CONTROLS.c.operator == bindparam("operator"))
+
+
 def is_paused(session: Session, operator: str) -> bool:
     def read() -> bool:
-        paused = session.exec(
-            select(OperatorControl.paused).where(col(OperatorControl.operator) == operator)
-        ).first()
-        return bool(paused)
+        row = session.connection().execute(_PAUSED, {"operator": operator}).first()
+        return bool(row and row.paused)
 
     return remember(session, ("paused", operator), read)
 

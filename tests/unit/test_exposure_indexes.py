@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event
 from sqlmodel import Session
 
 from gateway.receipts import repository
 
 
 def plans(sqlite_url: str) -> list[str]:
+    """The query plan of every statement the two sums send, however they send it."""
     engine = create_engine(sqlite_url)
-    seen: list[str] = []
+    sent: list[tuple[str, object]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append((statement, parameters))
+
     with Session(engine) as session:
-        real_exec = session.exec
-
-        def explain(statement, params=None, **kwargs):  # type: ignore[no-untyped-def]
-            compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
-            rows = session.connection().execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
-            seen.extend(str(row[-1]) for row in rows)
-            return real_exec(statement, params=params, **kwargs)
-
-        session.exec = explain  # type: ignore[method-assign]
         repository.exposure_of_beneficiary(session, "b" * 64, date(2026, 11, 29))
         repository.outstanding_of_pharmacy(session, "330001231")
+        cursor = session.connection().connection.driver_connection.cursor()
+        seen = [str(row[-1]) for statement, parameters in list(sent)
+                for row in cursor.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
     engine.dispose()
     return seen
 
