@@ -163,6 +163,20 @@ def create_key(config: Path, role: str = "pharmacy") -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def person(i: int) -> dict[str, object]:
+    """Synthetic beneficiary number i (0 to 998,000): born 14 July 1985 in Paris, with a
+    valid NIR key (97 - N mod 97); nobody real."""
+    commune, order = divmod(i % 998_001, 999)
+    first13 = f"1850775{commune + 1:03d}{order + 1:03d}"
+    return {"nir": f"{first13}{97 - int(first13) % 97:02d}", "birth_date": "1985-07-14",
+            "birth_rank": 1, "last_name": "Martin", "first_name": "Claire"}
+
+
+def claim_of(invoice_number: str, beneficiary: int) -> dict[str, object]:
+    """`sample_claim` for synthetic beneficiary number `beneficiary` (see `person`)."""
+    return {**sample_claim(invoice_number), "beneficiary": person(beneficiary)}
+
+
 class Procs:
     """Subprocesses started for one benchmark; all stopped on leaving the `with` block."""
 

@@ -7,15 +7,19 @@ same count and concurrency) against gateways that differ only in the operator's
   card  every queued claim gets a policy decision (card validity, caps, exposure sums),
         an Ed25519-signed JWS receipt and its storage (receipt row, history, event);
   none  the decision "refused: not_offered", no receipt.
-Runs alternate A B A B (--rounds pairs); each run starts a fresh gateway on a fresh
+Runs go in pairs, A B then B A (--rounds pairs: card none, none card, card none, ...),
+so that neither mode always runs first; each run starts a fresh gateway on a fresh
 database, trips the breaker, measures, and stops it: one gateway at a time on the
 machine. Every answer is checked: `card` must answer coverage.decision "provisional"
 with a compact EdDSA token, `none` "refused" (not_offered) without a receipt.
-The caps of [provisional] are raised so that none refuses (the load repeats one
-beneficiary), and breaker_reset_s is long so that the breaker stays open throughout.
+The claims come from one pharmacy for --beneficiaries synthetic people in turn (1000;
+a beneficiary's same-day sum then covers a few receipts, as at a counter; 1 repeats one
+person, whose sum grows with every claim); the caps of [provisional] are raised so that
+none refuses, and breaker_reset_s is long so that the breaker stays open throughout.
 Target: cost = 1 - median claims/s (card) / median claims/s (none) < 20 %.
 Everything listens on 127.0.0.1; subprocesses are stopped on exit.
 Run: .venv/bin/python bench/receipt_cost.py [--requests N] [--concurrency C] [--rounds R]
+     [--beneficiaries B]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import httpx
 from harness import (
     Procs,
     Result,
+    claim_of,
     create_key,
     free_port,
     load,
@@ -42,8 +47,6 @@ from harness import (
     trip_breaker,
     write_config,
 )
-
-from gateway.demo import sample_claim
 
 TARGET_COST = 0.20
 HUGE_CAP = 10**12
@@ -76,7 +79,8 @@ async def measure(name: str, mode: str, url: str, key: str, args: argparse.Names
     tag = secrets.token_hex(4)
 
     async def send(client: httpx.AsyncClient, i: int) -> int:
-        answer = await client.post("/v1/claims", json=sample_claim(f"R{tag}-{i}"))
+        answer = await client.post("/v1/claims",
+                                   json=claim_of(f"R{tag}-{i}", i % args.beneficiaries))
         seen[check(mode, answer.json()) if answer.status_code == 202 else "not queued"] += 1
         return answer.status_code
 
@@ -110,6 +114,7 @@ def one_run(procs: Procs, sim_url: str, mode: str, run: int,
 
 def report(runs: list[tuple[str, Result, Counter[str]]], args: argparse.Namespace) -> None:
     print(machine())
+    print(f"load: one pharmacy, {args.beneficiaries} synthetic beneficiaries in turn")
     print(f"\n{'run':<10}{'requests':>9}{'conc':>6}{'claims/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'errors':>8}  codes; answers checked (warm-up included)")
     for _, r, seen in runs:
@@ -126,8 +131,9 @@ def report(runs: list[tuple[str, Result, Counter[str]]], args: argparse.Namespac
                      "p99": median([r.pct(0.99) for r in mine])}
         print(f"median {mode:<5}: {med[mode]['rps']:.1f} claims/s, p50 {med[mode]['p50']:.1f} "
               f"ms, p99 {med[mode]['p99']:.1f} ms ({len(mine)} runs)")
-    pairs = [1 - a.rps / b.rps for (ma, a, _), (_, b, _) in zip(runs[::2], runs[1::2],
-                                                                strict=False) if ma == "card"]
+    by_mode = [dict((mode, r) for mode, r, _ in pair) for pair in zip(runs[::2], runs[1::2],
+                                                                      strict=False)]
+    pairs = [1 - pair["card"].rps / pair["none"].rps for pair in by_mode]
     print("cost per pair (1 - card/none): " + ", ".join(f"{c:.1%}" for c in pairs))
     cost = 1 - med["card"]["rps"] / med["none"]["rps"]
     wrong = sum(n for mode, _, seen in runs for k, n in seen.items() if k != EXPECTED[mode])
@@ -143,15 +149,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent client workers")
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs (card, none)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="wall-clock cap per loop")
+    parser.add_argument("--beneficiaries", type=int, default=1000,
+                        help="synthetic people the claims cycle through (1: one person)")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 10:
         parser.error("--rounds must be between 1 and 10")
+    if not 1 <= args.beneficiaries <= 998_001:
+        parser.error("--beneficiaries must be between 1 and 998001")
     runs: list[tuple[str, Result, Counter[str]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-receipt-") as tmp_name, \
             Procs(Path(tmp_name)) as procs:
         sim_url = procs.simulator("opera")
         for run in range(1, args.rounds + 1):
-            for mode in ("card", "none"):
+            for mode in ("card", "none") if run % 2 else ("none", "card"):
                 res, seen = one_run(procs, sim_url, mode, run, args)
                 runs.append((mode, res, seen))
     report(runs, args)
