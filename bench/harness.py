@@ -315,33 +315,36 @@ async def claims_load(name: str, url: str, key: str, n: int, c: int, cap_s: floa
 
 
 async def paced_load(res: Result, base_url: str, headers: dict[str, str], send: Send,
-                     rate: float, n: int, cap_s: float) -> Result:
-    """Open loop: request i starts at i / rate s whatever the earlier ones are doing; its
-    latency counts from that scheduled instant (no coordinated omission)."""
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0,
-                                 limits=limits) as client:
-        for i in range(min(n, WARMUP)):  # open a few connections first
-            await send(client, i)
+                     rate: float, n: int, cap_s: float, connections: int = 50) -> Result:
+    """Open loop: request i is due at i / rate s whatever the earlier ones are doing, and
+    its latency counts from that instant (no coordinated omission). `connections`
+    clients, each with its own connection (opened first), take the due requests in
+    turn: a request due while every client is busy waits for one, and that wait counts."""
+    next_i = 0
+    clients = [httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0)
+               for _ in range(connections)]
 
-        async def one(i: int, due: float) -> None:
+    async def worker(client: httpx.AsyncClient, start: float) -> None:
+        nonlocal next_i
+        while next_i < n:
+            i, next_i = next_i, next_i + 1
+            due = start + i / rate
+            if due - start > cap_s:
+                return
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             try:
-                code = str(await send(client, i))
+                code = str(await send(client, connections + i))
             except httpx.HTTPError as exc:
                 code = type(exc).__name__
             res.latencies.append(time.perf_counter() - due)
             res.codes[code] += 1
 
-        tasks = []
+    try:
+        await asyncio.gather(*(send(client, i) for i, client in enumerate(clients)))
         start = time.perf_counter()
-        for i in range(n):
-            due = start + i / rate
-            if due - start > cap_s:
-                break
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(WARMUP + i, due)))
-        await asyncio.wait(tasks, timeout=30.0)
+        await asyncio.gather(*(worker(client, start) for client in clients))
         res.elapsed = time.perf_counter() - start
-        for task in tasks:
-            task.cancel()
+    finally:
+        for client in clients:
+            await client.aclose()
     return res
