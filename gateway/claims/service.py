@@ -147,8 +147,9 @@ async def _store_or_replay(
             ctx.key_cache.forget(principal.key_id)  # revoked since cached: read it again
             raise
         if not isinstance(stored, SubmitResult):
-            log.info("claim.stored", claim_id=stored[0].id, operator=operator.name,
-                     status=stored[0].status)
+            claim, receipt = stored
+            log.info("claim.stored", claim_id=claim.id, operator=operator.name,
+                     status=claim.status, receipt_id=receipt.id if receipt else None)
         return stored
     raise ClaimInFlight("the same claim is being stored by another request")
 

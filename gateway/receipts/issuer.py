@@ -60,6 +60,7 @@ class ReceiptIssuer:
 
         The decision goes into the claim's history: appended to `step` (the history row
         just written for the claim, not yet flushed) when given, else as a row of its own.
+        `audit=False`: the caller's own audit entry and log line name the receipt.
         """
         if claim.coverage_decision != "not_needed":
             return None
@@ -161,12 +162,13 @@ class ReceiptIssuer:
         stage(session, receipt)
         claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
                                     claim_id=claim.id, at=now)
-        if audit and self.audit_log is not None:  # else the caller's entry names the receipt
-            self.audit_log.system(session, "receipt.issue", object_id=receipt_id,
-                                  claim_id=claim.id, basis=coverage.basis,
-                                  amc_cents=coverage.amc_cents)
+        if audit:  # else the caller's audit entry and log line name the receipt
+            if self.audit_log is not None:
+                self.audit_log.system(session, "receipt.issue", object_id=receipt_id,
+                                      claim_id=claim.id, basis=coverage.basis,
+                                      amc_cents=coverage.amc_cents)
+            log.info("receipt.issued", receipt_id=receipt_id, claim_id=claim.id)
         RECEIPTS.labels(claim.operator, coverage.basis or "").inc()
-        log.info("receipt.issued", receipt_id=receipt_id, claim_id=claim.id)
         return receipt
 
 
