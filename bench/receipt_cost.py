@@ -10,8 +10,12 @@ same count and concurrency) against gateways that differ only in the operator's
 Runs go in pairs, A B then B A (--rounds pairs: card none, none card, card none, ...),
 so that neither mode always runs first; each run starts a fresh gateway on a fresh
 database, trips the breaker, measures, and stops it: one gateway at a time on the
-machine. Every answer is checked: `card` must answer coverage.decision "provisional"
-with a compact EdDSA token, `none` "refused" (not_offered) without a receipt.
+machine. With --interleaved, both gateways start once (a database each) and the pairs
+of slices go to one at a time in the same order: on a machine whose speed drifts
+between runs, adjacent slices see it alike (each gateway's database then grows over
+the slices: --requests x --rounds claims). Every answer is checked: `card` must answer
+coverage.decision "provisional" with a compact EdDSA token, `none` "refused"
+(not_offered) without a receipt.
 The claims come from one pharmacy for --beneficiaries synthetic people in turn (1000;
 a beneficiary's same-day sum then covers a few receipts, as at a counter; 1 repeats one
 person, whose sum grows with every claim); the caps of [provisional] are raised so that
@@ -19,7 +23,7 @@ none refuses, and breaker_reset_s is long so that the breaker stays open through
 Target: cost = 1 - median claims/s (card) / median claims/s (none) < 20 %.
 Everything listens on 127.0.0.1; subprocesses are stopped on exit.
 Run: .venv/bin/python bench/receipt_cost.py [--requests N] [--concurrency C] [--rounds R]
-     [--beneficiaries B]
+     [--beneficiaries B] [--interleaved]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import asyncio
 import base64
 import json
 import secrets
+import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -88,9 +93,9 @@ async def measure(name: str, mode: str, url: str, key: str, args: argparse.Names
                       args.requests, args.concurrency, args.max_seconds)
 
 
-def one_run(procs: Procs, sim_url: str, mode: str, run: int,
-            args: argparse.Namespace) -> tuple[Result, Counter[str]]:
-    name = f"{mode}-{run}"
+def start(procs: Procs, sim_url: str, mode: str,
+          name: str) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """A gateway of this mode on a fresh database, its breaker open: (url, key, process)."""
     port = free_port()
     config = write_config(procs.tmp, name, f"sqlite:///{procs.tmp / f'{name}.db'}",
                           int(sim_url.rsplit(":", 1)[1]), port,
@@ -98,13 +103,41 @@ def one_run(procs: Procs, sim_url: str, mode: str, run: int,
                           sections={"provisional": CAPS})
     key = create_key(config)
     url, proc = procs.gateway(config, port)
+    tripped = asyncio.run(trip_breaker(url, key, sim_url, secrets.token_hex(4)))
+    print(f"[{name}] breaker open after {tripped:.1f} s", flush=True)
+    return url, key, proc
+
+
+def interleaved(procs: Procs, sim_url: str,
+                args: argparse.Namespace) -> list[tuple[str, Result, Counter[str]]]:
+    """Both gateways up at once, the load sent to one at a time in turn (A B B A ...):
+    adjacent slices see the machine in the same state, and neither starts cold."""
+    gateways = {mode: start(procs, sim_url, mode, f"{mode}-side") for mode in ("card", "none")}
+    runs: list[tuple[str, Result, Counter[str]]] = []
+    for run in range(1, args.rounds + 1):
+        for mode in ("card", "none") if run % 2 else ("none", "card"):
+            url, key, _ = gateways[mode]
+            seen: Counter[str] = Counter()
+            res = asyncio.run(measure(f"{mode}-{run}", mode, url, key, args, seen))
+            print(f"[{mode}-{run}] {res.rps:.1f} claims/s", flush=True)
+            runs.append((mode, res, seen))
+    for mode, (url, key, _) in gateways.items():
+        row = operator_board(url, key)
+        if row["state"] != "open":
+            runs[-1][2][f"{mode}: breaker {row['state']} after the load"] += 1
+    return runs
+
+
+def one_run(procs: Procs, sim_url: str, mode: str, run: int,
+            args: argparse.Namespace) -> tuple[Result, Counter[str]]:
+    name = f"{mode}-{run}"
+    url, key, proc = start(procs, sim_url, mode, name)
     seen: Counter[str] = Counter()
     try:
-        tripped = asyncio.run(trip_breaker(url, key, sim_url, secrets.token_hex(4)))
         res = asyncio.run(measure(name, mode, url, key, args, seen))
         row = operator_board(url, key)
-        print(f"[{name}] breaker open after {tripped:.1f} s; after the load: "
-              f"state={row['state']} queued={row['queued']}; {res.rps:.1f} claims/s", flush=True)
+        print(f"[{name}] after the load: state={row['state']} queued={row['queued']}; "
+              f"{res.rps:.1f} claims/s", flush=True)
         if row["state"] != "open":
             seen[f"breaker {row['state']} after the load"] += 1
     finally:
@@ -151,19 +184,25 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=30.0, help="wall-clock cap per loop")
     parser.add_argument("--beneficiaries", type=int, default=1000,
                         help="synthetic people the claims cycle through (1: one person)")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="both gateways up at once, one database each, the load sent to "
+                             "one at a time in turn (default: a fresh gateway per run)")
     args = parser.parse_args()
-    if not 1 <= args.rounds <= 10:
-        parser.error("--rounds must be between 1 and 10")
+    if not 1 <= args.rounds <= (20 if args.interleaved else 10):
+        parser.error("--rounds must be between 1 and 10 (20 with --interleaved)")
     if not 1 <= args.beneficiaries <= 998_001:
         parser.error("--beneficiaries must be between 1 and 998001")
     runs: list[tuple[str, Result, Counter[str]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-receipt-") as tmp_name, \
             Procs(Path(tmp_name)) as procs:
         sim_url = procs.simulator("opera")
-        for run in range(1, args.rounds + 1):
-            for mode in ("card", "none") if run % 2 else ("none", "card"):
-                res, seen = one_run(procs, sim_url, mode, run, args)
-                runs.append((mode, res, seen))
+        if args.interleaved:
+            runs = interleaved(procs, sim_url, args)
+        else:
+            for run in range(1, args.rounds + 1):
+                for mode in ("card", "none") if run % 2 else ("none", "card"):
+                    res, seen = one_run(procs, sim_url, mode, run, args)
+                    runs.append((mode, res, seen))
     report(runs, args)
 
 
