@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -43,7 +44,10 @@ T = TypeVar("T", bound=SQLModel)
 
 @cache
 def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
-    """A table model's plain defaults, and its (name, factory) pairs."""
+    """A table model's plain defaults, and its (name, factory) pairs. First, the ORM's
+    mappers are configured, as a model's constructor would: attribute access on an
+    instance needs them, and `new_row` may build the first instance of the process."""
+    configure_mappers()
     plain: dict[str, Any] = {}
     factories: list[tuple[str, Any]] = []
     for name, field in model.model_fields.items():

@@ -3,6 +3,8 @@ the same way, through `session.add` and through a deferred work's executemany.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import pytest
@@ -51,6 +53,16 @@ def test_the_same_row_as_the_constructor(model, values) -> None:
     name = next(k for k, v in values.items() if isinstance(v, str) and k != "id")
     setattr(built, name, "changed")  # set like any instance, through the ORM's events
     assert getattr(built, name) == "changed" and built != constructed
+
+
+def test_the_first_row_of_a_process_reads_like_any_other() -> None:
+    """Attribute access needs configured mappers; a constructor configures them, and so
+    must `new_row` when it builds the first instance of a fresh process."""
+    code = ("from gateway.models import ClaimHistory, new_row, utcnow; "
+            "print(new_row(ClaimHistory, claim_id='clm_1', status='queued', at=utcnow()).status)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: S603
+                         timeout=60, check=False)
+    assert (out.returncode, out.stdout.strip()) == (0, "queued"), out.stderr[-500:]
 
 
 def test_an_unknown_field_is_refused() -> None:
