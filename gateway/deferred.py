@@ -16,9 +16,10 @@ rows are staged are kept for the life of the buffer (`remember`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import inspect
+from sqlalchemy import Table, inspect
 from sqlmodel import Session, SQLModel
 
 from gateway.models import AuditEntry, Claim, Receipt
@@ -74,16 +75,25 @@ class DeferredRows:
         by_table: dict[str, list[dict[str, Any]]] = {}
         for row in staged:
             table = row.__table__  # type: ignore[attr-defined]
-            values = {column.key: getattr(row, column.key) for column in table.columns}
-            for column in table.primary_key.columns:  # autoincrement ids: the database's
-                if values[column.key] is None:
-                    del values[column.key]
+            columns, keys = _columns_of(table)
+            state = row.__dict__  # what the ORM itself reads at insert; no attribute events
+            values = {column: state.get(column) for column in columns}
+            for key in keys:  # autoincrement ids: the database's
+                if values[key] is None:
+                    del values[key]
             by_table.setdefault(table.name, []).append(values)
         for table in SQLModel.metadata.sorted_tables:  # foreign keys: parents first
             for rows in _same_columns(by_table.pop(table.name, [])):
                 session.execute(table.insert(), rows)
         if by_table:  # pragma: no cover - a model outside the metadata
             raise LookupError(f"no table to flush {sorted(by_table)} into")
+
+
+@cache
+def _columns_of(table: Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A table's column keys, and those of its primary key."""
+    return (tuple(column.key for column in table.columns),
+            tuple(column.key for column in table.primary_key.columns))
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
