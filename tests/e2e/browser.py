@@ -6,7 +6,6 @@ No conftest: the console tests import this module as they import `procs`.
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from procs import output, spawn, wait_http
+from procs import free_port_triple, output, spawn, wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,26 +50,6 @@ class Demo:
                             timeout=15)
         assert answer.status_code in (201, 202), answer.text
         return answer.json()  # type: ignore[no-any-return]
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port_triple() -> int:
-    """A port P with P+1 and P+2 free too: the demo's simulators listen there."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < 65000 and _bindable(port + 1) and _bindable(port + 2):
-            return port
-    raise AssertionError("no three consecutive free ports")
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_triple() -> int:
+    """A port P with P+1 and P+2 free too, for `gateway demo --port P` (its simulators
+    listen on P+1 and P+2). Chosen below Linux's ephemeral range (32768-60999), where
+    the kernel would otherwise hand P+1 or P+2 to some outgoing connection meanwhile
+    ("Address already in use" at the demo's start)."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)  # noqa: S311 - not a secret
+        if all(_bindable(port + i) for i in range(3)):
+            return port
+    raise AssertionError("no three consecutive free ports")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

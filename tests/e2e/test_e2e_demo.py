@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import free_port, output, spawn
+from procs import free_port_triple, output, spawn
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def wait_for_curl(cwd: Path, proc: subprocess.Popen[bytes], timeout: float = 20)
 
 
 def test_demo_banner_curl_submits_a_claim(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_triple()
     with spawn("demo", "--port", str(port), cwd=tmp_path, name="demo") as proc:
         command = wait_for_curl(tmp_path, proc)
         argv = shlex.split(command.replace("\\\n", " "))
@@ -70,7 +70,7 @@ def test_demo_banner_curl_submits_a_claim(tmp_path: Path) -> None:
 
 
 def test_demo_operator_goes_down_and_comes_back(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_triple()
     with spawn("demo", "--port", str(port), cwd=tmp_path, name="demo") as proc:
         command = wait_for_curl(tmp_path, proc)
         banner = (tmp_path / "demo.out").read_text()
