@@ -263,7 +263,7 @@ class Receipt(SQLModel, table=True):
               "amc_cents"),
     )
 
-    id: str = Field(primary_key=True, max_length=40)  # rcp_ + 128 random bits: not enumerable
+    id: str = Field(primary_key=True, max_length=40)  # rcp_ + time + 128 random bits
     claim_id: str = Field(foreign_key="claims.id", unique=True, max_length=40)
     finess: str = Field(max_length=9)
     operator: str = Field(max_length=64, index=True)

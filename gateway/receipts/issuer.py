@@ -16,6 +16,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import text
 from sqlmodel import Session
+from ulid import ULID
 
 from gateway.audit import AuditLog
 from gateway.claims import repository as claims_repository
@@ -36,7 +37,14 @@ log = structlog.get_logger(__name__)
 
 
 def new_receipt_id() -> str:
-    return f"rcp_{secrets.token_urlsafe(16)}"
+    """rcp_ + the issue time (ULID's 10-character millisecond prefix) + 128 random bits.
+
+    Not enumerable, by the random part. The time prefix, already printed on the receipt,
+    makes each new id sort after the last: its primary-key index grows at one end,
+    where a wholly random id touched a random page of it on every receipt (a 4 KiB page
+    written to the WAL, then again at checkpoint).
+    """
+    return f"rcp_{str(ULID())[:10]}{secrets.token_urlsafe(16)}"
 
 
 class ReceiptIssuer:
