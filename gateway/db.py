@@ -111,6 +111,12 @@ class Database:
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
+    @property
+    def writes_one_at_a_time(self) -> bool:
+        """SQLite: a write transaction holds the database's write lock from its BEGIN
+        (IMMEDIATE), so whatever it reads stays true until it commits."""
+        return self._grouped
+
     def write_now(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
         """Run `work` in one committed transaction, in this thread."""
         with self._writers() as session, session.begin():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import bindparam, or_
 from sqlmodel import Session, col, select
@@ -10,22 +10,38 @@ from ulid import ULID
 
 from gateway.deferred import FlushFirst, pending_claims, stage
 from gateway.models import Claim, ClaimHistory, Event, new_row, utcnow
+from gateway.receipts import repository as receipts_repository
 
 
 def find_duplicate(
-    session: Session, *, finess: str, invoice_number: str, idempotency_key: str | None
+    session: Session, *, finess: str, invoice_number: str, idempotency_key: str | None,
+    exposure_of: tuple[str, date] | None = None,
 ) -> list[Claim]:
-    """Claims of this pharmacy holding this idempotency key or this invoice number."""
+    """Claims of this pharmacy holding this idempotency key or this invoice number.
+
+    `exposure_of` (beneficiary hash, service date): the same statement also reads what
+    that beneficiary has been promised that day, for the receipt policy that follows.
+    """
     for staged in pending_claims(session):
         if staged.finess == finess and (
                 staged.invoice_number == invoice_number
                 or (idempotency_key is not None and staged.idempotency_key == idempotency_key)):
             raise FlushFirst  # stored earlier in this transaction: answer from the database
     # Nearly every claim is new: ask for ids alone, load whole claims only when one exists.
-    found = session.connection().execute(_DUPLICATE_IDS, {
-        "finess": finess, "invoice_number": invoice_number, "idempotency_key": idempotency_key,
-    }).first()
-    if found is None:
+    params = {"finess": finess, "invoice_number": invoice_number,
+              "idempotency_key": idempotency_key}
+    if exposure_of is None:
+        found = session.connection().execute(_DUPLICATE_IDS, params).first()
+        duplicate = found[0] if found else None
+    else:
+        beneficiary_hash, service_date = exposure_of
+        row = session.connection().execute(_DUPLICATE_AND_EXPOSURE, {
+            **params, "beneficiary_hash": beneficiary_hash, "service_date": service_date,
+        }).one()
+        receipts_repository.seed_exposure_of_beneficiary(session, beneficiary_hash,
+                                                         service_date, int(row.exposure))
+        duplicate = row.duplicate
+    if duplicate is None:
         return []
     clauses = [col(Claim.invoice_number) == invoice_number]
     if idempotency_key is not None:
@@ -41,6 +57,10 @@ _DUPLICATE_IDS = select(col(Claim.id)).where(
     or_(col(Claim.invoice_number) == bindparam("invoice_number"),
         col(Claim.idempotency_key) == bindparam("idempotency_key")),
 ).limit(1)
+_DUPLICATE_AND_EXPOSURE = select(
+    _DUPLICATE_IDS.scalar_subquery().label("duplicate"),
+    receipts_repository.BENEFICIARY_DAY_SUM.label("exposure"),
+)
 
 
 def load(session: Session, claim_id: str) -> Claim:

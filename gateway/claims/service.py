@@ -106,6 +106,17 @@ async def _store_or_replay(
     """Insert the claim (pending, or queued when the operator cannot take it now),
     or answer for the one already holding this key or invoice number."""
 
+    person = claim_in.beneficiary
+    beneficiary_hash = ctx.cipher.index(
+        "beneficiary", person.nir, person.birth_date.isoformat(), str(person.birth_rank))
+    # A claim that will be queued gets a receipt decision, which reads the beneficiary's
+    # exposure that day: on SQLite, read it along with the duplicate check, in the same
+    # statement (the transaction holds the write lock from its start). On PostgreSQL the
+    # policy must read it after taking its per-pharmacy lock (gateway.receipts.issuer).
+    exposure_of = ((beneficiary_hash, claim_in.service_date)
+                   if ctx.db.writes_one_at_a_time and operator.settings.provisional != "none"
+                   and not operator.breaker.is_closed else None)
+
     def store(session: Session) -> tuple[Claim, Receipt | None] | SubmitResult:
         # The key may come from a cache (gateway.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.
@@ -115,10 +126,12 @@ async def _store_or_replay(
         existing = repository.find_duplicate(
             session, finess=claim_in.dispenser.finess,
             invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
+            exposure_of=exposure_of,
         )
         if existing:
             return _replay(ctx, session, existing, request_hash, idempotency_key)
-        claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator)
+        claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator,
+                           beneficiary_hash)
         receipt = None
         paused = queue_repository.is_paused(session, operator.name)
         if paused or not operator.breaker.is_closed:
@@ -161,6 +174,7 @@ def _new_claim(
     request_hash: str,
     idempotency_key: str | None,
     operator: Operator,
+    beneficiary_hash: str,
 ) -> Claim:
     claim_id = new_claim_id()
     person = claim_in.beneficiary
@@ -178,9 +192,7 @@ def _new_claim(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         nir_hash=ctx.cipher.index("nir", person.nir),
-        beneficiary_hash=ctx.cipher.index(
-            "beneficiary", person.nir, person.birth_date.isoformat(), str(person.birth_rank)
-        ),
+        beneficiary_hash=beneficiary_hash,
         operator=operator.name,
         insurer_number=claim_in.amc.insurer_number,
         service_date=claim_in.service_date,

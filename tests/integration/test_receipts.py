@@ -169,3 +169,24 @@ async def test_claims_queued_together_share_the_beneficiary_cap(settings, simula
         assert {a.json()["coverage"]["reason"] for a in answers
                 if a.json()["coverage"]["decision"] == "refused"} == {"over_beneficiary_daily_cap"}
         assert (await http.get("/v1/exposure")).json()["outstanding_cents"] == 280 * 3
+
+
+async def test_the_beneficiary_cap_counts_receipts_of_earlier_transactions(settings, simulators):
+    """On SQLite the beneficiary's stored exposure is read with the duplicate check (one
+    statement): receipts committed earlier must count, with those staged alongside."""
+    provisional = settings.provisional.model_copy(
+        update={"max_amc_cents_per_beneficiary_per_day": 280 * 3})
+    capped = settings.model_copy(update={"provisional": provisional})
+    async with gateway(capped, simulators) as (app, http):
+        app.state.context.operators.get("opera").breaker.trip(open_for=60)
+        for i in range(2):  # committed one by one
+            assert (await queued_with_receipt(http, f"EA{i}"))["coverage"]["decision"] \
+                == "provisional"
+        other = await queued_with_receipt(http, "EB0", person=1)  # another beneficiary
+        assert other["coverage"]["decision"] == "provisional"
+        answers = await asyncio.gather(*(
+            http.post("/v1/claims", json=claim_body(f"EC{i}")) for i in range(3)))
+        decisions = sorted(a.json()["coverage"]["decision"] for a in answers)
+        assert decisions == ["provisional"] + ["refused"] * 2
+        figures = [a.json() for a in answers if a.json()["coverage"]["decision"] == "refused"]
+        assert {f["coverage"]["reason"] for f in figures} == {"over_beneficiary_daily_cap"}
