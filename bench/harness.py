@@ -42,6 +42,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+    usage: dict[str, float] = field(default_factory=dict)  # per-claim figures a bench adds
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies)
@@ -82,6 +83,15 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     """User + system CPU time a running process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bytes_written(proc: subprocess.Popen[bytes]) -> int:
+    """Bytes a running process has caused to be written to storage so far (Linux
+    /proc/PID/io write_bytes: the WAL, checkpoints, logs)."""
+    for line in Path(f"/proc/{proc.pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise LookupError("no write_bytes in /proc/PID/io")
 
 
 def free_port() -> int:

@@ -20,6 +20,9 @@ The claims come from one pharmacy for --beneficiaries synthetic people in turn (
 a beneficiary's same-day sum then covers a few receipts, as at a counter; 1 repeats one
 person, whose sum grows with every claim); the caps of [provisional] are raised so that
 none refuses, and breaker_reset_s is long so that the breaker stays open throughout.
+Each run also reads the gateway's own CPU time (user + system) and bytes written to
+storage per answered claim (warm-up included) from /proc: the receipt's share of the
+gateway's CPU, less sensitive to the load generator than throughput is, is printed too.
 Target: cost = 1 - median claims/s (card) / median claims/s (none) < 20 %.
 Everything listens on 127.0.0.1; subprocesses are stopped on exit.
 Run: .venv/bin/python bench/receipt_cost.py [--requests N] [--concurrency C] [--rounds R]
@@ -42,7 +45,9 @@ import httpx
 from harness import (
     Procs,
     Result,
+    bytes_written,
     claim_of,
+    cpu_seconds,
     create_key,
     free_port,
     load,
@@ -79,8 +84,19 @@ def check(mode: str, body: dict[str, object]) -> str:
     return f"{decision}:{coverage.get('reason')}, receipt={receipt is not None}"
 
 
-async def measure(name: str, mode: str, url: str, key: str, args: argparse.Namespace,
-                  seen: Counter[str]) -> Result:
+def measure(name: str, mode: str, url: str, key: str, proc: subprocess.Popen[bytes],
+            args: argparse.Namespace, seen: Counter[str]) -> Result:
+    """The load, with the gateway's CPU seconds and bytes written per answered claim."""
+    cpu, written = cpu_seconds(proc), bytes_written(proc)
+    res = asyncio.run(claims(name, mode, url, key, args, seen))
+    answered = sum(seen.values())
+    res.usage = {"cpu_ms": (cpu_seconds(proc) - cpu) * 1000 / answered,
+                 "kb": (bytes_written(proc) - written) / 1024 / answered}
+    return res
+
+
+async def claims(name: str, mode: str, url: str, key: str, args: argparse.Namespace,
+                 seen: Counter[str]) -> Result:
     tag = secrets.token_hex(4)
 
     async def send(client: httpx.AsyncClient, i: int) -> int:
@@ -116,9 +132,9 @@ def interleaved(procs: Procs, sim_url: str,
     runs: list[tuple[str, Result, Counter[str]]] = []
     for run in range(1, args.rounds + 1):
         for mode in ("card", "none") if run % 2 else ("none", "card"):
-            url, key, _ = gateways[mode]
+            url, key, proc = gateways[mode]
             seen: Counter[str] = Counter()
-            res = asyncio.run(measure(f"{mode}-{run}", mode, url, key, args, seen))
+            res = measure(f"{mode}-{run}", mode, url, key, proc, args, seen)
             print(f"[{mode}-{run}] {res.rps:.1f} claims/s", flush=True)
             runs.append((mode, res, seen))
     for mode, (url, key, _) in gateways.items():
@@ -134,7 +150,7 @@ def one_run(procs: Procs, sim_url: str, mode: str, run: int,
     url, key, proc = start(procs, sim_url, mode, name)
     seen: Counter[str] = Counter()
     try:
-        res = asyncio.run(measure(name, mode, url, key, args, seen))
+        res = measure(name, mode, url, key, proc, args, seen)
         row = operator_board(url, key)
         print(f"[{name}] after the load: state={row['state']} queued={row['queued']}; "
               f"{res.rps:.1f} claims/s", flush=True)
@@ -149,25 +165,33 @@ def report(runs: list[tuple[str, Result, Counter[str]]], args: argparse.Namespac
     print(machine())
     print(f"load: one pharmacy, {args.beneficiaries} synthetic beneficiaries in turn")
     print(f"\n{'run':<10}{'requests':>9}{'conc':>6}{'claims/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'errors':>8}  codes; answers checked (warm-up included)")
+          f"{'errors':>8}{'CPU ms':>8}{'KB':>6}  codes; answers checked (warm-up included)")
     for _, r, seen in runs:
         stopped = "  (stopped by --max-seconds)" if len(r.latencies) < args.requests else ""
         answers = ", ".join(f"{k}:{v}" for k, v in sorted(seen.items()))
         print(f"{r.name:<10}{len(r.latencies):>9}{args.concurrency:>6}{r.rps:>10.1f}"
-              f"{r.pct(0.5):>9.1f}{r.pct(0.99):>9.1f}{r.errors:>8}  {r.codes_text()}; "
-              f"{answers}{stopped}")
+              f"{r.pct(0.5):>9.1f}{r.pct(0.99):>9.1f}{r.errors:>8}{r.usage['cpu_ms']:>8.2f}"
+              f"{r.usage['kb']:>6.0f}  {r.codes_text()}; {answers}{stopped}")
     med: dict[str, dict[str, float]] = {}
     for mode in ("card", "none"):
         mine = [r for m, r, _ in runs if m == mode]
         med[mode] = {"rps": median([r.rps for r in mine]),
+                     "cpu": median([r.usage["cpu_ms"] for r in mine]),
+                     "kb": median([r.usage["kb"] for r in mine]),
                      "p50": median([r.pct(0.5) for r in mine]),
                      "p99": median([r.pct(0.99) for r in mine])}
         print(f"median {mode:<5}: {med[mode]['rps']:.1f} claims/s, p50 {med[mode]['p50']:.1f} "
-              f"ms, p99 {med[mode]['p99']:.1f} ms ({len(mine)} runs)")
+              f"ms, p99 {med[mode]['p99']:.1f} ms; gateway CPU {med[mode]['cpu']:.2f} ms and "
+              f"{med[mode]['kb']:.0f} KB written per claim ({len(mine)} runs)")
     by_mode = [dict((mode, r) for mode, r, _ in pair) for pair in zip(runs[::2], runs[1::2],
                                                                       strict=False)]
     pairs = [1 - pair["card"].rps / pair["none"].rps for pair in by_mode]
     print("cost per pair (1 - card/none): " + ", ".join(f"{c:.1%}" for c in pairs))
+    cpu_pairs = [1 - pair["none"].usage["cpu_ms"] / pair["card"].usage["cpu_ms"]
+                 for pair in by_mode]
+    print("receipt's share of the gateway's CPU per claim (1 - CPU none / CPU card): "
+          f"{1 - med['none']['cpu'] / med['card']['cpu']:.1%} of medians; pairs "
+          + ", ".join(f"{c:.1%}" for c in cpu_pairs))
     cost = 1 - med["card"]["rps"] / med["none"]["rps"]
     wrong = sum(n for mode, _, seen in runs for k, n in seen.items() if k != EXPECTED[mode])
     errors = sum(r.errors for _, r, _ in runs)
