@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -257,8 +257,7 @@ class Receipt(SQLModel, table=True):
 
     __tablename__ = "receipts"
     __table_args__ = (
-        # covering: the exposure sums read the index alone (migration 0007)
-        Index("ix_receipts_finess_status", "finess", "status", "amc_cents"),
+        # covering: the beneficiary's daily sum reads the index alone (migration 0007)
         Index("ix_receipts_beneficiary_day", "beneficiary_hash", "service_date", "status",
               "amc_cents"),
     )
@@ -280,6 +279,22 @@ class Receipt(SQLModel, table=True):
     issued_at: datetime = instant_column()
     expires_at: datetime = instant_column()
     updated_at: datetime = instant_column()
+
+
+class ReceiptExposure(SQLModel, table=True):
+    """AMC cents of a pharmacy's receipts still provisional, per operator.
+
+    Kept by database triggers on `receipts` (migration 0008), so every insert, status
+    change or delete moves it in the same transaction, whatever code runs it. The
+    outstanding cap reads these few rows instead of summing every open receipt: an
+    outage of days leaves a pharmacy with thousands of them.
+    """
+
+    __tablename__ = "receipt_exposure"
+
+    finess: str = Field(primary_key=True, max_length=9)
+    operator: str = Field(primary_key=True, max_length=64)
+    outstanding_cents: int = Field(default=0, sa_type=BigInteger)
 
 
 class ConsoleSession(SQLModel, table=True):

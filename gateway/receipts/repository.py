@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from gateway.deferred import pending_receipts, remember
-from gateway.models import Claim, Receipt
+from gateway.models import Claim, Receipt, ReceiptExposure
 
 OPEN = "provisional"
 
@@ -23,8 +23,9 @@ _BENEFICIARY_DAY = select(func.coalesce(func.sum(_RECEIPTS.c.amc_cents), 0)).whe
 # The same sum, for a read that runs anyway to carry as a column (bind parameters
 # `beneficiary_hash` and `service_date`): see `seed_exposure_of_beneficiary`.
 BENEFICIARY_DAY_SUM = _BENEFICIARY_DAY.scalar_subquery()
-_OUTSTANDING = select(func.coalesce(func.sum(_RECEIPTS.c.amc_cents), 0)).where(
-    _RECEIPTS.c.finess == bindparam("finess"), _RECEIPTS.c.status == OPEN)
+_EXPOSURE = ReceiptExposure.__table__  # type: ignore[attr-defined]
+_OUTSTANDING = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0)).where(
+    _EXPOSURE.c.finess == bindparam("finess"))
 
 
 def exposure_of_beneficiary(session: Session, beneficiary_hash: str, service_date: date) -> int:
@@ -47,7 +48,8 @@ def seed_exposure_of_beneficiary(session: Session, beneficiary_hash: str,
 
 
 def outstanding_of_pharmacy(session: Session, finess: str) -> int:
-    """AMC cents of this pharmacy's receipts still provisional."""
+    """AMC cents of this pharmacy's receipts still provisional: a row per operator to add,
+    kept by the database (`ReceiptExposure`), plus the receipts staged and not yet inserted."""
     def stored() -> int:
         return int(session.connection().execute(_OUTSTANDING, {"finess": finess}).scalar_one())
 
@@ -56,11 +58,14 @@ def outstanding_of_pharmacy(session: Session, finess: str) -> int:
 
 
 def outstanding_by_operator(session: Session, finess: str | None = None) -> dict[str, int]:
-    query = select(Receipt.operator, func.sum(Receipt.amc_cents)).where(
-        col(Receipt.status) == OPEN)
+    """Open receipts' AMC cents per operator, for one pharmacy or all; operators owed
+    nothing are left out."""
+    query = select(ReceiptExposure.operator, func.sum(ReceiptExposure.outstanding_cents)).where(
+        col(ReceiptExposure.outstanding_cents) != 0)
     if finess is not None:
-        query = query.where(col(Receipt.finess) == finess)
-    return {op: int(total) for op, total in session.exec(query.group_by(Receipt.operator)).all()}
+        query = query.where(col(ReceiptExposure.finess) == finess)
+    return {op: int(total)
+            for op, total in session.exec(query.group_by(ReceiptExposure.operator)).all()}
 
 
 def of_claims(session: Session, claim_ids: Iterable[str]) -> dict[str, Receipt]:
