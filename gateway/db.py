@@ -75,6 +75,10 @@ def configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Savepoints (each unit of a group commit has one) and the receipts' triggers
+        # make SQLite keep a sub-journal of the pages they change: in memory, not as a
+        # temporary file written for every queued claim (~22 KB a claim measured).
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     @event.listens_for(engine, "begin")
