@@ -190,3 +190,38 @@ async def test_the_beneficiary_cap_counts_receipts_of_earlier_transactions(setti
         assert decisions == ["provisional"] + ["refused"] * 2
         figures = [a.json() for a in answers if a.json()["coverage"]["decision"] == "refused"]
         assert {f["coverage"]["reason"] for f in figures} == {"over_beneficiary_daily_cap"}
+
+
+async def test_the_pharmacy_cap_frees_up_as_its_receipts_are_honored(settings, simulators):
+    """The outstanding total moves with every receipt: issued (alone and in a group
+    commit), then honored once the operator accepts the claims."""
+    provisional = settings.provisional.model_copy(
+        update={"max_outstanding_cents_per_pharmacy": 280 * 3})
+    capped = settings.model_copy(update={"provisional": provisional})
+    async with gateway(capped, simulators) as (app, http):
+        await set_fault(simulators["opera"], "down")
+        first = await queued_with_receipt(http, "PC0", person=1)
+        assert first["coverage"]["decision"] == "provisional"
+        answers = await asyncio.gather(*(
+            http.post("/v1/claims", json=claim_body(f"PC{i}", person=i % 2))
+            for i in range(1, 5)))
+        decisions = sorted(a.json()["coverage"]["decision"] for a in answers)
+        assert decisions == ["provisional"] * 2 + ["refused"] * 2
+        assert {a.json()["coverage"]["reason"] for a in answers
+                if a.json()["coverage"]["decision"] == "refused"} \
+            == {"over_pharmacy_outstanding_cap"}
+        assert (await http.get("/v1/exposure")).json()["outstanding_cents"] == 280 * 3
+
+        await set_fault(simulators["opera"], "ok")
+        assert await wait_until(lambda: _receipt_status(
+            http, first["coverage"]["receipt"]["id"], "honored"))
+        assert await wait_until(lambda: _outstanding_is(http, 0))
+        await set_fault(simulators["opera"], "down")
+        again = await queued_with_receipt(http, "PC5", person=2)
+        assert again["coverage"]["decision"] == "provisional"
+        assert (await http.get("/v1/exposure")).json() == {
+            "outstanding_cents": 280, "by_operator": {"opera": 280}}
+
+
+async def _outstanding_is(http, cents):
+    return (await http.get("/v1/exposure")).json()["outstanding_cents"] == cents
