@@ -265,7 +265,7 @@ class Receipt(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)  # rcp_ + time + 128 random bits
     claim_id: str = Field(foreign_key="claims.id", unique=True, max_length=40)
     finess: str = Field(max_length=9)
-    operator: str = Field(max_length=64, index=True)
+    operator: str = Field(max_length=64)
     insurer_number: str = Field(max_length=12)
     invoice_number: str = Field(max_length=40)
     beneficiary_hash: str = Field(max_length=64)
