@@ -107,8 +107,9 @@ def fill_direct(settings_path: Path, n: int, tag: str) -> None:
                     claim_in = ClaimCreate.model_validate(sample_claim(f"F{tag}-{i}"))
                     body = claim_in.model_dump(mode="json")
                     request_hash = ctx.cipher.index("claim-request", service.canonical_json(body))
-                    claim = service._new_claim(ctx, claim_in, body, request_hash, None,  # type: ignore[arg-type]
-                                               operator)  # type: ignore[arg-type]
+                    claim = service._new_claim(  # type: ignore[arg-type]
+                        ctx, claim_in, body, request_hash, None, operator,  # type: ignore[arg-type]
+                        ctx.cipher.index(*claim_in.beneficiary.index_parts))
                     claim.first_http_status = 202
                     transitions.enqueue(session, claim, "received; operator open: queued")
             db.write_now(batch)

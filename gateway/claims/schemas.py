@@ -69,6 +69,12 @@ class Beneficiary(_In):
     last_name: PersonName
     first_name: PersonName
 
+    @property
+    def index_parts(self) -> tuple[str, ...]:
+        """What the keyed beneficiary hash (`Cipher.index`) is made of: a child on a
+        parent's NIR is told apart by birth date and rank, as on the Vitale card."""
+        return ("beneficiary", self.nir, self.birth_date.isoformat(), str(self.birth_rank))
+
 
 class AmcCard(_In):
     insurer_number: InsurerNumber

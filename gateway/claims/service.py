@@ -106,9 +106,7 @@ async def _store_or_replay(
     """Insert the claim (pending, or queued when the operator cannot take it now),
     or answer for the one already holding this key or invoice number."""
 
-    person = claim_in.beneficiary
-    beneficiary_hash = ctx.cipher.index(
-        "beneficiary", person.nir, person.birth_date.isoformat(), str(person.birth_rank))
+    beneficiary_hash = ctx.cipher.index(*claim_in.beneficiary.index_parts)
     # A claim that will be queued gets a receipt decision, which reads the beneficiary's
     # exposure that day: on SQLite, read it along with the duplicate check, in the same
     # statement (the transaction holds the write lock from its start). On PostgreSQL the

@@ -31,10 +31,7 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
             "no operator handles this insurer number",
             errors=[{"field": "amc.insurer_number", "message": "not routed to any operator"}],
         )
-    person = request.beneficiary
-    beneficiary_hash = ctx.cipher.index(
-        "beneficiary", person.nir, person.birth_date.isoformat(), str(person.birth_rank)
-    )
+    beneficiary_hash = ctx.cipher.index(*request.beneficiary.index_parts)
     unusual = ctx.rights_watch.note_rights_lookup(principal.key_id, beneficiary_hash)
     insurer = request.amc.insurer_number
     context = cache_context(beneficiary_hash, insurer)
