@@ -77,7 +77,8 @@ def configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         # Savepoints (each unit of a group commit has one) and the receipts' triggers
         # make SQLite keep a sub-journal of the pages they change: in memory, not as a
-        # temporary file written for every queued claim (~22 KB a claim measured).
+        # temporary file written for every queued claim (bytes written per queued claim
+        # measured: 78 -> 38 KB with a receipt, 45 -> 27 KB without).
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
