@@ -17,6 +17,7 @@ from gateway.models import Receipt
 from gateway.receipts import repository
 from gateway.receipts.pages import render_print_page, render_status_page, render_unknown_page
 from gateway.receipts.views import ReceiptView
+from gateway.security.proxies import client_address
 
 router = APIRouter(tags=["receipts"])
 
@@ -38,7 +39,7 @@ class ExposurePublic(BaseModel):
 
 
 async def per_address_limit(request: Request, ctx: ContextDep) -> None:
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)  # behind a trusted proxy: the forwarded client
     wait = ctx.limiter.check(f"ip:{address}", "receipts")
     if wait is not None:
         raise RateLimited(f"too many receipt lookups; retry in {wait:g} s",
