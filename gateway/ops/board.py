@@ -1,19 +1,33 @@
-"""The operators board: breaker state from this instance, queue counts from the database."""
+"""The operators board: breaker state from this instance, queue counts from the database.
+
+Least privilege: a pharmacy needs to know whether claims go through, not who paused an
+operator, why, or how much waits there; an operations key scoped to some operators sees
+only those.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlmodel import Session, select
 
 from gateway.context import AppContext
 from gateway.models import OperatorControl
-from gateway.ops.schemas import OperatorPublic
+from gateway.ops.schemas import OperatorPublic, OperatorState
 from gateway.queue import repository
+from gateway.security.apikeys import Principal
+
+FULL_DETAIL = frozenset({"operations", "admin"})
+
+
+def controls_of(session: Session) -> dict[str, OperatorControl]:
+    return {row.operator: row for row in session.exec(select(OperatorControl)).all()}
 
 
 async def board(ctx: AppContext) -> list[OperatorPublic]:
+    """Every operator in full: for operations code that has already checked the caller."""
     def load(session: Session) -> tuple[dict[str, dict[str, object]], dict[str, OperatorControl]]:
-        controls = {row.operator: row for row in session.exec(select(OperatorControl)).all()}
-        return repository.depth(session), controls
+        return repository.depth(session), controls_of(session)
 
     depth, controls = await ctx.db.read(load)
     operators = []
@@ -36,3 +50,24 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
             last_success_at=breaker.last_success_at,
         ))
     return operators
+
+
+async def states(ctx: AppContext) -> list[OperatorState]:
+    """Every operator's state and pause, and nothing else (no queue is counted)."""
+    controls = await ctx.db.read(controls_of)
+    return [OperatorState(
+        name=operator.name,
+        state=operator.breaker.state,  # type: ignore[arg-type]
+        state_since=operator.breaker.since,
+        paused=bool((control := controls.get(operator.name)) and control.paused),
+    ) for operator in ctx.operators]
+
+
+async def board_for(
+    ctx: AppContext, principal: Principal
+) -> Sequence[OperatorPublic | OperatorState]:
+    """Pharmacies get the state only; operations keys their own operators; admins all."""
+    if principal.role not in FULL_DETAIL:
+        return await states(ctx)
+    return [row for row in await board(ctx)
+            if principal.role == "admin" or principal.may_operate(row.name)]

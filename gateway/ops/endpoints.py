@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -11,9 +12,10 @@ from gateway.context import AppContext
 from gateway.deps import ContextDep, PrincipalDep, require
 from gateway.errors import Forbidden, NotFound, problem_responses
 from gateway.ops import service
-from gateway.ops.board import board
+from gateway.ops.board import board, board_for
 from gateway.ops.schemas import (
     OperatorPublic,
+    OperatorState,
     PauseRequest,
     QueuedClaim,
     QueuePage,
@@ -36,10 +38,15 @@ def known_operator(ctx: AppContext, principal: Principal, name: str) -> str:
     return name
 
 
-@router.get("", response_model=list[OperatorPublic], responses=problem_responses(401),
-            summary="Every operator's breaker state, pause and queue")
-async def list_operators(ctx: ContextDep, principal: PrincipalDep) -> list[OperatorPublic]:
-    return await board(ctx)
+@router.get("", response_model=list[OperatorPublic | OperatorState],
+            responses=problem_responses(401),
+            summary="The operators' breaker state and pause; their queues for operations",
+            description="A pharmacy key gets each operator's state only (`OperatorState`). "
+                        "An operations key gets its operators in full (`OperatorPublic`): "
+                        "all of them when it is not scoped; an admin key gets every one.")
+async def list_operators(ctx: ContextDep,
+                         principal: PrincipalDep) -> Sequence[OperatorPublic | OperatorState]:
+    return await board_for(ctx, principal)
 
 
 @router.post("/{name}/pause", response_model=OperatorPublic,

@@ -10,11 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 ClaimId = Annotated[str, StringConstraints(pattern=r"^clm_[0-9A-Za-z]{1,40}$")]
 
 
-class OperatorPublic(BaseModel):
+class _OperatorHead(BaseModel):
     name: str
     state: Literal["closed", "open", "half_open"]
     state_since: datetime
     paused: bool
+
+
+class OperatorState(_OperatorHead):
+    """What a pharmacy key sees: whether claims to this operator go through now."""
+
+
+class OperatorPublic(_OperatorHead):
+    """What operations and admin keys see: who paused it and why, its queue, its failures."""
+
     paused_by: str | None = None
     pause_reason: str | None = None
     queued: int
