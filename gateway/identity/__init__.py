@@ -1,0 +1,1 @@
+"""People: console accounts, second factors, sessions, and the Pro Santé Connect login."""
