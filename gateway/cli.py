@@ -13,10 +13,12 @@ import typer
 
 from gateway.audit_cli import audit_app
 from gateway.cli_support import ConfigOption, fail, migrated_settings
+from gateway.identity.psc_simulator import psc_simulator_command
 from gateway.queue_cli import queue_app
 from gateway.receipts.verify_cli import receipt_app
 from gateway.security_cli import purge_command, rotate_data_key_command
 from gateway.settings import ConfigError
+from gateway.users_cli import users_app
 
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -27,6 +29,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(queue_app, name="queue")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(audit_app, name="audit")
+app.add_typer(users_app, name="users")
+app.command("psc-simulator")(psc_simulator_command)
 app.command("purge")(purge_command)
 keys_app.command("rotate-data-key")(rotate_data_key_command)
 
@@ -47,7 +51,8 @@ def serve(
     except ConfigError as exc:
         raise fail(f"configuration: {exc}") from None
     settle_heap()
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
+    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 @app.command()

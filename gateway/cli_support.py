@@ -29,11 +29,17 @@ def settings_or_exit(config: Path | None) -> Settings:
 
 def migrated_settings(config: Path | None) -> Settings:
     """Settings with the database brought up to date: every DB command starts so."""
+    from gateway.identity.credentials import CredentialKeys
     from gateway.migrate import upgrade
+    from gateway.security.keyring import load_credential_key
 
     settings = settings_or_exit(config)
     try:
-        upgrade(settings.database_url)
+        credentials = CredentialKeys(load_credential_key(settings))
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
+    try:
+        upgrade(settings.database_url, credentials)
     except Exception as exc:  # noqa: BLE001 - report any database failure as exit 1
         raise fail(f"database: {type(exc).__name__}: {exc}") from None
     return settings

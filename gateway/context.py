@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog
 from gateway.db import Database
+from gateway.identity.credentials import CredentialKeys
 from gateway.operators import OperatorDirectory
 from gateway.security.abuse import LookupWatch
 from gateway.security.apikeys import KeyCache
 from gateway.security.crypto import Cipher
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.identity.admin import Accounts
 
 
 @dataclass(slots=True)
@@ -26,5 +30,13 @@ class AppContext:
     receipts: Any  # gateway.receipts.issuer.ReceiptIssuer
     audit_log: AuditLog
     rights_watch: LookupWatch
+    credentials: CredentialKeys
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker
     key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.deps.submitter
+    psc: Any = None  # gateway.identity.psc.ProSanteConnect, when configured
+
+    def accounts(self) -> Accounts:
+        from gateway.identity.admin import Accounts
+
+        return Accounts(self.credentials, self.cipher, self.audit_log,
+                        frozenset(operator.name for operator in self.operators))

@@ -35,7 +35,8 @@ def _secret(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 async def get_principal(ctx: ContextDep, credentials: CredentialsDep) -> Principal:
     secret = _secret(credentials)
-    principal = await ctx.db.read_connection(lambda connection: authenticate(connection, secret))
+    principal = await ctx.db.read_connection(
+        lambda connection: authenticate(connection, secret, ctx.credentials))
     if principal is None:
         raise invalid_key()
     return principal
@@ -80,7 +81,7 @@ async def submitter(ctx: ContextDep, credentials: CredentialsDep) -> Principal:
     secret = _secret(credentials)
     principal = ctx.key_cache.get(secret)
     if principal is None:
-        principal = await ctx.db.read_connection(lambda c: authenticate(c, secret))
+        principal = await ctx.db.read_connection(lambda c: authenticate(c, secret, ctx.credentials))
         if principal is None:
             raise invalid_key()
         ctx.key_cache.put(secret, principal)

@@ -10,8 +10,10 @@ from sqlmodel import Session
 
 from gateway.audit import AuditLog, cli_actor
 from gateway.db import Database
+from gateway.identity.credentials import CredentialKeys
 from gateway.models import utcnow
 from gateway.security import apikeys
+from gateway.security.keyring import load_credential_key
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -34,8 +36,9 @@ def create_key(
     if expires_days is not None and expires_days < 1:
         raise apikeys.InvalidKeyRequest("--expires-days must be at least 1")
     expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+    credentials = CredentialKeys(load_credential_key(settings))
     row, secret = apikeys.new_key(role=role, finess=finess, operators=operators, label=label,
-                                  expires_at=expires_at)
+                                  expires_at=expires_at, credentials=credentials)
     audit_log = AuditLog.from_settings(settings)
 
     def store(session: Session) -> None:
@@ -63,9 +66,10 @@ def list_key_lines(settings: Settings) -> list[str]:
 def revoke_key(settings: Settings, key_id: str) -> bool:
     """Revoke at once (every instance checks the database); audited as `key.revoke`."""
     audit_log = AuditLog.from_settings(settings)
+    credentials = CredentialKeys(load_credential_key(settings))
 
     def revoke(session: Session) -> bool:
-        found = apikeys.revoke(session, key_id)
+        found = apikeys.revoke(session, key_id, credentials)
         audit_log.append(session, cli_actor(), "key.revoke", object_id=key_id[:64],
                          outcome="ok" if found else "unknown_key")
         return found

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.apidocs import install_api_docs
 from gateway.audit import AuditLog
 from gateway.audit_heads import run_audit_heads
 from gateway.claims.endpoints import router as claims_router
@@ -26,11 +27,15 @@ from gateway.console.demo_controls import router as console_demo_router
 from gateway.console.errors import install_console_errors
 from gateway.console.operations import router as console_operations_router
 from gateway.console.pharmacy import router as console_pharmacy_router
-from gateway.console.security import LoginThrottle, SecurityHeadersMiddleware
+from gateway.console.psc import router as console_psc_router
+from gateway.console.security import SecurityHeadersMiddleware
+from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
 from gateway.db import Database
 from gateway.errors import install_error_handlers
 from gateway.events.endpoints import router as events_router
+from gateway.identity.credentials import CredentialKeys
+from gateway.identity.psc import ProSanteConnect
 from gateway.logs import configure_logging
 from gateway.metrics import LatencyMiddleware, Snapshot, render
 from gateway.middleware import BodyLimitMiddleware
@@ -49,7 +54,8 @@ from gateway.rights.endpoints import router as rights_router
 from gateway.security.abuse import LookupWatch
 from gateway.security.crypto import Cipher
 from gateway.security.envelope import DataKeyStore
-from gateway.security.keyring import load_keyring
+from gateway.security.keyring import load_credential_key, load_keyring
+from gateway.security.proxies import TrustedProxyMiddleware
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
 from gateway.webhooks.worker import run_webhooks
@@ -96,6 +102,10 @@ def build_context(
         }),
         audit_log=audit_log,
         rights_watch=LookupWatch(settings.limits.rights_distinct_per_hour),
+        credentials=CredentialKeys(load_credential_key(settings)),
+        psc=(ProSanteConnect(settings.pro_sante_connect, settings.public_url,
+                             transport=(transports or {}).get("pro_sante_connect"))
+             if settings.pro_sante_connect.enabled else None),
         instance_id=f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}",
     )
 
@@ -112,6 +122,7 @@ def create_app(
         configure_logging(settings.log_level)
     load_keyring(settings)  # fail at creation, not at the first request, on a bad key
     AuditLog.from_settings(settings)  # the audit key too
+    load_credential_key(settings)  # and the credentials' pepper
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,11 +157,14 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves /docs without a CDN, or not at all
+        redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(LatencyMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.state.login_throttle = LoginThrottle()
+    # added last, so it runs first: every layer below sees the corrected client and scheme
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     install_error_handlers(app)
     install_console_errors(app)
     app.include_router(claims_router)
@@ -159,11 +173,14 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(receipts_router)
     app.include_router(console_auth_router)
+    app.include_router(console_psc_router)
+    app.include_router(console_users_router)
     app.include_router(console_pharmacy_router)
     app.include_router(console_operations_router)
     app.include_router(console_admin_router)
     app.include_router(console_demo_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_api_docs(app, settings)
 
     @app.get("/healthz", tags=["service"], summary="The process is up")
     async def healthz() -> dict[str, str]:

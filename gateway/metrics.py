@@ -47,6 +47,15 @@ RATE_LIMITED = Counter(
     "gateway_rate_limited_total", "Requests refused with 429, by endpoint class",
     ["endpoint_class"], registry=REGISTRY,
 )
+CREDENTIAL_TAMPER = Counter(
+    "gateway_credential_tamper_total",
+    "Key, user or session rows refused because their MAC does not match (altered by hand)",
+    ["kind"], registry=REGISTRY,
+)
+CONSOLE_LOGINS = Counter(
+    "gateway_console_logins_total", "Console login attempts by method and outcome",
+    ["method", "outcome"], registry=REGISTRY,
+)
 REQUEST_LATENCY = Histogram(
     "gateway_request_duration_seconds", "HTTP request latency by route", ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -97,6 +97,7 @@ class ApiKey(SQLModel, table=True):
     finess: str | None = Field(default=None, max_length=9, index=True)
     operators: str | None = Field(default=None, max_length=500)
     label: str | None = Field(default=None, max_length=200)
+    row_mac: str = Field(default="", max_length=64)  # see gateway.identity.credentials
     created_at: datetime = instant_column()
     revoked_at: datetime | None = instant_column(nullable=True)
     expires_at: datetime | None = instant_column(nullable=True)
@@ -297,17 +298,64 @@ class ReceiptExposure(SQLModel, table=True):
     outstanding_cents: int = Field(default=0, sa_type=BigInteger)
 
 
+class User(SQLModel, table=True):
+    """A person with a console account. Name and e-mail only encrypted; `row_mac` covers
+    everything that grants access (role, scope, password, second factor, disabling)."""
+
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=32)  # usr_ + 16 hex
+    role: str = Field(max_length=16)  # pharmacist | operations | admin
+    finess: str | None = Field(default=None, max_length=9, index=True)
+    operators: str | None = Field(default=None, max_length=500)
+    rpps: str | None = Field(default=None, max_length=11, index=True)  # Pro Santé Connect
+    email_index: str = Field(max_length=64, unique=True)  # keyed hash of the lowercased e-mail
+    profile_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # name, e-mail
+    password_hash: str | None = Field(default=None, max_length=200)  # argon2id
+    password_one_time: bool = True  # set by an admin: replaced at the next login
+    totp_secret_enc: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True))
+    totp_enabled: bool = False
+    recovery_codes: str = Field(default="[]", max_length=2000)  # JSON list of digests
+    created_at: datetime = instant_column()
+    disabled_at: datetime | None = instant_column(nullable=True)
+    row_mac: str = Field(default="", max_length=64)
+    # not covered by the MAC: counters and bookkeeping the login moves
+    failed_logins: int = 0
+    locked_at: datetime | None = instant_column(nullable=True)
+    last_totp_step: int = Field(default=0, sa_type=BigInteger)  # a code is accepted once
+    last_login_at: datetime | None = instant_column(nullable=True)
+
+
 class ConsoleSession(SQLModel, table=True):
-    """A console login: the cookie holds a random token, the table only its hash."""
+    """A console login: the cookie holds a random token, the table only its peppered digest.
+
+    `stage` is where the login stands (`password`, `enrol`, `second_factor`, then
+    `active`); only an active session opens pages. `last_seen_at` moves with what the
+    person does, never with the dashboard's own refresh."""
 
     __tablename__ = "console_sessions"
 
     token_hash: str = Field(primary_key=True, max_length=64)
-    key_id: str = Field(foreign_key="api_keys.id", max_length=32, index=True)
+    user_id: str = Field(foreign_key="users.id", max_length=32, index=True)
+    stage: str = Field(max_length=16)
+    method: str = Field(max_length=16)  # password | psc
     csrf_token: str = Field(max_length=64)
     created_at: datetime = instant_column()
     last_seen_at: datetime = instant_column()
     ended_at: datetime | None = instant_column(nullable=True)
+    row_mac: str = Field(default="", max_length=64)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed console logins per client address (keyed hash), shared by every instance."""
+
+    __tablename__ = "login_throttle"
+
+    bucket: str = Field(primary_key=True, max_length=64)
+    window_started_at: datetime = instant_column()
+    failures: int = 0
+    reported: bool = False  # the window's aggregate audit entry is written
 
 
 class DataKey(SQLModel, table=True):

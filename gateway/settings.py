@@ -7,6 +7,7 @@ instead of being silently ignored.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -48,6 +49,9 @@ class SecuritySettings(_Section):
     signing_key: SecretStr = SecretStr("")
     index_key: SecretStr = SecretStr("")  # keyed hashes for NIR lookups: never the data key
     audit_key: SecretStr = SecretStr("")  # HMAC sealing each audit entry: never another key
+    # the pepper: API key secrets and session tokens are stored as HMAC under it, and each
+    # key, user and session row carries a MAC under a key derived from it
+    credential_key: SecretStr = SecretStr("")
     previous_data_keys: list[SecretStr] = Field(
         default_factory=list, description="older data keys, still used to decrypt"
     )
@@ -70,6 +74,40 @@ class LimitsSettings(_Section):
     receipts_per_minute: int = Field(60, ge=1)  # public receipt lookups, per client address
     rights_distinct_per_hour: int = Field(60, ge=1)  # distinct people per key: harvesting
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class ProSanteConnectSettings(_Section):
+    """Console login for health professionals through Pro Santé Connect (OpenID Connect).
+
+    Off while `issuer` is empty. The redirect URI registered with the provider is
+    `{public_url}/console/psc/callback`."""
+
+    issuer: str = ""  # discovery at {issuer}/.well-known/openid-configuration
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "scope_all"])
+    timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProSanteConnectSettings:
+        if self.issuer and not self.client_id:
+            raise ValueError("client_id: required when issuer is set")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+class ConsoleSettings(_Section):
+    """People's console accounts: lockout, login throttling, session lifetimes."""
+
+    lock_after_failures: int = Field(5, ge=1)  # consecutive failures, then operations unlocks
+    address_failures_per_window: int = Field(20, ge=1)  # failed logins per client address...
+    address_window_s: int = Field(900, ge=60)  # ...within this window, then 429
+    idle_timeout_s: int = Field(1800, ge=60)  # what the person does, not the page's refresh
+    max_session_s: int = Field(12 * 3600, ge=300)
+    pending_login_s: int = Field(300, ge=30)  # between the password and the second factor
 
 
 class OperatorSettings(_Section):
@@ -138,10 +176,16 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    # proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed; the
+    # client address of every per-address limit comes from those headers only behind them
+    trusted_proxies: list[str] = Field(default_factory=list)
+    api_docs: bool | None = None  # /docs and /openapi.json; None: in development only
     retention_days: int = Field(400, ge=1)  # personal data of final claims, then purged
     security: SecuritySettings = SecuritySettings()
     provisional: ProvisionalSettings = ProvisionalSettings()
     limits: LimitsSettings = LimitsSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    pro_sante_connect: ProSanteConnectSettings = ProSanteConnectSettings()
     operators: list[OperatorSettings] = Field(default_factory=list)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 
@@ -174,9 +218,23 @@ class Settings(BaseSettings):
                 owner_of[pattern] = operator.name
         return self
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        return value
+
     @property
     def is_development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def serves_api_docs(self) -> bool:
+        return self.is_development if self.api_docs is None else self.api_docs
 
     def operator(self, name: str) -> OperatorSettings | None:
         return next((op for op in self.operators if op.name == name), None)
@@ -186,6 +244,8 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
     "security": SecuritySettings,
     "provisional": ProvisionalSettings,
     "limits": LimitsSettings,
+    "console": ConsoleSettings,
+    "pro_sante_connect": ProSanteConnectSettings,
 }
 
 

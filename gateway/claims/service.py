@@ -35,13 +35,13 @@ from gateway.errors import (
     UnknownInsurer,
     invalid_key,
 )
+from gateway.identity.principals import is_live
 from gateway.metrics import CLAIM_OUTCOMES
 from gateway.models import Claim, Receipt, new_row, utcnow
 from gateway.operators import Operator
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
-from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,7 @@ async def _store_or_replay(
         # The key may come from a cache (gateway.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.
         if not remember(session, ("key", principal.key_id),
-                        lambda: apikeys.is_live(session, principal.key_id)):
+                        lambda: is_live(session, principal, ctx.credentials)):
             raise invalid_key()
         existing = repository.find_duplicate(
             session, finess=claim_in.dispenser.finess,

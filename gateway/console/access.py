@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from gateway.console.sessions import resume
 from gateway.console.web import COOKIE
 from gateway.deps import ContextDep, bearer, get_principal
 from gateway.errors import Forbidden, Unauthorized
+from gateway.identity.sessions import resume
 from gateway.security.apikeys import Principal
 
 
@@ -23,7 +23,9 @@ async def key_or_session(
         principal = await get_principal(ctx, credentials)
     else:
         token = request.cookies.get(COOKIE)
-        user = await ctx.db.write(lambda s: resume(s, token)) if token else None
+        user = await ctx.db.write(lambda s: resume(
+            s, token, credentials=ctx.credentials, limits=ctx.settings.console)
+        ) if token else None
         if user is None:
             raise Unauthorized("log in to the console, or send the pharmacy's key",
                                headers={"WWW-Authenticate": "Bearer"})

@@ -15,10 +15,10 @@ from sqlmodel import Session
 from gateway.audit import Verification
 from gateway.audit_heads import verify_trail
 from gateway.console import repository
-from gateway.console.sessions import ConsoleUser
 from gateway.console.views import render
 from gateway.console.web import role_in
 from gateway.deps import ContextDep
+from gateway.identity.sessions import ConsoleUser
 from gateway.models import AuditEntry
 
 router = APIRouter(prefix="/console", include_in_schema=False)

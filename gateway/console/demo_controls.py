@@ -35,6 +35,7 @@ class DemoControls:
     finess: str
     insurers: Mapping[str, str] = field(default_factory=dict)  # operator -> a routed insurer
     transports: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)  # tests
+    second_factors: Mapping[str, str] = field(default_factory=dict)  # e-mail -> TOTP secret
 
     async def set_fault(self, operator: str, mode: str) -> None:
         """Ask the simulator to fail (`down`) or to answer normally again (`ok`)."""

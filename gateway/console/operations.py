@@ -15,11 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from gateway.console import repository
 from gateway.console.dashboard import operator_status
-from gateway.console.sessions import ConsoleUser
 from gateway.console.views import notice_of, render
 from gateway.console.web import CsrfUserDep, role_in
 from gateway.context import AppContext
 from gateway.deps import ContextDep
+from gateway.identity.sessions import ConsoleUser
 from gateway.ops import service
 from gateway.ops.board import board
 from gateway.ops.endpoints import known_operator

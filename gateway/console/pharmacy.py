@@ -9,13 +9,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from gateway.claims import queries
 from gateway.console.dashboard import load_dashboard
-from gateway.console.sessions import ConsoleUser
 from gateway.console.views import notice_of, render
 from gateway.console.web import ConsoleUserDep, role_in
 from gateway.deps import ContextDep
+from gateway.identity.sessions import ConsoleUser
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 PharmacistDep = Annotated[ConsoleUser, Depends(role_in("pharmacy"))]
+RefreshingPharmacistDep = Annotated[ConsoleUser, Depends(role_in("pharmacy", refresh=True))]
 
 
 @router.get("/", response_model=None)
@@ -32,7 +33,7 @@ async def dashboard(request: Request, ctx: ContextDep,
 
 @router.get("/fragments/dashboard", response_class=HTMLResponse)
 async def dashboard_fragment(request: Request, ctx: ContextDep,
-                             user: PharmacistDep) -> HTMLResponse:
+                             user: RefreshingPharmacistDep) -> HTMLResponse:
     """The dashboard's sections alone, which console.js swaps in every few seconds."""
     board = await load_dashboard(ctx, user.principal.finess or "")
     return render(request, "dashboard_fragment.html", user=user, board=board)

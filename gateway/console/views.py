@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from gateway.console.sessions import ConsoleUser
 from gateway.console.web import page
+from gateway.identity.sessions import ConsoleUser
 from gateway.receipts.pages import format_cents
 
 PARIS = ZoneInfo("Europe/Paris")

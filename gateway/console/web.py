@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from gateway.console.sessions import ConsoleUser, resume
 from gateway.deps import ContextDep
 from gateway.errors import GatewayError
+from gateway.identity.sessions import ConsoleUser, resume
 
 COOKIE = "gw_console"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates" / "console")
@@ -36,33 +36,55 @@ class NotForThisRole(GatewayError):
 
 
 def secure_cookies(request: Request) -> bool:
-    forwarded = request.headers.get("x-forwarded-proto", "")
-    return request.url.scheme == "https" or forwarded == "https"
+    """The scheme comes from the scope: TrustedProxyMiddleware set it from a trusted proxy."""
+    return request.url.scheme == "https"
 
 
-def set_session_cookie(response: RedirectResponse, request: Request, token: str) -> None:
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
                         secure=secure_cookies(request))
 
 
-async def current_user(request: Request, ctx: ContextDep) -> ConsoleUser:
+async def session_user(request: Request, ctx: ContextDep, *, touch: bool) -> ConsoleUser:
     token = request.cookies.get(COOKIE)
-    user = await ctx.db.write(lambda s: resume(s, token)) if token else None
+    user = await ctx.db.write(lambda s: resume(
+        s, token, credentials=ctx.credentials, limits=ctx.settings.console,
+        touch=touch)) if token else None
     if user is None:
         raise LoginRequired("log in first", headers={"Location": "/console/login"})
     return user
 
 
+async def current_user(request: Request, ctx: ContextDep) -> ConsoleUser:
+    """The person behind the cookie; their request keeps the session alive."""
+    return await session_user(request, ctx, touch=True)
+
+
+async def refreshing_user(request: Request, ctx: ContextDep) -> ConsoleUser:
+    """The same, for the page's own background refresh: it does not count as activity,
+    so the idle expiry still ends a session left open on the counter."""
+    return await session_user(request, ctx, touch=False)
+
+
 ConsoleUserDep = Annotated[ConsoleUser, Depends(current_user)]
+RefreshingUserDep = Annotated[ConsoleUser, Depends(refreshing_user)]
 
 
-def role_in(*roles: str):  # type: ignore[no-untyped-def]
-    async def check(user: ConsoleUserDep) -> ConsoleUser:
+def role_in(*roles: str, refresh: bool = False):  # type: ignore[no-untyped-def]
+    """A dependency: the person, if their role is one of `roles`; `refresh` for the
+    page's background refresh (see `refreshing_user`)."""
+    def allowed(user: ConsoleUser) -> ConsoleUser:
         if user.principal.role not in roles:
             raise NotForThisRole(f"this page needs the role {' or '.join(roles)}")
         return user
 
-    return check
+    async def check(user: ConsoleUserDep) -> ConsoleUser:
+        return allowed(user)
+
+    async def check_quietly(user: RefreshingUserDep) -> ConsoleUser:
+        return allowed(user)
+
+    return check_quietly if refresh else check
 
 
 async def checked_csrf(user: ConsoleUserDep,

@@ -1,25 +1,27 @@
-"""API keys: random secrets shown once, stored as SHA-256, compared in constant time.
+"""API keys: machine credentials, shown once, stored as a peppered digest, compared in
+constant time, and refused when their row was altered by hand.
 
 A secret reads `<key_id>.<random>`: the id finds the row, the random part (256
-bits) is checked against its hash. The random part's entropy is what makes a
-plain SHA-256 sufficient here (there is nothing to brute-force).
+bits) is checked against its digest (`CredentialKeys.digest`: HMAC under the
+pepper). Each row's MAC covers its id, digest, role, FINESS, operator scope, expiry
+and revocation: a row inserted, promoted or un-revoked by hand opens nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from gateway.domain.identifiers import check_finess
+from gateway.identity.credentials import CredentialKeys, tampered
 from gateway.models import ApiKey, utcnow
 
 Role = Literal["pharmacy", "operations", "admin"]
@@ -46,12 +48,25 @@ class InvalidKeyRequest(ValueError):
 
 
 def hash_secret(secret: str) -> str:
+    """An in-memory cache key only (`KeyCache`); the database holds the peppered digest."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def mac_fields(row: Any) -> dict[str, Any]:
+    """What a key row's MAC covers: everything that says what the key may do."""
+    return {"id": row.id, "secret_hash": row.secret_hash, "role": row.role,
+            "finess": row.finess, "operators": row.operators,
+            "expires_at": row.expires_at, "revoked_at": row.revoked_at}
+
+
+def seal(row: ApiKey, credentials: CredentialKeys) -> None:
+    row.row_mac = credentials.mac("api_key", mac_fields(row))
+
+
 def new_key(
-    *, role: str, finess: str | None = None, operators: list[str] | None = None,
-    label: str | None = None, expires_at: datetime | None = None,
+    *, role: str, credentials: CredentialKeys, finess: str | None = None,
+    operators: list[str] | None = None, label: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Build a key row and its secret; the secret is not kept anywhere."""
     if role not in ROLES:
@@ -70,21 +85,33 @@ def new_key(
     key_id = KEY_ID_PREFIX + secrets.token_hex(8)
     secret = f"{key_id}.{secrets.token_urlsafe(32)}"
     row = ApiKey(
-        id=key_id, secret_hash=hash_secret(secret), role=role, finess=finess,
+        id=key_id, secret_hash=credentials.digest(secret), role=role, finess=finess,
         operators=",".join(sorted(set(operators))) if operators else None,
         label=label, created_at=utcnow(), expires_at=expires_at,
     )
+    seal(row, credentials)
     return row, secret
 
 
 _KEY_COLUMNS = ApiKey.__table__.c  # type: ignore[attr-defined]
 _BY_ID = select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
                 _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
-                _KEY_COLUMNS.expires_at).where(_KEY_COLUMNS.id == bindparam("key_id"))
+                _KEY_COLUMNS.expires_at, _KEY_COLUMNS.row_mac,
+                ).where(_KEY_COLUMNS.id == bindparam("key_id"))
 
 
-def authenticate(connection: Connection | Session, secret: str) -> Principal | None:
-    """The principal for a presented secret, or None (unknown, revoked, expired, wrong).
+def _genuine(row: Any, credentials: CredentialKeys) -> bool:
+    """The row is as the gateway wrote it; a mismatch is counted and logged."""
+    if credentials.mac_ok("api_key", mac_fields(row), row.row_mac):
+        return True
+    tampered("api_key", row.id)
+    return False
+
+
+def authenticate(connection: Connection | Session, secret: str,
+                 credentials: CredentialKeys) -> Principal | None:
+    """The principal for a presented secret, or None (unknown, revoked, expired, wrong,
+    or a row altered by hand).
 
     One Core query (no ORM session or identity map): it runs on every request."""
     key_id, _, rest = secret.partition(".")
@@ -92,9 +119,10 @@ def authenticate(connection: Connection | Session, secret: str) -> Principal | N
         return None
     row = connection.execute(_BY_ID, {"key_id": key_id}).first()
     if row is None:
-        hmac.compare_digest(hash_secret(secret), hash_secret("decoy"))  # same work either way
+        credentials.matches("0" * 64, secret)  # the same work either way
         return None
-    if not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+    # the MAC first: a row inserted or altered by hand is reported whatever secret comes
+    if not _genuine(row, credentials) or not credentials.matches(row.secret_hash, secret):
         return None
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
@@ -111,25 +139,23 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(result.all())
 
 
-def revoke(session: Session, key_id: str) -> bool:
+def revoke(session: Session, key_id: str, credentials: CredentialKeys) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None:
         return False
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        seal(row, credentials)
         session.add(row)
     return True
 
 
-_LIVE = select(_KEY_COLUMNS.revoked_at, _KEY_COLUMNS.expires_at).where(
-    _KEY_COLUMNS.id == bindparam("key_id"))
-
-
-def is_live(connection: Connection | Session, key_id: str) -> bool:
-    """Neither revoked nor expired, as of this transaction."""
-    row = connection.execute(_LIVE, {"key_id": key_id}).first()
+def is_live(connection: Connection | Session, key_id: str,
+            credentials: CredentialKeys) -> bool:
+    """Neither revoked nor expired nor altered by hand, as of this transaction."""
+    row = connection.execute(_BY_ID, {"key_id": key_id}).first()
     now = utcnow()
-    return row is not None and row.revoked_at is None and (
+    return row is not None and _genuine(row, credentials) and row.revoked_at is None and (
         row.expires_at is None or row.expires_at > now)
 
 

@@ -71,6 +71,11 @@ def load_audit_key(settings: Settings) -> bytes:
     return _required_key(settings, "audit_key")
 
 
+def load_credential_key(settings: Settings) -> bytes:
+    """The pepper of stored credentials and the key of their row MACs."""
+    return _required_key(settings, "credential_key")
+
+
 def load_keyring(settings: Settings) -> KeyRing:
     security = settings.security
     resolved = {name: _required_key(settings, name)

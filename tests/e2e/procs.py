@@ -35,15 +35,15 @@ def _bindable(port: int) -> bool:
 
 
 def free_port_triple() -> int:
-    """A port P with P+1 and P+2 free too, for `gateway demo --port P` (its simulators
-    listen on P+1 and P+2). Chosen below Linux's ephemeral range (32768-60999), where
+    """A port P with P+1 to P+3 free too, for `gateway demo --port P` (its operators'
+    simulators listen on P+1 and P+2, its Pro Santé Connect simulator on P+3). Chosen below Linux's ephemeral range (32768-60999), where
     the kernel would otherwise hand P+1 or P+2 to some outgoing connection meanwhile
     ("Address already in use" at the demo's start)."""
     for _ in range(200):
         port = random.randrange(20_000, 32_000)  # noqa: S311 - not a secret
-        if all(_bindable(port + i) for i in range(3)):
+        if all(_bindable(port + i) for i in range(4)):
             return port
-    raise AssertionError("no three consecutive free ports")
+    raise AssertionError("no four consecutive free ports")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
