@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from gateway.deferred import last_audit_entry, stage
+from gateway.deferred import buffer_of, last_audit_entry, stage
 from gateway.models import AuditEntry, new_row, utcnow
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import KEY_BYTES, load_audit_key
@@ -60,6 +60,8 @@ def last_link(session: Session) -> tuple[int, str] | None:
     An entry staged earlier in this transaction (`gateway.deferred`) is the head."""
     if (staged := last_audit_entry(session)) is not None:
         return int(staged.id or 0), staged.entry_hash
+    if buffer_of(session) is None:
+        session.flush()  # an entry added earlier in this unit of work is the head
     row = session.connection().execute(_HEAD).first()
     return (int(row[0]), str(row[1])) if row else None
 

@@ -191,7 +191,10 @@ class Database:
                 held = []
                 try:
                     with session.begin_nested():
-                        outcomes.append((True, work(session)))
+                        result = work(session)
+                    # after the savepoint is released: its flush may still fail, and then
+                    # this work has one outcome, the failure
+                    outcomes.append((True, result))
                 except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                     outcomes.append((False, exc))
             _flush_staged(session, buffer, held, outcomes)
