@@ -106,10 +106,11 @@ class ProSanteConnect:
     async def _discover(self, client: AsyncOAuth2Client) -> dict[str, Any]:
         if self._metadata is None or time.monotonic() - self._fetched_at > DISCOVERY_TTL_S:
             url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            metadata = (await client.get(url)).raise_for_status().json()
+            metadata = (await client.request("GET", url, withhold_token=True)).raise_for_status().json()
             if metadata.get("issuer") != self.settings.issuer:
                 raise PscError("the discovery document names another issuer")
-            jwks = (await client.get(metadata["jwks_uri"])).raise_for_status().json()
+            jwks = (await client.request("GET", metadata["jwks_uri"], withhold_token=True)
+                    ).raise_for_status().json()
             self._metadata, self._keys = metadata, KeySet.import_key_set(jwks)
             self._fetched_at = time.monotonic()
         return self._metadata

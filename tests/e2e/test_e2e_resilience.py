@@ -67,11 +67,17 @@ def write_gateway_config(cwd: Path, simulator: str, *, port: int, database_url: 
     return config
 
 
+OPERATIONS_OF: dict[str, dict[str, str]] = {}  # a pharmacy's Authorization -> operations'
+
+
 def pharmacy_auth(config: Path) -> dict[str, str]:
-    """Migrate the database and create a pharmacy key (also generates the dev keys)."""
+    """Migrate the database and create a pharmacy key (also generates the dev keys), and
+    an operations key that `board` uses: pharmacies see operators' states only."""
     settings = load_settings(config)
     upgrade(settings.database_url)
     _, secret = create_key(settings, role="pharmacy", finess="330001231", label="e2e")
+    _, operations = create_key(settings, role="operations", label="e2e board")
+    OPERATIONS_OF[f"Bearer {secret}"] = {"Authorization": f"Bearer {operations}"}
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -116,8 +122,10 @@ def ledger(simulator: str, *, health: bool = False) -> dict[str, Any]:
 
 
 def board(url: str, auth: dict[str, str]) -> dict[str, Any]:
-    """This gateway's row for operator "opera" in GET /v1/operators."""
-    response = httpx.get(f"{url}/v1/operators", headers=auth, timeout=5)
+    """This gateway's row for operator "opera" in GET /v1/operators, read with the
+    operations key made beside the pharmacy key `auth` (queue counts included)."""
+    headers = OPERATIONS_OF.get(auth.get("Authorization", ""), auth)
+    response = httpx.get(f"{url}/v1/operators", headers=headers, timeout=5)
     assert response.status_code == 200, response.text
     return next(row for row in response.json() if row["name"] == "opera")
 

@@ -176,6 +176,7 @@ def audit_entries(settings: Settings) -> list[AuditEntry]:
 
 async def test_an_expired_key_is_refused(client, settings, app):
     row, secret = new_key(role="pharmacy", finess="330001231",
+                          credentials=app.state.context.credentials,
                           expires_at=utcnow() - timedelta(seconds=1))
     await app.state.context.db.write(lambda s: s.add(row))
     response = await client.get("/v1/claims", headers={"Authorization": f"Bearer {secret}"})

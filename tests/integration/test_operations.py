@@ -38,7 +38,10 @@ async def queue_claims(client, pharmacy, simulators, count: int) -> list[str]:
 async def test_the_board_shows_each_operator_to_any_role(client, pharmacy, operations,
                                                          simulators):
     await queue_claims(client, pharmacy, simulators, 2)
-    for headers in (pharmacy, operations):
+    states = (await client.get("/v1/operators", headers=pharmacy)).json()
+    assert {o["name"]: set(o) for o in states} == {
+        name: {"name", "state", "state_since", "paused"} for name in ("opera", "santex")}
+    for headers in (operations,):
         response = await client.get("/v1/operators", headers=headers)
         assert response.status_code == 200
         board = {o["name"]: o for o in response.json()}
