@@ -106,7 +106,8 @@ class ProSanteConnect:
     async def _discover(self, client: AsyncOAuth2Client) -> dict[str, Any]:
         if self._metadata is None or time.monotonic() - self._fetched_at > DISCOVERY_TTL_S:
             url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            metadata = (await client.request("GET", url, withhold_token=True)).raise_for_status().json()
+            answer = await client.request("GET", url, withhold_token=True)
+            metadata = answer.raise_for_status().json()
             if metadata.get("issuer") != self.settings.issuer:
                 raise PscError("the discovery document names another issuer")
             jwks = (await client.request("GET", metadata["jwks_uri"], withhold_token=True)

@@ -36,9 +36,9 @@ def _bindable(port: int) -> bool:
 
 def free_port_triple() -> int:
     """A port P with P+1 to P+3 free too, for `gateway demo --port P` (its operators'
-    simulators listen on P+1 and P+2, its Pro Santé Connect simulator on P+3). Chosen below Linux's ephemeral range (32768-60999), where
-    the kernel would otherwise hand P+1 or P+2 to some outgoing connection meanwhile
-    ("Address already in use" at the demo's start)."""
+    simulators listen on P+1 and P+2, its Pro Santé Connect simulator on P+3). Chosen
+    below Linux's ephemeral range (32768-60999), where the kernel would otherwise hand
+    one of them to some outgoing connection meanwhile ("Address already in use")."""
     for _ in range(200):
         port = random.randrange(20_000, 32_000)  # noqa: S311 - not a secret
         if all(_bindable(port + i) for i in range(4)):
