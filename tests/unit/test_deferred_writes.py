@@ -143,3 +143,23 @@ async def test_a_duplicate_of_a_staged_claim_is_found(database):
     answers = await asyncio.gather(database.write(store, deferred=True),
                                    database.write(look, deferred=True))
     assert answers == ["stored", ["clm_D1"]]
+
+
+async def test_a_work_whose_savepoint_fails_on_release_has_one_outcome(database):
+    """An ordinary work that adds a row it cannot insert fails when its savepoint is
+    released, after it returned: that failure is its only outcome, and the works
+    grouped with it still get their own answers (the group once had more outcomes than
+    works, and the flusher failed every caller)."""
+    def clashing(session: Session) -> str:
+        session.add(Event(event_id="evt_same", finess="330001231", type="claim.queued",
+                          claim_id=None, at=utcnow()))
+        return "returned"
+
+    await database.write(clashing)
+    answers = await asyncio.gather(database.write(staging("evt_before"), deferred=True),
+                                   database.write(clashing),
+                                   database.write(staging("evt_after"), deferred=True),
+                                   return_exceptions=True)
+    assert answers[0] == "evt_before" and answers[2] == "evt_after"
+    assert isinstance(answers[1], IntegrityError)
+    assert sorted(await database.read(event_ids)) == ["evt_after", "evt_before", "evt_same"]
