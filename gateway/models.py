@@ -355,6 +355,7 @@ class LoginThrottle(SQLModel, table=True):
     bucket: str = Field(primary_key=True, max_length=64)
     window_started_at: datetime = instant_column()
     failures: int = 0
+    unknown_failures: int = 0  # of which naming no account: audited once per window
     reported: bool = False  # the window's aggregate audit entry is written
 
 

@@ -47,7 +47,7 @@ class _Places:
     bucket: str
     user_id: str | None
     password_hash: str | None
-    first_in_window: bool = False  # the address's first attempt of this window
+    first_in_window: bool = False  # the address's first attempt naming no account
     throttled: bool = False
     locked: bool = False
     retry_after_s: int = 0
@@ -70,14 +70,14 @@ def _take_places(ctx: AppContext, session: Session, bucket: str,
                                  window_s=limits.address_window_s)
         return _Places(bucket, None, None, throttled=True,
                        retry_after_s=limits.address_window_s)
-    first = window.failures == 1
     usable = (user is not None and user.disabled_at is None
               and users.genuine(user, ctx.credentials))
     if user is None or not usable:
-        return _Places(bucket, None, None, first_in_window=first)
+        return _Places(bucket, None, None,
+                       first_in_window=throttle.first_unknown(session, bucket))
     if throttle.take_account_place(session, user.id, limits.lock_after_failures) is None:
         return _Places(bucket, user.id, None, locked=True)
-    return _Places(bucket, user.id, user.password_hash, first_in_window=first)
+    return _Places(bucket, user.id, user.password_hash)
 
 
 def _failed(ctx: AppContext, session: Session, places: _Places, action: str) -> Refused:

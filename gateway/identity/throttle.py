@@ -36,13 +36,15 @@ def take_address_place(session: Session, bucket: str, window_s: int) -> AddressW
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_THROTTLE)
     statement = insert.values(bucket=bucket, window_started_at=now, failures=1,
-                              reported=False).on_conflict_do_update(
+                              unknown_failures=0, reported=False).on_conflict_do_update(
         index_elements=["bucket"],
         set_={
             "failures": case((expired, literal(1)), else_=_THROTTLE.c.failures + 1),
             "window_started_at": case((expired, literal(now, _THROTTLE.c.window_started_at.type)),
                                       else_=_THROTTLE.c.window_started_at),
             "reported": case((expired, literal(False)), else_=_THROTTLE.c.reported),
+            "unknown_failures": case((expired, literal(0)),
+                                     else_=_THROTTLE.c.unknown_failures),
         },
     ).returning(_THROTTLE.c.failures, _THROTTLE.c.window_started_at, _THROTTLE.c.reported)
     row = session.execute(statement).one()
@@ -53,6 +55,14 @@ def give_address_place_back(session: Session, bucket: str) -> None:
     session.execute(update(_THROTTLE).where(_THROTTLE.c.bucket == bucket,
                                             _THROTTLE.c.failures > 0)
                     .values(failures=_THROTTLE.c.failures - 1))
+
+
+def first_unknown(session: Session, bucket: str) -> bool:
+    """Count an attempt naming no account; True for the window's first one."""
+    row = session.execute(update(_THROTTLE).where(_THROTTLE.c.bucket == bucket)
+                          .values(unknown_failures=_THROTTLE.c.unknown_failures + 1)
+                          .returning(_THROTTLE.c.unknown_failures)).first()
+    return row is not None and int(row[0]) == 1
 
 
 def mark_reported(session: Session, bucket: str) -> None:

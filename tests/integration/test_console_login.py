@@ -356,3 +356,15 @@ async def test_a_pharmacist_cannot_open_the_accounts_page(app, settings):
     async with browser(app) as http:
         await log_in(http, person)
         assert (await http.get("/console/users")).status_code == 403
+
+
+async def test_the_first_unknown_account_is_audited_even_after_a_known_ones_failure(
+        app, settings):
+    person = make_person(settings)
+    async with browser(app) as http:
+        await post_password(http, person.email, "wrong")
+        await post_password(http, "nobody@test.invalid", "wrong")
+        await post_password(http, "nobody-else@test.invalid", "wrong")
+    entries = [e for e in audit(settings) if e[0] == "console.login"]
+    assert entries == [("console.login", person.user_id, "refused"),
+                       ("console.login", None, "refused_unknown")]

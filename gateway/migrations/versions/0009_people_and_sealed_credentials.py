@@ -111,6 +111,7 @@ def upgrade() -> None:
         sa.Column("bucket", sa.String(length=64), nullable=False),
         _instant("window_started_at"),
         sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("unknown_failures", sa.Integer(), nullable=False),
         sa.Column("reported", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("bucket"),
     )
