@@ -24,15 +24,29 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 KEY = r"(key_[0-9a-f]{16}\.\S+)"
 PHARMACY_KEY = re.compile(r"pharmacy key:\s+" + KEY)
 OPERATIONS_KEY = re.compile(r"operations key:\s+" + KEY)
+# "  pharmacist:  pharmacien@demo.invalid   password: lHUX3FaC7GjHpp4hC5nK"
+ACCOUNT = re.compile(r"^\s+(pharmacist|operations):\s+(\S+@\S+)\s+password:\s+(\S+)\s*$",
+                     re.MULTILINE)
+WHO = ("pharmacist", "operations")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A console account printed in the demo's banner (its code is on the login page)."""
+
+    email: str
+    password: str
 
 
 @dataclass(frozen=True, slots=True)
 class Demo:
-    """A running `gateway demo`: its URL, the two printed keys, the simulators' URLs."""
+    """A running `gateway demo`: its URL, the two printed keys (the API, for `submit`), the
+    two printed console accounts (pharmacist, operations), the simulators' URLs."""
 
     url: str
     pharmacy_key: str
     operations_key: str
+    accounts: dict[str, Account]
     simulators: dict[str, str]
 
     def fault(self, operator: str, mode: str) -> None:
@@ -52,6 +66,10 @@ class Demo:
         return answer.json()  # type: ignore[no-any-return]
 
 
+def _accounts(banner: str) -> dict[str, Account]:
+    return {who: Account(email, password) for who, email, password in ACCOUNT.findall(banner)}
+
+
 @contextmanager
 def running_demo(cwd: Path, timeout: float = 25) -> Iterator[Demo]:
     """`gateway demo --port P` in cwd until the block ends (its process group is killed)."""
@@ -59,15 +77,17 @@ def running_demo(cwd: Path, timeout: float = 25) -> Iterator[Demo]:
     with spawn("demo", "--port", str(port), cwd=cwd, name="demo") as proc:
         deadline = time.monotonic() + timeout
         banner = ""
-        while not (PHARMACY_KEY.search(banner) and OPERATIONS_KEY.search(banner)):
+        while not (PHARMACY_KEY.search(banner) and OPERATIONS_KEY.search(banner)
+                   and set(_accounts(banner)) == set(WHO)):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no keys in the demo's banner:\n{output(cwd, 'demo')}")
+                raise AssertionError(
+                    f"no keys or accounts in the demo's banner:\n{output(cwd, 'demo')}")
             time.sleep(0.1)
             banner = (cwd / "demo.out").read_text(errors="replace")
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/console/login", proc, cwd, "demo", timeout=timeout)
         pharmacy, operations = PHARMACY_KEY.search(banner), OPERATIONS_KEY.search(banner)
         assert pharmacy is not None and operations is not None
-        yield Demo(url, pharmacy.group(1), operations.group(1),
+        yield Demo(url, pharmacy.group(1), operations.group(1), _accounts(banner),
                    {"opera": f"http://127.0.0.1:{port + 1}",
                     "santex": f"http://127.0.0.1:{port + 2}"})

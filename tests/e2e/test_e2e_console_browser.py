@@ -66,10 +66,20 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def log_in(page: Page, demo: Demo, key: str, home: str) -> None:
+def log_in(page: Page, demo: Demo, who: str, home: str, *, code_shot: str = "") -> None:
+    """`who`'s password, then the code the demo (only the demo) shows on the code page."""
+    account = demo.accounts[who]
     page.goto(f"{demo.url}/console/login")
-    page.fill("#key", key)
+    page.fill("#email", account.email)
+    page.fill("#password", account.password)
     page.click("#login button[type=submit]")
+    page.wait_for_url(f"{demo.url}/console/login/code")
+    code = page.locator(f"#demo-codes code.demo-code[data-email='{account.email}']")
+    expect(code).to_have_text(re.compile(r"^\d{6}$"))
+    if code_shot:
+        shot(page, code_shot)
+    page.fill("#second-factor #code", code.inner_text().strip())
+    page.click("#second-factor button[type=submit]")
     page.wait_for_url(f"{demo.url}{home}")
 
 
@@ -78,7 +88,7 @@ def log_out(page: Page, demo: Demo) -> None:
     page.wait_for_url(f"{demo.url}/console/login")
     page.goto(f"{demo.url}/console/")
     assert page.url == f"{demo.url}/console/login"
-    expect(page.locator("#login #key")).to_be_visible()
+    expect(page.locator("#login #email")).to_be_visible()
 
 
 def assert_no_personal_data(page: Page) -> None:
@@ -89,9 +99,9 @@ def assert_no_personal_data(page: Page) -> None:
 
 def test_pharmacist_sees_an_outage_queue_and_prints_the_receipt(page: Page, demo: Demo) -> None:
     page.goto(f"{demo.url}/console/login")
-    expect(page.locator("#login label[for=key]")).to_have_text("Clé d'accès")
+    expect(page.locator("#login label[for=email]")).to_have_text("Adresse e-mail")
     shot(page, "login")
-    log_in(page, demo, demo.pharmacy_key, "/console/")
+    log_in(page, demo, "pharmacist", "/console/", code_shot="login-code")
     opera = page.locator("#operators li.operator[data-operator=opera]")
     expect(opera).to_have_attribute("data-state", "closed")
     expect(opera.locator(".operator-state")).to_have_text("disponible")
@@ -133,7 +143,7 @@ def test_pharmacist_sees_an_outage_queue_and_prints_the_receipt(page: Page, demo
 
 
 def test_a_pharmacy_cannot_open_the_operations_pages(page: Page, demo: Demo) -> None:
-    log_in(page, demo, demo.pharmacy_key, "/console/")
+    log_in(page, demo, "pharmacist", "/console/")
     for path in ("/console/operations", "/console/operations/opera/failed"):
         answer = page.goto(f"{demo.url}{path}")
         assert answer is not None and answer.status == 403, path
@@ -142,7 +152,7 @@ def test_a_pharmacy_cannot_open_the_operations_pages(page: Page, demo: Demo) -> 
 
 
 def test_operations_pause_replay_and_resume(page: Page, demo: Demo) -> None:
-    log_in(page, demo, demo.operations_key, "/console/operations")
+    log_in(page, demo, "operations", "/console/operations")
     opera = page.locator("table#operators tr[data-operator=opera]")
     expect(opera).to_have_attribute("data-paused", "false")
     expect(page.locator("table#operators tr[data-operator=santex]")).to_be_visible()
@@ -187,7 +197,7 @@ def test_operations_pause_replay_and_resume(page: Page, demo: Demo) -> None:
 
 
 def test_a_form_without_its_csrf_token_is_refused(page: Page, demo: Demo) -> None:
-    log_in(page, demo, demo.operations_key, "/console/operations")
+    log_in(page, demo, "operations", "/console/operations")
     form = "#actions-opera form.pause"
     page.fill("#reason-opera", "sans jeton")
     page.evaluate("selector => document.querySelector(selector)"

@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from console_people import LOGIN_TOKEN, Person, form_value, log_in, make_person, post_password
 from simulator_control import set_fault
 from sqlmodel import select
-from synthetic import PEOPLE, claim_body
+from synthetic import OTHER_FINESS, PEOPLE, claim_body
 
 from gateway.db import Database
-from gateway.keys_admin import create_key
 from gateway.models import AuditEntry, Claim
 
 pytestmark = pytest.mark.anyio
@@ -21,8 +21,28 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 NAMES = [p[field] for p in PEOPLE for field in ("last_name", "first_name")]
 
 
+REFUSED = "Identifiant ou mot de passe incorrect."
+
+
 def secret_of(headers: dict[str, str]) -> str:
     return headers["Authorization"].split()[1]
+
+
+@pytest.fixture
+def pharmacist(settings, app) -> Person:
+    """The pharmacist of FINESS 330001231 (the `pharmacy` key's pharmacy)."""
+    return make_person(settings, "pharmacist", finess="330001231")
+
+
+@pytest.fixture
+def other_pharmacist(settings, app) -> Person:
+    return make_person(settings, "pharmacist", finess=OTHER_FINESS)
+
+
+@pytest.fixture
+def operator_staff(settings, app) -> Person:
+    """An operations account on every operator."""
+    return make_person(settings, "operations")
 
 
 def csrf(html: str) -> str:
@@ -47,13 +67,13 @@ def audit_rows(settings) -> list[tuple[str, str | None, str]]:
 
 
 @asynccontextmanager
-async def browser(app, secret: str | None = None):
-    """A client with its own cookie jar, logged in with `secret` when given."""
+async def browser(app, person: Person | None = None):
+    """A client with its own cookie jar, logged in as `person` when given."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                  base_url="http://gateway.test") as http:
-        if secret is not None:
-            answer = await http.post("/console/login", data={"key": secret})
-            assert answer.status_code == 303, answer.text
+        if person is not None:
+            answer = await log_in(http, person)
+            assert answer.headers["location"] == "/console/", answer.headers
         yield http
 
 
@@ -64,30 +84,73 @@ async def queue_claim(client, pharmacy, simulators, invoice: str = "C1") -> dict
     return response.json()
 
 
-async def test_login_sets_a_strict_cookie_and_redirects_by_role(app, pharmacy, operations,
-                                                                settings):
-    _, admin = create_key(settings, role="admin")
-    for secret, home in ((secret_of(pharmacy), "/console/"),
-                         (secret_of(operations), "/console/operations"),
+async def test_login_sets_a_strict_cookie_and_redirects_by_role(app, settings, pharmacist,
+                                                                operator_staff):
+    admin = make_person(settings, "admin")
+    for person, home in ((pharmacist, "/console/"), (operator_staff, "/console/operations"),
                          (admin, "/console/operations")):
         async with browser(app) as http:
-            answer = await http.post("/console/login", data={"key": secret})
-            assert answer.status_code == 303 and answer.headers["location"] == home
+            answer = await post_password(http, person.email, person.password)
+            assert answer.status_code == 303
+            assert answer.headers["location"] == "/console/login/code"
             cookie = answer.headers["set-cookie"].lower()
             assert "gw_console=" in cookie and "httponly" in cookie
             assert "samesite=strict" in cookie and "secure" not in cookie
+            # the password alone opens no page: the second factor is still to come
+            waiting = await http.get(home)
+            assert waiting.status_code == 303
+            assert waiting.headers["location"] == "/console/login"
+            page = await http.get("/console/login/code")
+            answer = await http.post("/console/login/code", data={
+                "code": person.code(), "csrf_token": csrf(page.text)})
+            assert answer.status_code == 303 and answer.headers["location"] == "/console/"
+            landing = await http.get("/console/")
+            if home == "/console/":
+                assert landing.status_code == 200
+            else:
+                assert landing.status_code == 303 and landing.headers["location"] == home
             assert (await http.get(home)).status_code == 200
+        rows = audit_rows(settings)
+        assert ("console.login_password", person.user_id, "ok") in rows
+        assert ("console.second_factor", person.user_id, "ok") in rows
 
 
-async def test_a_bad_key_is_refused_and_audited(client, settings):
-    answer = await client.post("/console/login", data={"key": "key_0123456789abcdef.nope"})
-    assert answer.status_code == 401 and "Clé inconnue" in answer.text
-    assert "gw_console" not in answer.headers.get("set-cookie", "")
-    assert ("console.login", None, "refused") in audit_rows(settings)
+async def test_a_bad_password_is_refused_and_audited(app, settings, pharmacist):
+    async with browser(app) as http:
+        # an unknown account first: those are audited once per address and window, at the
+        # address's first failure (see gateway.identity.login)
+        unknown = await post_password(http, "nobody@test.invalid", pharmacist.password)
+        assert unknown.status_code == 401 and REFUSED in unknown.text
+        assert "gw_console" not in unknown.headers.get("set-cookie", "")
+        answer = await post_password(http, pharmacist.email, "not the password")
+        assert answer.status_code == 401 and REFUSED in answer.text
+        assert "gw_console" not in answer.headers.get("set-cookie", "")
+        assert (await http.get("/console/")).headers["location"] == "/console/login"
+    rows = audit_rows(settings)
+    assert ("console.login", pharmacist.user_id, "refused") in rows
+    assert ("console.login", None, "refused_unknown") in rows
+    assert not [row for row in rows if row[0] in ("console.login_password",
+                                                  "console.second_factor")]
 
 
-async def test_logout_ends_the_session(app, pharmacy):
-    async with browser(app, secret_of(pharmacy)) as http:
+async def test_an_api_key_no_longer_opens_the_console(app, settings, pharmacy, operations):
+    for secret in (secret_of(pharmacy), secret_of(operations)):
+        async with browser(app) as http:
+            token = form_value(LOGIN_TOKEN, (await http.get("/console/login")).text)
+            for form in ({"key": secret}, {"email": "", "password": secret},
+                         {"email": secret, "password": secret}):
+                answer = await http.post("/console/login", data={**form, "login_token": token})
+                assert answer.status_code == 401 and REFUSED in answer.text, form
+                assert "gw_console" not in answer.headers.get("set-cookie", "")
+            assert "gw_console" not in http.cookies
+            home = await http.get("/console/")
+            assert home.status_code == 303 and home.headers["location"] == "/console/login"
+    assert not [row for row in audit_rows(settings) if row[2] == "ok"
+                and row[0].startswith("console.")]
+
+
+async def test_logout_ends_the_session(app, pharmacist):
+    async with browser(app, pharmacist) as http:
         token = http.cookies["gw_console"]
         page = await http.get("/console/")
         answer = await http.post("/console/logout", data={"csrf_token": csrf(page.text)})
@@ -98,8 +161,8 @@ async def test_logout_ends_the_session(app, pharmacy):
         assert again.status_code == 303 and again.headers["location"] == "/console/login"
 
 
-async def test_console_pages_carry_strict_security_headers(app, client, pharmacy):
-    async with browser(app, secret_of(pharmacy)) as http:
+async def test_console_pages_carry_strict_security_headers(app, client, pharmacist):
+    async with browser(app, pharmacist) as http:
         for answer in (await client.get("/console/login"), await http.get("/console/")):
             policy = answer.headers["content-security-policy"]
             assert "script-src 'self'" in policy and "unsafe-inline" not in policy
@@ -110,13 +173,13 @@ async def test_console_pages_carry_strict_security_headers(app, client, pharmacy
     assert (await client.get("/static/console.css")).status_code == 200
 
 
-async def test_the_dashboard_says_an_operator_is_down_and_what_it_means(app, pharmacy):
+async def test_the_dashboard_says_an_operator_is_down_and_what_it_means(app, pharmacist):
     context = app.state.context
     context.operators.get("opera").breaker.trip()
     santex = context.operators.get("santex")
     santex.settings = santex.settings.model_copy(update={"provisional": "none"})
     santex.breaker.trip()
-    async with browser(app, secret_of(pharmacy)) as http:
+    async with browser(app, pharmacist) as http:
         page = (await http.get("/console/")).text
     operators = section(page, "section", "operators")
     opera = re.search(r'<li class="operator[^"]*" data-operator="opera" data-state="open">'
@@ -129,10 +192,11 @@ async def test_the_dashboard_says_an_operator_is_down_and_what_it_means(app, pha
 
 
 async def test_a_queued_claim_shows_its_receipt_and_a_masked_nir(app, client, pharmacy,
-                                                                 other_pharmacy, simulators):
+                                                                 pharmacist, other_pharmacist,
+                                                                 simulators):
     claim = await queue_claim(client, pharmacy, simulators)
     receipt = claim["coverage"]["receipt"]
-    async with browser(app, secret_of(pharmacy)) as http:
+    async with browser(app, pharmacist) as http:
         page = (await http.get("/console/")).text
         queued = section(page, "section", "queued")
         row = re.search(rf'<tr data-claim-id="{claim["id"]}">.*?</tr>', queued, re.S)
@@ -147,7 +211,7 @@ async def test_a_queued_claim_shows_its_receipt_and_a_masked_nir(app, client, ph
         assert detail.status_code == 200 and "Historique" in detail.text
         assert "en file d&#39;attente" in detail.text or "en file d'attente" in detail.text
         assert PEOPLE[0]["nir"] not in detail.text and PEOPLE[0]["last_name"] not in detail.text
-    async with browser(app, secret_of(other_pharmacy)) as other:
+    async with browser(app, other_pharmacist) as other:
         foreign = await other.get(f"/console/claims/{claim['id']}")
         assert foreign.status_code == 404 and foreign.headers["content-type"].startswith(
             "text/html")
@@ -155,8 +219,8 @@ async def test_a_queued_claim_shows_its_receipt_and_a_masked_nir(app, client, ph
         assert claim["id"] not in (await other.get("/console/")).text
 
 
-async def test_the_fragment_holds_the_dashboard_sections(app, pharmacy):
-    async with browser(app, secret_of(pharmacy)) as http:
+async def test_the_fragment_holds_the_dashboard_sections(app, pharmacist):
+    async with browser(app, pharmacist) as http:
         fragment = await http.get("/console/fragments/dashboard")
     assert fragment.status_code == 200 and "<html" not in fragment.text
     for marker in ('<section id="operators"', '<section id="queued"', '<section id="failed"',
@@ -164,8 +228,8 @@ async def test_the_fragment_holds_the_dashboard_sections(app, pharmacy):
         assert marker in fragment.text
 
 
-async def test_a_pharmacy_gets_403_pages_on_operations_and_audit(app, pharmacy):
-    async with browser(app, secret_of(pharmacy)) as http:
+async def test_a_pharmacist_gets_403_pages_on_operations_and_audit(app, pharmacist):
+    async with browser(app, pharmacist) as http:
         for path in ("/console/operations", "/console/operations/opera/failed",
                      "/console/audit"):
             answer = await http.get(path)
@@ -179,8 +243,8 @@ async def test_a_pharmacy_gets_403_pages_on_operations_and_audit(app, pharmacy):
         assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
 
 
-async def test_a_form_without_its_csrf_token_is_refused(app, operations):
-    async with browser(app, secret_of(operations)) as http:
+async def test_a_form_without_its_csrf_token_is_refused(app, operator_staff):
+    async with browser(app, operator_staff) as http:
         for data in ({"reason": "x"}, {"reason": "x", "csrf_token": "forged"}):
             answer = await http.post("/console/operations/opera/pause", data=data)
             assert answer.status_code == 403 and "Formulaire expiré" in answer.text
@@ -188,11 +252,11 @@ async def test_a_form_without_its_csrf_token_is_refused(app, operations):
         assert 'class="pause"' in board and 'class="resume"' not in board
 
 
-async def test_pause_resume_and_replay_through_the_forms(app, client, pharmacy, operations,
+async def test_pause_resume_and_replay_through_the_forms(app, client, pharmacy, operator_staff,
                                                          simulators, settings):
     await queue_claim(client, pharmacy, simulators, "R1")
     await queue_claim(client, pharmacy, simulators, "R2")
-    async with browser(app, secret_of(operations)) as http:
+    async with browser(app, operator_staff) as http:
         board = (await http.get("/console/operations")).text
         token = csrf(board)
         assert '<tr data-operator="opera"' in board and '<tr data-operator="santex"' in board
@@ -221,8 +285,8 @@ async def test_pause_resume_and_replay_through_the_forms(app, client, pharmacy, 
 
 
 async def test_failed_claims_show_the_last_error_and_no_personal_data(app, client, pharmacy,
-                                                                      operations, simulators,
-                                                                      settings):
+                                                                      operator_staff,
+                                                                      simulators, settings):
     claim = await queue_claim(client, pharmacy, simulators, "F1")
 
     def fail(session):  # type: ignore[no-untyped-def]
@@ -233,15 +297,16 @@ async def test_failed_claims_show_the_last_error_and_no_personal_data(app, clien
     database = Database(settings.database_url)
     database.write_now(fail)
     database.engine.dispose()
-    async with browser(app, secret_of(operations)) as http:
+    async with browser(app, operator_staff) as http:
         page = (await http.get("/console/operations/opera/failed")).text
     row = re.search(rf'<tr data-claim-id="{claim["id"]}">.*?</tr>', page, re.S)
     assert row and "operator answered 500" in row.group(0) and "F1" in row.group(0)
     assert claim["nir_masked"] not in page and not [n for n in NAMES if n in page]
 
 
-async def test_a_scoped_operations_key_sees_and_acts_on_its_operators_only(app, settings):
-    _, scoped = create_key(settings, role="operations", operators=["santex"])
+async def test_a_scoped_operations_account_sees_and_acts_on_its_operators_only(app,
+                                                                                 settings):
+    scoped = make_person(settings, "operations", operators=["santex"])
     async with browser(app, scoped) as http:
         board = (await http.get("/console/operations")).text
         assert 'data-operator="santex"' in board and 'data-operator="opera"' not in board
@@ -251,19 +316,20 @@ async def test_a_scoped_operations_key_sees_and_acts_on_its_operators_only(app, 
 
 
 async def test_the_admin_sees_the_audit_trail_and_its_verification(app, settings):
-    _, admin = create_key(settings, role="admin")
+    admin = make_person(settings, "admin")
     async with browser(app, admin) as http:
         page = await http.get("/console/audit")
     assert page.status_code == 200
     assert re.search(r"Journal intègre : \d+ entrées vérifiées", page.text)
-    assert "console.login" in section(page.text, "table", "audit")
+    trail = section(page.text, "table", "audit")
+    assert "console.login_password" in trail and "console.second_factor" in trail
 
 
 async def test_the_demo_panel_breaks_and_mends_an_operator_and_sends_a_sample(
-        app, pharmacy, simulators, settings):
+        app, pharmacist, simulators, settings):
     from gateway.console.demo_controls import DemoControls
 
-    async with browser(app, secret_of(pharmacy)) as http:
+    async with browser(app, pharmacist) as http:
         assert 'id="demo"' not in (await http.get("/console/")).text
         assert (await http.post("/console/demo/sample", data={"csrf_token": "x"})
                 ).status_code in (403, 404)

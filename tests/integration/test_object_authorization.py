@@ -2,10 +2,11 @@
 
 `ROUTES` says, for each (method, path) the app serves, how to exercise it with a real
 object of pharmacy A (its claims, its provisional receipt, operator `opera`, its console
-session) and what each of 12 callers gets: A's key or console session (the owner), B's
-(404 for A's objects, never 403, never A's data), the wrong role (403), no key or a bad
-key (401; the login page for the console), operations keys and sessions scoped to
-another operator (403), or nothing to hide ("public": no personal data in the answer).
+session) and what each of 12 callers gets: A's key or A's pharmacist's console session
+(the owner), B's (404 for A's objects, never 403, never A's data), the wrong role (403),
+no key or a bad key (401; the login page for the console), operations keys and accounts
+scoped to another operator (403), or nothing to hide ("public": no personal data in the
+answer). Console sessions are people's (password and TOTP code); an API key opens none.
 A route missing from `ROUTES` (or from `SKIPPED`, with its reason) fails
 `test_every_route_has_an_authorization_decision`: a new route forces a decision. Every
 caller but the owners goes first; after each, a mutating route checks that A's object
@@ -21,14 +22,15 @@ from typing import Any
 
 import httpx
 import pytest
+from console_people import LOGIN_TOKEN, Person, form_value, log_in, make_person
 from simulator_control import set_fault
+from sqlmodel import select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 
 from gateway.claims.presenter import mask_nir
-from gateway.console.sessions import token_hash
 from gateway.db import Database
 from gateway.keys_admin import create_key
-from gateway.models import ConsoleSession
+from gateway.models import ConsoleSession, User
 
 pytestmark = pytest.mark.anyio
 
@@ -38,13 +40,14 @@ COOKIE = "gw_console"
 SKIPPED = {
     ("GET", "/openapi.json"): "the API description: public, static, no object",
     ("GET", "/docs"): "Swagger UI page: public, static, no object",
-    ("GET", "/docs/oauth2-redirect"): "Swagger UI helper page: public, static, no object",
-    ("GET", "/redoc"): "ReDoc page: public, static, no object",
+    ("GET", "/docs/assets/swagger-ui-bundle.js"): "Swagger UI's script: public, static",
+    ("GET", "/docs/assets/swagger-ui.css"): "Swagger UI's style sheet: public, static",
     ("*", "/static"): "mounted static files (CSS): public, no object",
 }
 
 KEY_ACTORS = ("A", "B", "anonymous", "bad_key", "operations", "operations_elsewhere", "admin")
-# a console session opened with the key of the actor named before "_session"
+# a console session of the person standing for the actor named before "_session": A's and
+# B's pharmacists, an operations account on every operator, one scoped to santex, an admin
 PHARMACY_SESSIONS = ("A_session", "B_session")
 STAFF_SESSIONS = ("operations_session", "operations_elsewhere_session", "admin_session")
 CONSOLE_ACTORS = (*PHARMACY_SESSIONS, *STAFF_SESSIONS)
@@ -63,6 +66,7 @@ class World:
     simulators: dict[str, Any]
     headers: dict[str, dict[str, str]]  # actor -> request headers (key or console cookie)
     secrets: dict[str, str]  # actor -> API key secret ("" for none)
+    people: dict[str, Person]  # console actor -> the person behind its session
     csrf: dict[str, str]  # console actor -> its session's CSRF token
     session_hash: dict[str, str]  # console actor -> its session's token hash
     accepted: dict[str, Any]  # A's accepted claim
@@ -111,22 +115,36 @@ def personal_data() -> list[str]:
     return found
 
 
-async def _console_login(http: httpx.AsyncClient, settings: Any, secret: str) -> tuple[str, str]:
-    answer = await http.post("/console/login", data={"key": secret})
-    assert answer.status_code == 303, answer.text
-    token = answer.cookies[COOKIE]
+async def _console_login(http: httpx.AsyncClient, settings: Any, credentials: Any,
+                         person: Person) -> tuple[str, str, str]:
+    """The person's whole login; returns the cookie's token, its stored hash, the CSRF token."""
+    answer = await log_in(http, person)
+    assert answer.headers["location"] == "/console/", answer.headers
+    token = http.cookies[COOKIE]
     http.cookies.clear()  # each actor presents its own cookie explicitly
-    hashed = token_hash(token)
+    hashed = credentials.digest(token)
     database = Database(settings.database_url)
     try:
         csrf = database.read_now(lambda s: s.get(ConsoleSession, hashed).csrf_token)
     finally:
         database.engine.dispose()
-    return token, csrf
+    return token, hashed, csrf
+
+
+def console_people(settings: Any) -> dict[str, Person]:
+    return {
+        "A_session": make_person(settings, "pharmacist", finess="330001231"),
+        "B_session": make_person(settings, "pharmacist", finess=OTHER_FINESS),
+        "operations_session": make_person(settings, "operations"),
+        "operations_elsewhere_session": make_person(settings, "operations",
+                                                    operators=["santex"]),
+        "admin_session": make_person(settings, "admin"),
+    }
 
 
 @pytest.fixture
-async def world(client, settings, simulators, pharmacy, other_pharmacy, operations) -> World:
+async def world(app, client, settings, simulators, pharmacy, other_pharmacy,
+                operations) -> World:
     _, elsewhere = create_key(settings, role="operations", operators=["santex"])
     _, admin = create_key(settings, role="admin")
     headers = {
@@ -153,16 +171,15 @@ async def world(client, settings, simulators, pharmacy, other_pharmacy, operatio
     assert queued.json()["coverage"]["decision"] == "provisional", queued.text
     await set_fault(simulators["opera"], "ok")
 
-    csrf, hashes = {}, {}
+    csrf, hashes, people = {}, {}, console_people(settings)
     for actor in CONSOLE_ACTORS:
-        token, csrf[actor] = await _console_login(
-            client, settings, secrets[actor.removesuffix("_session")])
+        token, hashes[actor], csrf[actor] = await _console_login(
+            client, settings, app.state.context.credentials, people[actor])
         headers[actor] = {"Cookie": f"{COOKIE}={token}"}
-        hashes[actor] = token_hash(token)
         secrets[actor] = ""
     return World(http=client, settings=settings, simulators=simulators, headers=headers,
-                 secrets=secrets, csrf=csrf, session_hash=hashes, accepted=accepted.json(),
-                 queued=queued.json(), b_claim=b_claim.json())
+                 secrets=secrets, people=people, csrf=csrf, session_hash=hashes,
+                 accepted=accepted.json(), queued=queued.json(), b_claim=b_claim.json())
 
 
 # --------------------------------------------------------------------------- the table
@@ -375,9 +392,35 @@ async def receipt_status(world: World, actor: str) -> httpx.Response:
 
 
 async def console_login(world: World, actor: str) -> httpx.Response:
-    answer = await world.http.post("/console/login", data={"key": world.secrets[actor]})
+    """The login form as the console's own page posts it (with its login token): a person
+    brings their e-mail and password; any other caller its API key (or none), as the
+    old key field and as a password: a key opens no session."""
+    page = await world.http.get("/console/login")
+    form = {"login_token": form_value(LOGIN_TOKEN, page.text)}
+    if actor in world.people:
+        person = world.people[actor]
+        form |= {"email": person.email, "password": person.password}
+    else:
+        form |= {"key": world.secrets[actor], "email": "", "password": world.secrets[actor]}
+    answer = await world.http.post("/console/login", data=form)
+    world.extra["login_cookie"] = answer.cookies.get(COOKIE)
     world.http.cookies.clear()
     return answer
+
+
+def no_session_opened(world: World, answer: httpx.Response) -> None:
+    assert COOKIE not in answer.headers.get("set-cookie", ""), "a key opened a session"
+    assert "Identifiant ou mot de passe incorrect." in answer.text
+    html_page(world, answer)
+
+
+async def second_factor_pending(world: World, answer: httpx.Response) -> None:
+    """The password alone opens no page: the session waits for the second factor."""
+    redirects_to("/console/login/code")(world, answer)
+    token = world.extra.pop("login_cookie")
+    assert token, "no session cookie after the password"
+    home = await world.http.get("/console/", headers={"Cookie": f"{COOKIE}={token}"})
+    assert home.status_code == 303 and home.headers["location"] == "/console/login"
 
 
 async def console_logout(world: World, actor: str) -> httpx.Response:
@@ -386,6 +429,19 @@ async def console_logout(world: World, actor: str) -> httpx.Response:
                                    headers=world.headers[actor])
     world.http.cookies.clear()
     return answer
+
+
+def one_time_password_shown(world: World, answer: httpx.Response) -> None:
+    assert 'id="one-time-password"' in answer.text, answer.text
+
+
+async def no_new_account(world: World) -> None:
+    database = Database(world.settings.database_url)
+    try:
+        count = database.read_now(lambda s: len(s.exec(select(User)).all()))
+    finally:
+        database.engine.dispose()
+    assert count == len(CONSOLE_ACTORS), "an account was created by someone not allowed to"
 
 
 async def a_session_alive(world: World) -> None:
@@ -494,11 +550,32 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         "console-public", get(lambda w: "/console/login"),
         dict.fromkeys(ACTORS, Expect(200, html_page)), owners=ACTORS),
     ("POST", "/console/login"): RouteSpec("console-public", console_login, {
-        # the form takes a key: none (a session actor has none) or a bad one: the form again
-        **dict.fromkeys(("anonymous", "bad_key", *CONSOLE_ACTORS), Expect(401, html_page)),
-        "A": Expect(303, redirects_to("/console/")), "B": Expect(303, redirects_to("/console/")),
-        **dict.fromkeys(("operations", "operations_elsewhere", "admin"), TO_BOARD),
+        # people log in; an API key (good, bad or none) is refused: the form again
+        **dict.fromkeys(KEY_ACTORS, Expect(401, no_session_opened)),
+        **dict.fromkeys(CONSOLE_ACTORS, Expect(303, second_factor_pending)),
     }, owners=ACTORS),
+    # the login's later steps need a login in progress: none, or an open session, is sent
+    # back to the login page (and the open session stays as it was)
+    **{(method, f"/console/login/{step}"): console(
+        "console-login-step",
+        get(lambda w, step=step: f"/console/login/{step}") if method == "GET" else
+        console_post(lambda w, step=step: f"/console/login/{step}", form),
+        owners=(), unchanged=a_session_alive, **dict.fromkeys(CONSOLE_ACTORS, TO_LOGIN))
+       for step, form in (("password", {"password": "x" * 16, "confirmation": "x" * 16}),
+                          ("enrol", {"code": "000000"}), ("code", {"code": "000000"}))
+       for method in ("GET", "POST")},
+    ("POST", "/console/logout-everywhere"): console(
+        # each person ends their own sessions only, never A's
+        "console-session", console_post(lambda w: "/console/logout-everywhere"),
+        unchanged=a_session_alive, A_session=Expect(303, a_session_ended),
+        **dict.fromkeys(("B_session", *STAFF_SESSIONS), TO_LOGIN)),
+    # Pro Santé Connect is not configured in these settings: no such page, for anyone
+    ("GET", "/console/psc/start"): RouteSpec(
+        "console-public", get(lambda w: "/console/psc/start"),
+        dict.fromkeys(ACTORS, PAGE_404), owners=()),
+    ("GET", "/console/psc/callback"): RouteSpec(
+        "console-public", get(lambda w: "/console/psc/callback?code=x&state=y"),
+        dict.fromkeys(ACTORS, PAGE_404), owners=()),
     ("POST", "/console/logout"): console(
         # each session ends itself only, never A's
         "console-session", console_logout, unchanged=a_session_alive,
@@ -534,6 +611,18 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         TO_BOARD, unchanged=no_replay_of_opera),
     ("GET", "/console/audit"): staff_console(
         get(lambda w: "/console/audit"), STAFF_PAGE, admin_only=True),
+    # accounts: every staff member sees the list (to unlock); only an admin changes them
+    ("GET", "/console/users"): staff_console(
+        get(lambda w: "/console/users"), STAFF_PAGE, elsewhere=STAFF_PAGE),
+    ("POST", "/console/users"): staff_console(
+        console_post(lambda w: "/console/users", {
+            "role": "operations", "name": "Nouvelle Personne",
+            "email": "nouvelle@test.invalid"}),
+        Expect(200, one_time_password_shown), admin_only=True, unchanged=no_new_account),
+    ("POST", "/console/users/{user_id}/{action}"): staff_console(
+        console_post(lambda w: f"/console/users/{w.people['A_session'].user_id}/disable"),
+        Expect(303, redirects_to("/console/users")), admin_only=True,
+        unchanged=a_session_alive),
     # the demo controls exist only in an app built by `gateway demo`: 404 for any session
     ("POST", "/console/demo/fault"): console(
         "console-demo", console_post(lambda w: "/console/demo/fault",

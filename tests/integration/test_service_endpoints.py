@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from console_people import make_person, post_password
 
 from gateway.main import create_app
 
@@ -68,6 +69,13 @@ async def test_nul_characters_are_refused_not_passed_to_the_database(client, pha
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_a_nul_in_a_console_login_key_is_a_plain_refusal(client):
-    response = await client.post("/console/login", data={"key": "key_\x00.secret"})
-    assert response.status_code == 401
+async def test_a_nul_in_the_console_login_form_is_a_plain_refusal(client, settings, app):
+    person = make_person(settings)
+    for email, password in (("nobody\x00@test.invalid", "secret\x00"),
+                            (person.email + "\x00", person.password),
+                            (person.email, person.password + "\x00"),
+                            (person.email, "\x00" + person.password)):
+        response = await post_password(client, email, password)
+        assert response.status_code == 401, (email, password, response.text)
+        assert "Identifiant ou mot de passe incorrect." in response.text
+        assert "gw_console" not in response.headers.get("set-cookie", "")
