@@ -141,10 +141,11 @@ def run_phase(procs: Procs, phase: Phase, args: argparse.Namespace) -> None:
                           operator={"drain_per_s": phase.drain_per_s, "drain_ramp_s": 0,
                                     "breaker_reset_s": 1, "breaker_reset_max_s": 2})
     key = create_key(config)
+    board_key = create_key(config, role="operations")  # queue counts are for operations only
     url, gateway = procs.gateway(config, port)
     tag = secrets.token_hex(4)
     asyncio.run(trip_breaker(url, key, sim_url, tag))
-    already = operator_board(url, key)["queued"]
+    already = operator_board(url, board_key)["queued"]
     t0 = time.monotonic()
     phase.fill = args.fill
     if args.fill == "api":
@@ -154,7 +155,7 @@ def run_phase(procs: Procs, phase: Phase, args: argparse.Namespace) -> None:
     else:
         fill_direct(config, phase.wanted - already, tag)
     phase.fill_s = time.monotonic() - t0
-    row = operator_board(url, key, timeout=30.0)
+    row = operator_board(url, board_key, timeout=30.0)
     phase.total = row["queued"] + row["pending"]
     print(f"[{phase.label}] queued {phase.total} claims ({args.fill} fill, {phase.fill_s:.1f} s), "
           f"breaker {row['state']}; operator up now", flush=True)
@@ -164,7 +165,7 @@ def run_phase(procs: Procs, phase: Phase, args: argparse.Namespace) -> None:
     up, t_up = time.time(), time.monotonic()
     while time.monotonic() - t_up < args.max_seconds:
         time.sleep(POLL_S)
-        row = operator_board(url, key, timeout=30.0)
+        row = operator_board(url, board_key, timeout=30.0)
         if row["queued"] + row["pending"] == 0:
             phase.finished = True
             break
