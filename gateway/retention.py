@@ -24,7 +24,16 @@ from sqlmodel import Session, col
 from gateway.audit import SYSTEM, AuditLog
 from gateway.context import AppContext
 from gateway.db import Database, is_sqlite
-from gateway.models import Claim, ClaimHistory, DataKey, Receipt, RightsCacheEntry, utcnow
+from gateway.models import (
+    Claim,
+    ClaimHistory,
+    ConsoleSession,
+    DataKey,
+    LoginThrottle,
+    Receipt,
+    RightsCacheEntry,
+    utcnow,
+)
 from gateway.security.apikeys import Principal
 from gateway.security.envelope import shred
 from gateway.settings import Settings
@@ -34,6 +43,8 @@ FINAL_STATUSES = ("accepted", "rejected", "cancelled")
 PURGE_LOCK = 0x70757267  # "purg": one purge at a time across instances (PostgreSQL)
 SHRED_GRACE = timedelta(days=2)  # a month's key is shredded only well after the month ends
 CHUNK = 500
+LOGIN_ROWS_KEPT = timedelta(days=2)  # longer than any login window (at most a day)
+SESSIONS_KEPT = timedelta(days=8)  # longer than any session lives (at most a week)
 FIRST_RUN_S = 60.0
 EVERY_S = 3600.0
 
@@ -62,6 +73,7 @@ def purge(
     claims = _purge_claims(session, cutoff=now - timedelta(days=retention_days), now=now)
     rights = session.execute(delete(RightsCacheEntry).where(
         col(RightsCacheEntry.as_of) < now - timedelta(days=rights_cache_days)))
+    _purge_login_bookkeeping(session, now)
     unused = _unused_data_keys(session, now)
     shredded = shred(session, unused, now=now)
     if dialect == "sqlite":
@@ -92,6 +104,16 @@ def _purge_claims(session: Session, *, cutoff: datetime, now: datetime) -> int:
                                       detail="personal data purged (retention)")
                          for row in chunk])
     return len(rows)
+
+
+def _purge_login_bookkeeping(session: Session, now: datetime) -> None:
+    """Login windows and console sessions long over: one row per address ever seen would
+    otherwise grow without end (an attacker rotating addresses makes it grow fast)."""
+    session.execute(delete(LoginThrottle).where(
+        col(LoginThrottle.window_started_at) < now - LOGIN_ROWS_KEPT))
+    session.execute(delete(ConsoleSession).where(
+        (col(ConsoleSession.ended_at) < now - LOGIN_ROWS_KEPT)
+        | (col(ConsoleSession.created_at) < now - SESSIONS_KEPT)))
 
 
 def _unused_data_keys(session: Session, now: datetime) -> list[str]:

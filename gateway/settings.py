@@ -104,9 +104,9 @@ class ConsoleSettings(_Section):
 
     lock_after_failures: int = Field(5, ge=1)  # consecutive failures, then operations unlocks
     address_failures_per_window: int = Field(20, ge=1)  # failed logins per client address...
-    address_window_s: int = Field(900, ge=60)  # ...within this window, then 429
+    address_window_s: int = Field(900, ge=60, le=86400)  # ...within this window, then 429
     idle_timeout_s: int = Field(1800, ge=60)  # what the person does, not the page's refresh
-    max_session_s: int = Field(12 * 3600, ge=300)
+    max_session_s: int = Field(12 * 3600, ge=300, le=7 * 86400)
     pending_login_s: int = Field(300, ge=30)  # between the password and the second factor
 
 

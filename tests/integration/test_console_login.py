@@ -368,3 +368,27 @@ async def test_the_first_unknown_account_is_audited_even_after_a_known_ones_fail
     entries = [e for e in audit(settings) if e[0] == "console.login"]
     assert entries == [("console.login", person.user_id, "refused"),
                        ("console.login", None, "refused_unknown")]
+
+
+async def test_the_purge_forgets_old_login_windows_and_sessions(app, settings):
+    from gateway.models import LoginThrottle
+    from gateway.retention import purge
+
+    person = make_person(settings)
+    async with browser(app) as http:
+        await post_password(http, "nobody@test.invalid", "x")
+        await log_in(http, person)
+    long_ago = utcnow() - timedelta(days=9)
+
+    def age(session):
+        for row in session.exec(select(LoginThrottle)).all():
+            row.window_started_at = long_ago
+            session.add(row)
+        for row in session.exec(select(ConsoleSession)).all():
+            row.created_at = long_ago
+            session.add(row)
+
+    write(settings, age)
+    write(settings, lambda s: purge(s, now=utcnow(), retention_days=400, rights_cache_days=30))
+    assert read(settings, lambda s: s.exec(select(LoginThrottle)).all()) == []
+    assert read(settings, lambda s: s.exec(select(ConsoleSession)).all()) == []
