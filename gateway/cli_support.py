@@ -31,10 +31,11 @@ def migrated_settings(config: Path | None) -> Settings:
     """Settings with the database brought up to date: every DB command starts so."""
     from gateway.identity.credentials import CredentialKeys
     from gateway.migrate import upgrade
-    from gateway.security.keyring import load_credential_key
+    from gateway.security.keyring import load_credential_key, load_keyring
 
     settings = settings_or_exit(config)
     try:
+        load_keyring(settings)  # every key, in the order the gateway's start names them
         credentials = CredentialKeys(load_credential_key(settings))
     except ConfigError as exc:
         raise fail(f"configuration: {exc}") from None

@@ -45,6 +45,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_migrated() -> str:
+    """The test database, emptied and migrated from nothing once per run: a schema left by
+    an earlier run of other code (a migration since changed) never leaks into this one."""
+    engine = create_engine(sync_url(POSTGRES_URL))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
     upgrade(POSTGRES_URL)
     return POSTGRES_URL
 

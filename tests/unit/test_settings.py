@@ -114,6 +114,15 @@ def test_production_requires_every_key(tmp_path):
     assert not (tmp_path / "data_key.b64").exists()
 
 
+def test_production_requires_the_credential_key(tmp_path):
+    from gateway.security.keyring import load_credential_key
+
+    settings = load_settings(write(tmp_path, f'data_dir = "{tmp_path}"\n'))
+    with pytest.raises(ConfigError, match="security.credential_key"):
+        load_credential_key(settings)
+    assert not (tmp_path / "credential_key.b64").exists()
+
+
 def test_keys_accept_standard_and_urlsafe_base64_padded_or_not(tmp_path):
     raw = bytes(range(250, 256)) + bytes(26)
     keys = {
