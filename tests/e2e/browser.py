@@ -91,3 +91,35 @@ def running_demo(cwd: Path, timeout: float = 25) -> Iterator[Demo]:
         yield Demo(url, pharmacy.group(1), operations.group(1), _accounts(banner),
                    {"opera": f"http://127.0.0.1:{port + 1}",
                     "santex": f"http://127.0.0.1:{port + 2}"})
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright (the caller checked both exist)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True, timeout=30_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def french_page(browser: Any, wait_ms: int = 10_000) -> Iterator[Any]:
+    """A fresh context (no cookies) and its page, in French, with bounded waits."""
+    context = browser.new_context(viewport=VIEWPORT, locale="fr-FR")
+    context.set_default_timeout(wait_ms)
+    context.set_default_navigation_timeout(wait_ms)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    """A full-page screenshot under artifacts/screenshots/ (the README's come from here)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)

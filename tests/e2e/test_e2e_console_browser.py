@@ -11,14 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    SCREENSHOTS,
-    VIEWPORT,
-    Demo,
-    running_demo,
-)
+from browser import CHROMIUM, Demo, chromium, french_page, running_demo, shot
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +28,8 @@ NAMES = ("Martin", "Claire")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                              headless=True, timeout=30_000)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as running_browser:
+        yield running_browser
 
 
 @pytest.fixture
@@ -52,18 +40,9 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT, locale="fr-FR")
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with french_page(browser, WAIT_MS) as fresh:
+        yield fresh
 
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def log_in(page: Page, demo: Demo, who: str, home: str, *, code_shot: str = "") -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, Demo, running_demo
+from browser import CHROMIUM, Demo, chromium, french_page, running_demo, shot
 from procs import clean_env, gateway
 
 pytestmark = pytest.mark.slow
@@ -65,13 +65,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                              headless=True, timeout=30_000)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as running_browser:
+        yield running_browser
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +80,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 @pytest.fixture
 def page(browser: Browser, running: Running) -> Iterator[Page]:
     running.psc_mode("ok")
-    context = browser.new_context(viewport=VIEWPORT, locale="fr-FR")
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with french_page(browser, WAIT_MS) as fresh:
+        yield fresh
 
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def through_psc(page: Page, running: Running, rpps: str) -> None:
