@@ -52,7 +52,9 @@ def serve(
         raise fail(f"configuration: {exc}") from None
     settle_heap()
     # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
-    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
+    # log_config=None: uvicorn keeps the gateway's logging, whose filter masks personal data
+    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False,
+                log_config=None)
 
 
 @app.command()

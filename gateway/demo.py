@@ -200,7 +200,7 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
     )
     gateway = uvicorn.Server(
         # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
-        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
+        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, log_config=None,
                        proxy_headers=False)
     )
     servers.append((gateway, gateway_socket))

@@ -2,8 +2,9 @@
 
 What stays of a purged claim is the pseudonymous accounting record: ids, amounts,
 statuses, operator, dates. Its payload is emptied and its keyed hashes (NIR,
-beneficiary, request) are cleared. Queued, pending and failed claims are never
-purged: they still have to be sent or looked at. Then every data key that no
+beneficiary, request) are cleared. Failed claims are purged like settled ones once
+retention is over (operations staff had `retention_days` to look at them); queued and
+pending claims never are: they still have to be sent. Then every data key that no
 record uses any more, in a month that is over, is shredded.
 
 On SQLite the purge runs with `secure_delete` and is followed by a WAL checkpoint,
@@ -39,7 +40,7 @@ from gateway.security.envelope import shred
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
-FINAL_STATUSES = ("accepted", "rejected", "cancelled")
+PURGEABLE_STATUSES = ("accepted", "rejected", "cancelled", "failed")
 PURGE_LOCK = 0x70757267  # "purg": one purge at a time across instances (PostgreSQL)
 SHRED_GRACE = timedelta(days=2)  # a month's key is shredded only well after the month ends
 CHUNK = 500
@@ -84,7 +85,7 @@ def purge(
 
 def _purge_claims(session: Session, *, cutoff: datetime, now: datetime) -> int:
     rows = session.execute(select(Claim.id, Claim.status).where(
-        col(Claim.status).in_(FINAL_STATUSES), col(Claim.updated_at) < cutoff,
+        col(Claim.status).in_(PURGEABLE_STATUSES), col(Claim.updated_at) < cutoff,
         col(Claim.purged_at).is_(None), col(Claim.cancellation_pending).is_(False),
     )).all()
     for start in range(0, len(rows), CHUNK):

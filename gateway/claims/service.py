@@ -20,6 +20,7 @@ from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
 from gateway.claims import repository, transitions
+from gateway.claims.operator_texts import refusal_detail
 from gateway.claims.presenter import payload_context, to_public
 from gateway.claims.rules import check_claim_rules
 from gateway.claims.schemas import ClaimCreate, ClaimPublic
@@ -240,7 +241,7 @@ async def _send(
         return SubmitResult(to_public(queued, ctx.cipher, receipt, ctx.receipts), 202,
                             replayed=False)
     except OperatorRejected as exc:
-        detail = f"operator refused the request: {exc.code} {exc.label}"[:500]
+        detail = refusal_detail(exc.code)
         await ctx.db.write(lambda session: _first_answer(
             session, claim.id, OperatorRefused.status,
             lambda c: transitions.refuse(session, c, detail)))

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
+from gateway.claims.operator_texts import message_for, safe_code, safe_reference
 from gateway.models import Claim, ClaimHistory, utcnow
 from gateway.receipts import lifecycle
 
@@ -29,11 +30,12 @@ def settle(session: Session, claim: Claim, outcome: ClaimOutcome) -> None:
     claim.last_error = None
     if outcome.status == "accepted":
         claim.amc_covered_cents = outcome.amc_cents
-        claim.operator_reference = outcome.reference
+        claim.operator_reference = safe_reference(outcome.reference)
         repository.record(session, claim, "accepted", f"accepted by {claim.operator}")
     else:
-        claim.rejection_code = (outcome.code or "unknown")[:64]
-        claim.rejection_label = (outcome.label or "")[:500]
+        # the operator's code, checked; never its label: see operator_texts
+        claim.rejection_code = safe_code(outcome.code)
+        claim.rejection_label = message_for(claim.rejection_code)
         repository.record(session, claim, "rejected", f"rejected: {claim.rejection_code}")
     lifecycle.follow(session, claim)
 

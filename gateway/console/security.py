@@ -18,8 +18,14 @@ HEADERS = [
 ]
 
 
+NO_STORE_PREFIXES = ("/v1/", "/console")  # personal data, receipts, sessions: never cached
+NO_STORE = [(b"cache-control", b"no-store")]
+
+
 class SecurityHeadersMiddleware:
-    """Adds the headers to every HTTP answer; the API's JSON gains nothing by lacking them."""
+    """Adds the headers to every HTTP answer; the API's JSON gains nothing by lacking them.
+    Answers of the API and the console are `Cache-Control: no-store` unless they say
+    otherwise: a claim, a rights answer or a printed receipt stays out of every cache."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,11 +35,14 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        extra = HEADERS + NO_STORE if scope.get("path", "").startswith(NO_STORE_PREFIXES) \
+            else HEADERS
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = list(message.get("headers", [])) + [
-                    (name, value) for name, value in HEADERS if name not in present]
+                    (name, value) for name, value in extra if name not in present]
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -20,6 +20,7 @@ from sqlmodel import Session
 from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.claims import transitions
 from gateway.claims.cancel import confirm_cancelled
+from gateway.claims.operator_texts import refusal_detail
 from gateway.claims.presenter import payload_context
 from gateway.claims.service import LEASE_GRACE_S, wire_claim
 from gateway.context import AppContext
@@ -173,7 +174,7 @@ class DrainWorker:
                 max_age=timedelta(seconds=self.operator.settings.max_queue_age_s)))
             return
         except OperatorRejected as exc:
-            detail = f"operator refused the request: {exc.code} {exc.label}"
+            detail = refusal_detail(exc.code)
             await self._finish(claim.id, lambda s, c: transitions.refuse(s, c, detail))
             return
         except DecryptionError:  # its data key is missing: only operations staff can help

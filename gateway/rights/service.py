@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from adapters.base import OperatorRejected, OperatorUnavailable, RightsRequest
+from gateway.claims.operator_texts import refusal_detail
 from gateway.context import AppContext
 from gateway.errors import OperatorRefused, UnknownInsurer
 from gateway.models import RightsCacheEntry, utcnow
@@ -50,7 +51,7 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
         await ctx.db.write(lambda session: ctx.audit_log.append(
             session, principal, "rights.lookup", object_id=operator.name,
             outcome="refused", unusual=unusual))
-        raise OperatorRefused(f"operator refused the rights request: {exc.code}") from None
+        raise OperatorRefused(refusal_detail(exc.code)) from None
     now = utcnow()
     public = RightsPublic(covered=answer.covered, source="operator", as_of=now,
                           valid_to=answer.valid_to, guarantees=answer.guarantees)
