@@ -34,6 +34,12 @@ app.command("psc-simulator")(psc_simulator_command)
 app.command("purge")(purge_command)
 keys_app.command("rotate-data-key")(rotate_data_key_command)
 
+DEVELOPMENT_WARNING = """\
+*** DEVELOPMENT MODE ***  missing keys are generated and kept under {data_dir}/ next to
+the database: anyone who can read that folder reads everything. Never serve real
+patients' data like this: set environment = "production" and give every key."""
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -46,6 +52,8 @@ def serve(
     from gateway.main import create_app, settle_heap
 
     settings = migrated_settings(config)
+    if settings.is_development:
+        typer.echo(DEVELOPMENT_WARNING.format(data_dir=settings.data_dir), err=True)
     try:
         application = create_app(settings)
     except ConfigError as exc:

@@ -24,6 +24,7 @@ rows it held fails with it, and nothing else does.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -57,9 +58,17 @@ def sync_url(url: str) -> str:
 
 
 def ensure_sqlite_dir(url: str) -> None:
+    """The SQLite file's directory, and the file itself created owner-only (0600) before
+    SQLite makes it world-readable by the umask: it holds health data, and SQLite gives
+    its -wal and -shm files the main file's mode."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
 
 
 def configure_sqlite(engine: Engine) -> None:

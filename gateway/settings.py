@@ -6,6 +6,8 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import ipaddress
 import json
@@ -58,6 +60,57 @@ class SecuritySettings(_Section):
     previous_signing_keys: list[SecretStr] = Field(
         default_factory=list, description="older receipt signing seeds, still published"
     )
+    # HMAC of every breaker message shared through Redis; required outside development
+    # when redis_url is set
+    redis_key: SecretStr = SecretStr("")
+    audit_head_key: SecretStr = SecretStr("")  # Ed25519 seed signing the audit chain's heads
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SecuritySettings:
+        refuse_identical_keys(self)
+        return self
+
+
+def _key_bytes(value: str) -> bytes | None:
+    """A key's bytes for comparison (standard or URL-safe base64, padded or not)."""
+    text = value.strip()
+    try:
+        return base64.b64decode((text + "=" * (-len(text) % 4)).replace("-", "+")
+                                .replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None  # the keyring reports it, naming the key
+
+
+def refuse_identical_keys(security: BaseModel) -> None:
+    """One key, one purpose: two settings holding the same key stop the start."""
+    seen: dict[bytes, str] = {}
+    for name, value in security:
+        if not isinstance(value, SecretStr) or not value.get_secret_value():
+            continue
+        raw = _key_bytes(value.get_secret_value())
+        if raw is None:
+            continue
+        if raw in seen:
+            raise ValueError(f"{name} is the same key as {seen[raw]} (one key, one purpose)")
+        seen[raw] = name
+
+
+class AuditSettings(_Section):
+    """Where signed audit heads are exported as they are made (off while empty)."""
+
+    anchor_file: str = ""  # one JSON line per head, appended (O_APPEND) and fsync'd
+    anchor_url: str = ""  # https:// receiving a POST of the same JSON, retried
+    anchor_timeout_s: float = Field(5.0, gt=0)
+    # raw Ed25519 public keys (base64url) of earlier audit head keys, still verified
+    head_public_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("anchor_url")
+    @classmethod
+    def _check_anchor_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("an anchor url is https:// (or http://) with a host")
+        return value
 
 
 class ProvisionalSettings(_Section):
@@ -72,7 +125,13 @@ class LimitsSettings(_Section):
     rights_per_minute: int = Field(120, ge=1)
     claims_per_minute: int = Field(1200, ge=1)
     receipts_per_minute: int = Field(60, ge=1)  # public receipt lookups, per client address
-    rights_distinct_per_hour: int = Field(60, ge=1)  # distinct people per key: harvesting
+    # distinct people whose rights one key, or one pharmacy's keys together, may look up in
+    # a (UTC) hour and day, counted in the database for every instance; one more: 429 and
+    # the key is suspended until operations lift it (gateway.security.abuse)
+    rights_people_per_key_per_hour: int = Field(100, ge=1)
+    rights_people_per_key_per_day: int = Field(400, ge=1)
+    rights_people_per_pharmacy_per_hour: int = Field(150, ge=1)
+    rights_people_per_pharmacy_per_day: int = Field(600, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
 
@@ -180,12 +239,15 @@ class Settings(BaseSettings):
     # client address of every per-address limit comes from those headers only behind them
     trusted_proxies: list[str] = Field(default_factory=list)
     api_docs: bool | None = None  # /docs and /openapi.json; None: in development only
+    # when set, /metrics answers only `Authorization: Bearer <metrics_token>` (a secret)
+    metrics_token: SecretStr = SecretStr("")
     retention_days: int = Field(400, ge=1)  # personal data of final claims, then purged
     security: SecuritySettings = SecuritySettings()
     provisional: ProvisionalSettings = ProvisionalSettings()
     limits: LimitsSettings = LimitsSettings()
     console: ConsoleSettings = ConsoleSettings()
     pro_sante_connect: ProSanteConnectSettings = ProSanteConnectSettings()
+    audit: AuditSettings = AuditSettings()
     operators: list[OperatorSettings] = Field(default_factory=list)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 
@@ -246,6 +308,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
     "limits": LimitsSettings,
     "console": ConsoleSettings,
     "pro_sante_connect": ProSanteConnectSettings,
+    "audit": AuditSettings,
 }
 
 

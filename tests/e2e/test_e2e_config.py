@@ -13,6 +13,7 @@ from procs import (
     free_port,
     gateway,
     operator_toml,
+    output,
     spawn,
     wait_http,
     write_config,
@@ -116,3 +117,42 @@ def test_production_with_keys_from_env_serves(tmp_path: Path) -> None:
                env=clean_env(**keys)) as proc:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, tmp_path, "prod")
     assert not (tmp_path / "var" / "data_key.b64").exists()  # no dev key was generated
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_config_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    config = tmp_path / "shipped.toml"
+    config.write_text((REPOSITORY / "config" / "gateway.toml").read_text())
+    done = gateway("serve", "--config", str(config), "--port", str(free_port()), cwd=tmp_path,
+                   timeout=30)
+    assert done.returncode == 1
+    assert "security.data_key: required outside development" in done.stderr
+    assert not (tmp_path / "var").exists()  # no key generated, no database made
+
+
+def test_identical_keys_stop_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "prod.toml"
+    path.write_text(dev_config(OPERA, environment="production"))
+    same = base64.b64encode(bytes(range(32))).decode()
+    keys = {f"GATEWAY_SECURITY__{name}": base64.b64encode(bytes([i]) * 32).decode()
+            for i, name in enumerate(["DATA_KEY", "INDEX_KEY", "SIGNING_KEY", "AUDIT_KEY",
+                                      "CREDENTIAL_KEY"], start=1)}
+    keys["GATEWAY_SECURITY__INDEX_KEY"] = same
+    keys["GATEWAY_SECURITY__AUDIT_KEY"] = same.rstrip("=").replace("+", "-").replace("/", "_")
+    done = gateway("serve", "--config", str(path), "--port", str(free_port()), cwd=tmp_path,
+                   env=clean_env(**keys), timeout=30)
+    assert done.returncode == 1
+    assert "audit_key is the same key as index_key" in done.stderr
+
+
+def test_serve_in_development_says_so_loudly(tmp_path: Path) -> None:
+    path = tmp_path / "dev.toml"
+    path.write_text(dev_config(OPERA))
+    with spawn("serve", "--config", str(path), "--port", str(port := free_port()),
+               cwd=tmp_path, name="dev") as proc:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, tmp_path, "dev")
+    assert "DEVELOPMENT MODE" in output(tmp_path, "dev")
+    database = next(tmp_path.rglob("*.db"))
+    assert oct(database.stat().st_mode & 0o777) == "0o600"

@@ -124,15 +124,24 @@ def test_production_requires_the_credential_key(tmp_path):
 
 
 def test_keys_accept_standard_and_urlsafe_base64_padded_or_not(tmp_path):
-    raw = bytes(range(250, 256)) + bytes(26)
+    raws = [bytes(range(250, 256)) + bytes([n]) * 26 for n in (1, 2, 3)]  # + and / inside
     keys = {
-        "data_key": base64.b64encode(raw).decode(),
-        "index_key": base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        "signing_key": base64.b64encode(raw).decode().rstrip("="),
+        "data_key": base64.b64encode(raws[0]).decode(),
+        "index_key": base64.urlsafe_b64encode(raws[1]).decode().rstrip("="),
+        "signing_key": base64.b64encode(raws[2]).decode().rstrip("="),
     }
     body = "[security]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
     ring = load_keyring(load_settings(write(tmp_path, body)))
-    assert ring.data_key == ring.index_key == ring.signing_key == raw
+    assert [ring.data_key, ring.index_key, ring.signing_key] == raws
+
+
+def test_the_same_key_under_two_names_is_refused(tmp_path):
+    raw = bytes(range(250, 256)) + bytes(26)
+    body = ("[security]\n"
+            f'data_key = "{base64.b64encode(raw).decode()}"\n'
+            f'index_key = "{base64.urlsafe_b64encode(raw).decode().rstrip("=")}"\n')
+    with pytest.raises(ConfigError, match="index_key is the same key as data_key"):
+        load_settings(write(tmp_path, body))
 
 
 def test_a_short_key_is_refused(tmp_path):
