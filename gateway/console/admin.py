@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from gateway.audit import Verification
-from gateway.audit_heads import verify_trail
+from gateway.audit_heads import head_keys_of, verify_trail
 from gateway.console import repository
 from gateway.console.views import render
 from gateway.console.web import role_in
@@ -55,11 +55,11 @@ def verdict(result: Verification) -> str:
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page(request: Request, ctx: ContextDep, user: AdminDep) -> HTMLResponse:
-    jwks = ctx.receipts.signer.jwks()
+    keys = head_keys_of(ctx.settings)  # the audit head keys, and the receipt keys (legacy)
 
     def load(session: Session) -> tuple[list[AuditEntry], Verification]:
         return (repository.latest_audit(session, limit=SHOWN),
-                verify_trail(session, audit_log=ctx.audit_log, jwks=jwks))
+                verify_trail(session, audit_log=ctx.audit_log, keys=keys))
 
     entries, result = await ctx.db.read(load)
     rows = [AuditRow(e.id or 0, e.at, e.actor, e.role, e.action, e.object_id, e.outcome)

@@ -92,6 +92,11 @@ class Cipher:
         return _open(aead, body[:NONCE_BYTES], body[NONCE_BYTES:],
                      blob[:header_len] + context.encode())
 
+    def on_current_master(self, blob: bytes) -> bool:
+        """A version 1 blob under the current master key (nothing to re-encrypt after a
+        master rotation)."""
+        return blob[:1] == bytes([BLOB_VERSION]) and blob[1:5] == self._current_id
+
     @staticmethod
     def data_key_of(blob: bytes) -> str | None:
         """The DEK an envelope blob names; None for a master-key or malformed blob."""

@@ -3,12 +3,20 @@
 A scope is a pharmacy and a month for claims (`claims:{finess}:{YYYY-MM}`) and a
 month for the rights cache (`rights:{YYYY-MM}`). Each DEK is stored in `data_keys`
 wrapped (AES-256-GCM) by the master `data_key`, with the master's key id; the
-previous master keys still unwrap. Rotating the master re-wraps these rows only,
-and erasing a row's wrapped key (crypto-shredding) leaves every record it
-encrypted unreadable.
+previous master keys still unwrap. Erasing a row's wrapped key (crypto-shredding)
+leaves every record it encrypted unreadable wherever that row is gone (not in a
+backup taken before: see docs/SECURITY.md).
+
+Rotation (`gateway keys rotate-data-key`) re-wraps every live DEK under the current
+master and retires it (`retired_at`): a retired DEK still decrypts, but new records
+get a fresh DEK, so a copy of `data_keys` plus the old master reads nothing written
+after the rotation. `gateway.security.reencrypt` then moves old records to fresh
+DEKs and shreds the retired ones.
 
 Unwrapped DEKs are cached in memory, re-checked against the table every
-`recheck_s` so a key shredded by another instance stops working here too. A new
+`recheck_s` so a key shredded by another instance stops working here too. The DEK a
+scope's new records use is looked up again every `current_recheck_s` (5 s): that is
+how long a running instance may go on using a DEK another process retired. A new
 DEK is written in the caller's own write transaction when the calling thread is
 inside one (SQLite has a single writer: a second transaction would wait for the
 first, which waits for us), and in its own short transaction otherwise; engine
@@ -41,6 +49,7 @@ from gateway.security.keyring import KeyRing
 T = TypeVar("T")
 WRAP_NONCE_BYTES = 12
 RECHECK_S = 300.0
+CURRENT_RECHECK_S = 5.0  # at most this long after a rotation, new records use a retired DEK
 DATA_KEYS = DataKey.__table__  # type: ignore[attr-defined]
 
 
@@ -99,6 +108,15 @@ def rewrap_data_keys(session: Session, keyring: KeyRing) -> int:
     return len(rows)
 
 
+def retire_data_keys(session: Session, *, now: datetime) -> int:
+    """Retire every live DEK: still decrypts, never encrypts again (new records get new DEKs)."""
+    result = session.execute(
+        update(DataKey).where(col(DataKey.wrapped).is_not(None), col(DataKey.retired_at).is_(None))
+        .values(retired_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def shred(session: Session, dek_ids: Iterable[str], *, now: datetime) -> int:
     """Erase the wrapped keys: what they encrypted can no longer be read by anyone."""
     ids = list(dek_ids)
@@ -130,14 +148,17 @@ class DataKeyStore:
     """Finds, creates and caches DEKs for the Cipher; safe to use from any thread."""
 
     def __init__(self, db: Database, keyring: KeyRing, *, recheck_s: float = RECHECK_S,
+                 current_recheck_s: float = CURRENT_RECHECK_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._masters = MasterKeys(keyring)
         self._recheck_s = recheck_s
+        self._current_recheck_s = current_recheck_s
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, _Cached] = {}
-        self._current: dict[str, str] = {}  # scope -> the DEK new records use
+        # scope -> the DEK new records use, and when the table last said it was not retired
+        self._current: dict[str, tuple[str, float]] = {}
         self._local = threading.local()
         event.listen(db.engine, "begin", self._on_begin)
         event.listen(db.engine, "commit", self._on_end)
@@ -149,9 +170,10 @@ class DataKeyStore:
             dek_id = txn.by_scope[scope]
             return dek_id, txn.keys[dek_id]
         with self._lock:
-            dek_id = self._current.get(scope, "")
+            dek_id, picked_at = self._current.get(scope, ("", 0.0))
             cached = self._keys.get(dek_id)
-        if cached is not None and self._fresh(cached):
+        if (cached is not None and self._fresh(cached)
+                and self._clock() - picked_at < self._current_recheck_s):
             return dek_id, cached.aead
         if txn is not None:
             return self._find_or_create(txn.conn, scope, txn)
@@ -180,13 +202,14 @@ class DataKeyStore:
         with self._lock:
             for dek_id in gone:
                 self._keys.pop(dek_id, None)
-            for scope in [s for s, d in self._current.items() if d in gone]:
+            for scope in [s for s, (d, _) in self._current.items() if d in gone]:
                 del self._current[scope]
 
     def _find_or_create(self, conn: Connection, scope: str, txn: _Txn | None) -> tuple[
             str, AESGCM]:
         rows = conn.execute(
-            select(DATA_KEYS).where(DATA_KEYS.c.scope == scope, DATA_KEYS.c.wrapped.is_not(None))
+            select(DATA_KEYS).where(DATA_KEYS.c.scope == scope, DATA_KEYS.c.wrapped.is_not(None),
+                                    DATA_KEYS.c.retired_at.is_(None))
             .order_by(DATA_KEYS.c.created_at.desc())
         ).all()
         usable: Row[Any] | None = next(
@@ -216,9 +239,10 @@ class DataKeyStore:
 
     def _remember(self, dek_id: str, aead: AESGCM, *, scope: str | None = None) -> None:
         with self._lock:
-            self._keys[dek_id] = _Cached(aead, self._clock())
+            now = self._clock()
+            self._keys[dek_id] = _Cached(aead, now)
             if scope is not None:
-                self._current[scope] = dek_id
+                self._current[scope] = (dek_id, now)
 
     def _fresh(self, cached: _Cached) -> bool:
         return self._clock() - cached.checked_at < self._recheck_s

@@ -1,9 +1,10 @@
 """The gateway's secret keys: loaded from settings, or generated under data_dir in development.
 
 One key, one purpose: `data_key` encrypts personal data, `index_key` computes the
-keyed hashes used for lookups, `signing_key` signs receipts and the audit chain's
-head, `audit_key` seals each audit entry (HMAC). Outside development a missing key
-stops the start.
+keyed hashes used for lookups, `signing_key` signs receipts, `audit_key` seals each
+audit entry (HMAC), `audit_head_key` signs the audit chain's heads, `redis_key` MACs
+the breaker messages shared through Redis (needed only with `redis_url`). Outside
+development a missing key stops the start.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ def load_audit_key(settings: Settings) -> bytes:
 def load_credential_key(settings: Settings) -> bytes:
     """The pepper of stored credentials and the key of their row MACs."""
     return _required_key(settings, "credential_key")
+
+
+def load_audit_head_key(settings: Settings) -> bytes:
+    """The Ed25519 seed that signs the audit chain's heads: a key of their own."""
+    return _required_key(settings, "audit_head_key")
+
+
+def load_redis_key(settings: Settings) -> bytes | None:
+    """The HMAC key of breaker messages shared through Redis; None without `redis_url`."""
+    return _required_key(settings, "redis_key") if settings.redis_url else None
 
 
 def load_keyring(settings: Settings) -> KeyRing:

@@ -1,4 +1,8 @@
-"""Breaker state shared through a real Redis: needs GATEWAY_TEST_REDIS_URL."""
+"""Breaker state shared through a real Redis: needs GATEWAY_TEST_REDIS_URL.
+
+Messages carry an HMAC under the deployment's key, bound to its namespace: unsigned,
+wrongly signed, stale or foreign ones are dropped and counted; a remote open time is
+capped at the operator's `breaker_reset_max_s`."""
 
 from __future__ import annotations
 
@@ -15,15 +19,17 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from gateway.metrics import REGISTRY
 from gateway.operators import Operator
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import Guard
-from gateway.resilience.shared import run_breaker_sync
+from gateway.resilience.shared import MessageSeal, run_breaker_sync
 from gateway.settings import OperatorSettings
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "")
 UNREACHABLE_URL = "redis://127.0.0.1:1/0"
 NAMES = ("opera", "santex")
+KEY = bytes(range(32))
 
 pytestmark = [
     pytest.mark.anyio,
@@ -123,7 +129,7 @@ async def instance(
     stopping = asyncio.Event()
     channel = f"{prefix}:breakers"
     task = asyncio.create_task(run_breaker_sync(
-        operators, url, f"instance-{uuid.uuid4().hex[:6]}", stopping, prefix=prefix))
+        operators, url, f"instance-{uuid.uuid4().hex[:6]}", stopping, prefix=prefix, key=KEY))
     if redis_client is not None:
         before = dict(await redis_client.pubsub_numsub(channel))[channel]
         for _ in range(200):
@@ -241,3 +247,71 @@ async def test_an_instance_cut_off_from_redis_catches_up_when_it_is_back(
         await proxy.cut()
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
     assert warnings == ["breaker_sync.redis_unreachable"]  # one per outage, not per attempt
+
+
+# --- messages Redis cannot vouch for ---------------------------------------------------
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("gateway_breaker_sync_dropped_total",
+                                     {"reason": reason}) or 0.0
+
+
+def message(**fields: object) -> dict[str, object]:
+    return {"operator": "opera", "state": "open", "from": "elsewhere", "at": time.time(),
+            "open_for": 20.0, **fields}
+
+
+async def test_forged_messages_on_the_right_channel_are_dropped_and_counted(
+    prefix: str, redis_client: aioredis.Redis
+) -> None:
+    channel = f"{prefix}:breakers"
+    before = {reason: dropped(reason) for reason in ("unsigned", "bad_mac", "stale")}
+    forged = [
+        json.dumps(message()),  # no HMAC at all
+        MessageSeal(bytes(32), prefix).dumps(message()),  # signed with another key
+        MessageSeal(KEY, "gateway:dep_other").dumps(message()),  # another deployment's
+        json.dumps({**json.loads(MessageSeal(KEY, prefix).dumps(message(open_for=5.0))),
+                    "open_for": 9999}),  # a genuine message, altered
+        MessageSeal(KEY, prefix).dumps(message(at=time.time() - 600)),  # replayed later
+    ]
+    with capture_logs() as logs:
+        async with instance(REDIS_URL, prefix, redis_client) as b:
+            for raw in forged:
+                await redis_client.publish(channel, raw)
+            await asyncio.sleep(0.5)
+            assert b["opera"].is_closed and b["santex"].is_closed
+            await redis_client.publish(channel, MessageSeal(KEY, prefix).dumps(message()))
+            assert await eventually(lambda: b["opera"].state == "open")  # the genuine one
+    assert dropped("unsigned") - before["unsigned"] == 1
+    assert dropped("bad_mac") - before["bad_mac"] == 3
+    assert dropped("stale") - before["stale"] == 1
+    drops = [e for e in logs if e["event"] == "breaker_sync.message_dropped"]
+    assert {e["reason"] for e in drops} <= {"unsigned", "bad_mac", "stale"}
+    assert all(set(e) <= {"event", "reason", "log_level"} for e in drops)  # nothing of theirs
+
+
+async def test_a_forged_stored_key_does_not_open_a_late_starter(
+    prefix: str, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.set(f"{prefix}:breaker:opera", json.dumps(message()), ex=600)
+    await redis_client.set(f"{prefix}:breaker:santex",
+                           MessageSeal(bytes(32), prefix).dumps(message(operator="santex")),
+                           ex=600)
+    async with instance(REDIS_URL, prefix) as c:
+        await asyncio.sleep(0.4)
+        assert c["opera"].is_closed and c["santex"].is_closed
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["published", "stored"])
+async def test_a_remote_open_time_is_capped_at_the_operators_maximum(
+    prefix: str, redis_client: aioredis.Redis, stored: bool
+) -> None:
+    raw = MessageSeal(KEY, prefix).dumps(message(open_for=10**9))
+    if stored:
+        await redis_client.set(f"{prefix}:breaker:opera", raw, ex=600)
+    async with instance(REDIS_URL, prefix, None if stored else redis_client) as b:
+        if not stored:
+            await redis_client.publish(f"{prefix}:breakers", raw)
+        assert await eventually(lambda: b["opera"].state == "open")
+        assert b["opera"].open_until is not None
+        assert 110 < b["opera"].open_until - time.monotonic() <= 120  # reset_max_s = 120

@@ -3,7 +3,9 @@
 A real SQLite file, migrated; each alteration is what someone with database access
 could do: change a field, delete an entry, swap two entries, append one by hand
 with a correct SHA-256 chain, truncate the tail behind a signed head, rewrite and
-re-hash the chain with the audit key, forge a head.
+re-hash the chain with the audit key, forge a head, re-sign with the receipt key.
+Heads are signed with the audit head key; those signed before it, with the receipt
+key, still verify. Anchors outside the database: tests/unit/test_audit_anchors.py.
 """
 
 from __future__ import annotations
@@ -22,17 +24,25 @@ from typer.testing import CliRunner
 
 from gateway.audit import GENESIS, AuditLog, chain_hash
 from gateway.audit_cli import audit_app
-from gateway.audit_heads import HeadSigner, run_audit_heads, verify_trail
+from gateway.audit_heads import (
+    HeadKeys,
+    HeadSigner,
+    head_message,
+    public_keys,
+    run_audit_heads,
+    verify_trail,
+)
 from gateway.db import Database
 from gateway.migrate import upgrade
 from gateway.models import AuditEntry, AuditHead, utcnow
 from gateway.receipts.signing import ReceiptSigner
 from gateway.security.apikeys import Principal
-from gateway.security.keyring import load_audit_key
+from gateway.security.keyring import load_audit_head_key, load_audit_key
 from gateway.settings import ConfigError, Settings, load_settings
 
 AUDIT_KEY = bytes(range(32))
-SEED = bytes([9]) * 32
+SEED = bytes([9]) * 32  # the audit head key
+RECEIPT_SEED = bytes([7]) * 32  # the receipt signing key, which signed heads before 0012
 ACTOR = Principal(key_id="key_0123456789abcdef", role="operations", finess=None, operators=None)
 
 
@@ -60,9 +70,29 @@ def sign_head(db: Database) -> AuditHead | None:
     return db.write_now(HeadSigner(SEED).sign)
 
 
+def head_keys() -> HeadKeys:
+    keys = HeadKeys(legacy=public_keys(ReceiptSigner(RECEIPT_SEED).jwks()))
+    keys.add_head_key(HeadSigner(SEED).public_raw)
+    return keys
+
+
 def check(db: Database, log: AuditLog):  # type: ignore[no-untyped-def]
-    jwks = ReceiptSigner(SEED).jwks()
-    return db.read_now(lambda s: verify_trail(s, audit_log=log, jwks=jwks))
+    return db.read_now(lambda s: verify_trail(s, audit_log=log, keys=head_keys()))
+
+
+def legacy_head(db: Database, entry_id: int) -> None:
+    """A head as signed before migration 0012: the receipt key, no deployment."""
+    def write(session: Session) -> None:
+        entry = session.get(AuditEntry, entry_id)
+        assert entry is not None
+        signer = ReceiptSigner(RECEIPT_SEED)
+        head = AuditHead(entry_id=entry_id, entry_hash=entry.entry_hash, signature="",
+                         kid=signer.kid, signed_at=utcnow())
+        raw = signer._private.sign(head_message(head))
+        head.signature = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        session.add(head)
+
+    db.write_now(write)
 
 
 def sql(db: Database, statement: str, **params: object) -> None:
@@ -204,6 +234,37 @@ def test_a_forged_head_is_named(db: Database, log: AuditLog) -> None:
     assert "invalid signature" in (result.problem or "")
 
 
+def test_heads_signed_with_the_receipt_key_before_still_verify(db: Database,
+                                                                 log: AuditLog) -> None:
+    build_chain(db, log, 3)
+    legacy_head(db, 3)
+    build_chain(db, log, 2)
+    sign_head(db)
+    assert check(db, log).ok
+    sql(db, "DELETE FROM audit_log WHERE id >= 3")
+    result = check(db, log)
+    assert not result.ok and result.first_broken_id == 3 and "truncated tail" in result.problem
+
+
+def test_a_head_re_signed_with_the_receipt_key_after_the_head_key_is_refused(
+        db: Database, log: AuditLog) -> None:
+    build_chain(db, log, 3)
+    sign_head(db)
+    build_chain(db, log, 1)
+    legacy_head(db, 4)  # a stolen receipt key, after the head key took over
+    result = check(db, log)
+    assert not result.ok and result.first_broken_id == 4
+    assert "receipt key after the audit head key" in (result.problem or "")
+
+
+def test_a_head_moved_to_another_deployment_fails(db: Database, log: AuditLog) -> None:
+    build_chain(db, log, 2)
+    sign_head(db)
+    sql(db, "UPDATE deployment SET id = 'dep_0000000000000000'")
+    result = check(db, log)
+    assert not result.ok and "invalid signature" in (result.problem or "")
+
+
 def test_the_lowest_broken_entry_wins(db: Database, log: AuditLog) -> None:
     build_chain(db, log)
     sign_head(db)
@@ -216,7 +277,7 @@ def test_a_head_is_signed_only_when_it_changed(db: Database, log: AuditLog) -> N
     build_chain(db, log, 2)
     first = sign_head(db)
     assert first is not None and first.entry_id == 2 and sign_head(db) is None
-    assert first.kid == ReceiptSigner(SEED).kid  # the published receipt key
+    assert first.kid == HeadSigner(SEED).kid != ReceiptSigner(RECEIPT_SEED).kid  # its own key
     build_chain(db, log, 1)
     second = sign_head(db)
     assert second is not None and second.entry_id == 3
@@ -255,6 +316,18 @@ def test_the_audit_key_is_generated_in_development_and_required_outside(
         load_audit_key(Settings(environment="production", data_dir=tmp_path / "prod"))
     given = Settings(security={"audit_key": base64.b64encode(AUDIT_KEY).decode()})
     assert load_audit_key(given) == AUDIT_KEY
+
+
+def test_the_audit_head_key_is_generated_in_development_and_required_outside(
+        tmp_path: Path) -> None:
+    dev = Settings(environment="development", data_dir=tmp_path)
+    assert load_audit_head_key(dev) == load_audit_head_key(dev)
+    assert oct((tmp_path / "audit_head_key.b64").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ConfigError,
+                       match="security.audit_head_key: required outside development"):
+        load_audit_head_key(Settings(environment="production", data_dir=tmp_path / "prod"))
+    given = Settings(security={"audit_head_key": base64.b64encode(SEED).decode()})
+    assert HeadSigner.from_settings(given).kid == HeadSigner(SEED).kid
 
 
 # --- the command line -----------------------------------------------------------------

@@ -13,7 +13,14 @@ from gateway.db import Database
 from gateway.migrate import upgrade
 from gateway.models import DataKey, utcnow
 from gateway.security.crypto import Cipher, DecryptionError
-from gateway.security.envelope import DataKeyStore, master_kid, rewrap_data_keys, shred
+from gateway.security.envelope import (
+    CURRENT_RECHECK_S,
+    DataKeyStore,
+    master_kid,
+    retire_data_keys,
+    rewrap_data_keys,
+    shred,
+)
 from gateway.security.keyring import KeyRing
 
 OLD, NEW, OTHER = b"o" * 32, b"n" * 32, b"x" * 32
@@ -175,3 +182,62 @@ def test_threads_share_one_store(db):
     assert len(blobs) == 12
     assert all(c.decrypt(blob, context="c") == NIR for blob in blobs)
     assert len({row.scope for row in rows(db)}) == 3
+
+
+# --- rotation that contains a leak -----------------------------------------------------
+
+def copy_of_data_keys(db: Database) -> list[dict[str, object]]:
+    """What a leaked dump of `data_keys` holds."""
+    return [row.model_dump() for row in rows(db)]
+
+
+def restored(tmp_path: Path, template: Path, keys: list[dict[str, object]]) -> Database:
+    """A database holding only that dump: what the thief can unwrap from."""
+    target = tmp_path / "stolen.db"
+    target.write_bytes(template.read_bytes())
+    stolen = Database(f"sqlite:///{target}")
+    stolen.write_now(lambda s: s.add_all([DataKey(**row) for row in keys]))
+    return stolen
+
+
+def test_after_rotation_new_records_are_unreadable_with_the_old_master_and_keys(
+        db, template, tmp_path):
+    scope = "claims:330001231:2026-11"
+    before = cipher(db, ring(OLD)).encrypt(NIR, context="c", scope=scope)
+    leaked = copy_of_data_keys(db)  # with the old master: reads `before`, as it always could
+    rotated = ring(NEW, previous=(OLD,))
+    db.write_now(lambda s: rewrap_data_keys(s, rotated))
+    assert db.write_now(lambda s: retire_data_keys(s, now=utcnow())) == 1
+    after = cipher(db, rotated).encrypt(NIR, context="c", scope=scope)
+
+    assert Cipher.data_key_of(after) != Cipher.data_key_of(before)  # a new DEK, same scope
+    stolen = restored(tmp_path, template, leaked)
+    try:
+        thief = cipher(stolen, ring(OLD))
+        assert thief.decrypt(before, context="c") == NIR
+        with pytest.raises(DecryptionError, match="unknown or shredded"):
+            thief.decrypt(after, context="c")
+    finally:
+        stolen.engine.dispose()
+    with pytest.raises(DecryptionError, match="unknown master key"):  # today's keys, old master
+        cipher(db, ring(OLD)).decrypt(after, context="c")
+    reader = cipher(db, rotated)
+    assert reader.decrypt(before, context="c") == reader.decrypt(after, context="c") == NIR
+
+
+def test_a_running_instance_stops_using_a_retired_key_within_its_recheck(db):
+    now = [1000.0]
+    running = cipher(db, ring(OLD), clock=lambda: now[0])  # type: ignore[arg-type]
+    scope = "rights:2026-11"
+    first = running.encrypt(NIR, context="c", scope=scope)
+    db.write_now(lambda s: retire_data_keys(s, now=utcnow()))  # by another process
+    now[0] += CURRENT_RECHECK_S - 0.5
+    assert running.data_key_of(running.encrypt(NIR, context="c", scope=scope)) == \
+        running.data_key_of(first)  # not yet looked
+    now[0] += 1.0
+    fresh = running.encrypt(NIR, context="c", scope=scope)
+    assert running.data_key_of(fresh) != running.data_key_of(first)
+    assert running.decrypt(first, context="c") == NIR  # a retired key still decrypts
+    retired = {row.id: row.retired_at for row in rows(db)}
+    assert retired[running.data_key_of(first)] is not None
+    assert retired[running.data_key_of(fresh)] is None
