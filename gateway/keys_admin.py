@@ -11,6 +11,7 @@ from sqlmodel import Session
 from gateway.audit import AuditLog, cli_actor
 from gateway.db import Database
 from gateway.identity.credentials import CredentialKeys
+from gateway.keys import service as keys_service
 from gateway.models import utcnow
 from gateway.security import apikeys
 from gateway.security.keyring import load_credential_key
@@ -52,12 +53,15 @@ def create_key(
 
 
 def list_key_lines(settings: Settings) -> list[str]:
+    """id, role, scope, label, created, revoked, suspended since, suspension reason."""
     rows = _once(settings, apikeys.list_keys)
     return [
         "\t".join([
             row.id, row.role, row.finess or row.operators or "-", row.label or "-",
             row.created_at.isoformat(timespec="seconds"),
             row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else "-",
+            row.suspended_at.isoformat(timespec="seconds") if row.suspended_at else "-",
+            row.suspension_reason or "-",
         ])
         for row in rows
     ]
@@ -75,3 +79,17 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         return found
 
     return _once(settings, revoke)
+
+
+def lift_key(settings: Settings, key_id: str) -> bool | None:
+    """Lift a suspension, audited as `key.lift` by `cli:<user>`: True lifted, False it was
+    not suspended, None no such key."""
+    audit_log = AuditLog.from_settings(settings)
+    credentials = CredentialKeys(load_credential_key(settings))
+
+    def lift(session: Session) -> bool | None:
+        found = keys_service.lift(session, key_id=key_id, actor=cli_actor(),
+                                  audit_log=audit_log, credentials=credentials)
+        return None if found is None else found[1]
+
+    return _once(settings, lift)

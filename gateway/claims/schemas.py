@@ -13,9 +13,12 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 
 from gateway.domain.identifiers import (
+    check_birth_date_against_nir,
     check_cip13,
     check_finess,
     check_insurer_number,
@@ -68,6 +71,13 @@ class Beneficiary(_In):
     birth_rank: Annotated[int, Strict(), Field(ge=1, le=9)]
     last_name: PersonName
     first_name: PersonName
+
+    @field_validator("birth_date")
+    @classmethod
+    def _birth_date_fits_the_nir(cls, birth: date, info: ValidationInfo) -> date:
+        """Named `beneficiary.birth_date`; skipped when the NIR itself was refused."""
+        nir = info.data.get("nir")
+        return check_birth_date_against_nir(nir, birth) if nir else birth
 
     @property
     def index_parts(self) -> tuple[str, ...]:

@@ -1,12 +1,15 @@
 """The operations console: the operators board, pause and resume, replay (counted first),
-and an operator's failed claims. Only ids, invoice numbers and errors: no personal data.
+an operator's failed claims, and the keys suspended over a rights budget (lifted here).
+Only ids, invoice numbers, FINESS and errors: no personal data.
 
-Every action goes through `gateway.ops.service`, which writes its audit entry.
+Every action goes through `gateway.ops.service` or `gateway.keys.service`, which write
+their audit entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -19,11 +22,14 @@ from gateway.console.views import notice_of, render
 from gateway.console.web import CsrfUserDep, role_in
 from gateway.context import AppContext
 from gateway.deps import ContextDep
+from gateway.errors import NotFound
 from gateway.identity.sessions import ConsoleUser
+from gateway.keys import service as keys_service
 from gateway.ops import service
 from gateway.ops.board import board
 from gateway.ops.endpoints import known_operator
 from gateway.ops.schemas import OperatorPublic, QueuedClaim, ReplayRequest
+from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -32,7 +38,10 @@ StaffDep = Annotated[ConsoleUser, Depends(role_in(*STAFF))]
 StaffOnly = [Depends(role_in(*STAFF))]
 OperatorName = Annotated[str, Path(max_length=64)]
 ReplayStatus = Annotated[Literal["failed", "queued"], Form()]
+KeyId = Annotated[str, Path(max_length=64)]
 FAILED_SHOWN = 500
+KEY_LIFTED = {"tone": "ok", "text": "Suspension de la clé levée : elle fonctionne de "
+                                    "nouveau, ses budgets repartent de zéro.", "claim": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +76,28 @@ def wake(ctx: AppContext, operator: str) -> None:
         worker.wake.set()
 
 
+@dataclass(frozen=True, slots=True)
+class SuspendedKey:
+    id: str
+    finess: str | None
+    since: datetime
+    reason: str | None
+
+
+async def suspended_keys(ctx: AppContext) -> list[SuspendedKey]:
+    rows = await ctx.db.read(apikeys.suspended_keys)
+    return [SuspendedKey(row.id, row.finess, row.suspended_at, row.suspension_reason)
+            for row in rows if row.suspended_at is not None]
+
+
 @router.get("/operations", response_class=HTMLResponse)
 async def operations_board(request: Request, ctx: ContextDep, user: StaffDep) -> HTMLResponse:
     rows = await board_rows(ctx, user.principal)
+    lifted = request.query_params.get("notice") == "key_lifted"
     return render(request, "operations.html", user=user, rows=rows,
-                  notice=notice_of(request, {row.operator.name for row in rows}))
+                  suspended_keys=await suspended_keys(ctx),
+                  notice=KEY_LIFTED if lifted else notice_of(
+                      request, {row.operator.name for row in rows}))
 
 
 @router.get("/operations/{name}/failed", response_class=HTMLResponse)
@@ -137,3 +163,14 @@ async def replay_confirm(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
         return back("replay_running", operator)
     wake(ctx, operator)
     return back("replayed", operator, count=count)
+
+
+@router.post("/keys/{key_id}/lift", dependencies=StaffOnly)
+async def lift_key(ctx: ContextDep, user: CsrfUserDep, key_id: KeyId) -> RedirectResponse:
+    """Operations staff (any operator scope) and admins: the key works again."""
+    found = await ctx.db.write(lambda s: keys_service.lift(
+        s, key_id=key_id, actor=user.principal, audit_log=ctx.audit_log,
+        credentials=ctx.credentials))
+    if found is None:
+        raise NotFound("no such key")
+    return RedirectResponse("/console/operations?notice=key_lifted", status_code=303)

@@ -7,6 +7,7 @@ never repeats the value: it may be a NIR.
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from stdnum import ean, luhn
 from stdnum.fr import nir as stdnum_nir
@@ -25,6 +26,16 @@ def check_nir(value: str) -> str:
     if not stdnum_nir.is_valid(compact):
         raise ValueError("the NIR's key does not match its 13 characters")
     return compact
+
+
+def check_birth_date_against_nir(nir: str, birth: date) -> date:
+    """A valid NIR's characters 2-3 are the birth year's last two digits and 4-5 its month,
+    when that is a calendar month (01-12): 20-42 and 50 or more stand for civil records
+    without a known month, and are not checked."""
+    month = int(nir[3:5])
+    if 1 <= month <= 12 and (int(nir[1:3]) != birth.year % 100 or month != birth.month):
+        raise ValueError("the birth year and month do not match the NIR's")
+    return birth
 
 
 def check_cip13(value: str) -> str:

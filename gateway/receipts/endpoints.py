@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from gateway.console.access import ReceiptPrinterDep
-from gateway.deps import ContextDep, PharmacyDep
+from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import NotFound, RateLimited, problem_responses
 from gateway.models import Receipt
 from gateway.receipts import repository
@@ -40,7 +40,7 @@ class ExposurePublic(BaseModel):
 
 async def per_address_limit(request: Request, ctx: ContextDep) -> None:
     address = client_address(request)  # behind a trusted proxy: the forwarded client
-    wait = ctx.limiter.check(f"ip:{address}", "receipts")
+    wait = await ctx.limiter.check(f"ip:{address}", "receipts")
     if wait is not None:
         raise RateLimited(f"too many receipt lookups; retry in {wait:g} s",
                           headers={"Retry-After": str(int(wait))})
@@ -90,7 +90,8 @@ async def jwks(ctx: ContextDep) -> dict[str, object]:
 
 
 @router.get("/v1/exposure", response_model=ExposurePublic,
-            responses=problem_responses(401, 403),
+            dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 429),
             summary="The pharmacy's outstanding provisional total, per operator")
 async def exposure(ctx: ContextDep, principal: PharmacyDep) -> ExposurePublic:
     finess = principal.finess or ""

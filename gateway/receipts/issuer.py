@@ -107,28 +107,33 @@ class ReceiptIssuer:
             # only what this operator's offer needs is read: this runs on every queued claim
             rights=self._cached_rights(session, claim) if offer == "cached_rights" else None,
             exposure=Exposure(
+                # the person is their NIR: another birth date or rank is no other person
                 beneficiary_same_day=repository.exposure_of_beneficiary(
-                    session, claim.beneficiary_hash, claim.service_date),
+                    session, claim.nir_hash, claim.service_date),
                 pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess),
             ) if offer != "none" else Exposure(0, 0),
         )
 
     def _cached_rights(self, session: Session, claim: Claim) -> CachedRights | None:
+        """What this pharmacy learnt of the beneficiary: its own rights lookups and
+        accepted claims only, never another pharmacy's."""
         since = utcnow() - timedelta(days=self.settings.provisional.rights_cache_days)
-        entry = rights_repository.get(session, beneficiary_hash=claim.beneficiary_hash,
+        entry = rights_repository.get(session, finess=claim.finess,
+                                      beneficiary_hash=claim.beneficiary_hash,
                                       insurer_number=claim.insurer_number, not_before=since)
         answer = None
         if entry is not None:
             try:
                 answer = self.cipher.decrypt_json(
-                    entry.answer_enc, context=cache_context(claim.beneficiary_hash,
-                                                            claim.insurer_number))
+                    entry.answer_enc, context=cache_context(
+                        claim.finess, claim.beneficiary_hash, claim.insurer_number))
             except DecryptionError:  # its data key was shredded: no cached answer
                 answer = None
         if answer is not None:
             return CachedRights(bool(answer["covered"]), dict(answer.get("guarantees") or {}))
         guarantees: dict[str, int] = {}
-        accepted = repository.accepted_claims_of(session, claim.beneficiary_hash,
+        accepted = repository.accepted_claims_of(session, claim.finess,
+                                                 claim.beneficiary_hash,
                                                  claim.insurer_number, since)
         for previous in accepted:
             if previous.amc_covered_cents != previous.amc_requested_cents:
@@ -162,7 +167,7 @@ class ReceiptIssuer:
             Receipt,
             id=receipt_id, claim_id=claim.id, finess=claim.finess, operator=claim.operator,
             insurer_number=claim.insurer_number, invoice_number=claim.invoice_number,
-            beneficiary_hash=claim.beneficiary_hash, service_date=claim.service_date,
+            beneficiary_hash=claim.nir_hash, service_date=claim.service_date,
             amc_cents=coverage.amc_cents, patient_due_cents=coverage.patient_due_cents,
             basis=coverage.basis or "", status=repository.OPEN, kid=self.signer.kid,
             token=token, issued_at=now, expires_at=expires, updated_at=now,

@@ -28,23 +28,24 @@ _OUTSTANDING = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0))
     _EXPOSURE.c.finess == bindparam("finess"))
 
 
-def exposure_of_beneficiary(session: Session, beneficiary_hash: str, service_date: date) -> int:
-    """AMC cents promised to this beneficiary for this service date (void ones excepted)."""
+def exposure_of_beneficiary(session: Session, nir_hash: str, service_date: date) -> int:
+    """AMC cents promised to this person (their NIR's keyed hash, stored in the receipts'
+    `beneficiary_hash`) for this service date (void ones excepted)."""
     def stored() -> int:
         return int(session.connection().execute(_BENEFICIARY_DAY, {
-            "beneficiary_hash": beneficiary_hash, "service_date": service_date}).scalar_one())
+            "beneficiary_hash": nir_hash, "service_date": service_date}).scalar_one())
 
     staged = sum(r.amc_cents for r in pending_receipts(session)
-                 if r.beneficiary_hash == beneficiary_hash and r.service_date == service_date)
-    return remember(session, ("beneficiary", beneficiary_hash, service_date), stored) + staged
+                 if r.beneficiary_hash == nir_hash and r.service_date == service_date)
+    return remember(session, ("beneficiary", nir_hash, service_date), stored) + staged
 
 
-def seed_exposure_of_beneficiary(session: Session, beneficiary_hash: str,
+def seed_exposure_of_beneficiary(session: Session, nir_hash: str,
                                  service_date: date, stored: int) -> None:
     """Hand over the stored sum read along with another query (`BENEFICIARY_DAY_SUM`),
     so that `exposure_of_beneficiary` in the same transaction needs no statement of its
     own: one statement fewer per queued claim on SQLite's single writer."""
-    remember(session, ("beneficiary", beneficiary_hash, service_date), lambda: stored)
+    remember(session, ("beneficiary", nir_hash, service_date), lambda: stored)
 
 
 def outstanding_of_pharmacy(session: Session, finess: str) -> int:
@@ -81,11 +82,14 @@ def of_claim(session: Session, claim_id: str) -> Receipt | None:
 
 
 def accepted_claims_of(
-    session: Session, beneficiary_hash: str, insurer_number: str, since: datetime
+    session: Session, finess: str, beneficiary_hash: str, insurer_number: str,
+    since: datetime,
 ) -> list[Claim]:
-    """Recent accepted claims: evidence of rights when the rights cache has no answer."""
+    """This pharmacy's recent accepted claims: evidence of rights when its rights cache
+    has no answer."""
     return list(session.exec(
-        select(Claim).where(col(Claim.beneficiary_hash) == beneficiary_hash,
+        select(Claim).where(col(Claim.finess) == finess,
+                            col(Claim.beneficiary_hash) == beneficiary_hash,
                             col(Claim.insurer_number) == insurer_number,
                             col(Claim.status) == "accepted", col(Claim.updated_at) >= since)
         .order_by(col(Claim.updated_at).desc()).limit(5)

@@ -1,28 +1,31 @@
-"""Rights checks: ask the operator, remember the answer, fall back to it when it is down."""
+"""Rights checks: within the lookup budgets, ask the operator, remember the answer for this
+pharmacy, and fall back to this pharmacy's remembered answer when the operator is down."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 import structlog
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from adapters.base import OperatorRejected, OperatorUnavailable, RightsRequest
 from gateway.claims.operator_texts import refusal_detail
 from gateway.context import AppContext
 from gateway.errors import OperatorRefused, UnknownInsurer
-from gateway.models import RightsCacheEntry, utcnow
+from gateway.models import utcnow
 from gateway.rights import repository
 from gateway.rights.schemas import RightsCheck, RightsPublic
+from gateway.security import abuse
 from gateway.security.apikeys import Principal
 from gateway.security.crypto import DecryptionError
 
 log = structlog.get_logger(__name__)
 
 
-def cache_context(beneficiary_hash: str, insurer_number: str) -> str:
-    return f"rights:{beneficiary_hash}:{insurer_number}"
+def cache_context(finess: str, beneficiary_hash: str, insurer_number: str) -> str:
+    """What an entry's encryption is bound to: moved to another pharmacy's row, it opens
+    no more."""
+    return f"rights:{finess}:{beneficiary_hash}:{insurer_number}"
 
 
 async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) -> RightsPublic:
@@ -32,25 +35,27 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
             "no operator handles this insurer number",
             errors=[{"field": "amc.insurer_number", "message": "not routed to any operator"}],
         )
+    await _charge(ctx, principal, ctx.cipher.index("nir", request.beneficiary.nir),
+                  operator.name)
+    finess = principal.finess or ""
     beneficiary_hash = ctx.cipher.index(*request.beneficiary.index_parts)
-    unusual = ctx.rights_watch.note_rights_lookup(principal.key_id, beneficiary_hash)
     insurer = request.amc.insurer_number
-    context = cache_context(beneficiary_hash, insurer)
+    context = cache_context(finess, beneficiary_hash, insurer)
     wire = RightsRequest(body=request.model_dump(mode="json", by_alias=True))
     try:
         answer = await operator.guard.call(lambda: operator.adapter.check_rights(wire),
                                           idempotent=True)
     except OperatorUnavailable as exc:
         log.warning("rights.operator_unavailable", operator=operator.name, reason=exc.reason)
-        public = await _from_cache(ctx, beneficiary_hash, insurer, context)
+        public = await _from_cache(ctx, finess, beneficiary_hash, insurer, context)
         await ctx.db.write(lambda session: ctx.audit_log.append(
             session, principal, "rights.lookup", object_id=operator.name,
-            outcome=public.source or "unknown", unusual=unusual))
+            outcome=public.source or "unknown"))
         return public
     except OperatorRejected as exc:
         await ctx.db.write(lambda session: ctx.audit_log.append(
             session, principal, "rights.lookup", object_id=operator.name,
-            outcome="refused", unusual=unusual))
+            outcome="refused"))
         raise OperatorRefused(refusal_detail(exc.code)) from None
     now = utcnow()
     public = RightsPublic(covered=answer.covered, source="operator", as_of=now,
@@ -60,25 +65,40 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
     def remember(session: Session) -> None:
         # Encrypted inside the write: a new month's data key commits with the entry.
         answer_enc = ctx.cipher.encrypt_json(plain, context=context, scope=f"rights:{now:%Y-%m}")
-        repository.put(session, beneficiary_hash=beneficiary_hash, insurer_number=insurer,
-                       as_of=now, answer_enc=answer_enc)
-        session.execute(update(RightsCacheEntry).where(
-            col(RightsCacheEntry.beneficiary_hash) == beneficiary_hash,
-            col(RightsCacheEntry.insurer_number) == insurer,
-        ).values(data_key_id=ctx.cipher.data_key_of(answer_enc)))
+        repository.put(session, finess=finess, beneficiary_hash=beneficiary_hash,
+                       insurer_number=insurer, as_of=now, answer_enc=answer_enc,
+                       data_key_id=ctx.cipher.data_key_of(answer_enc))
         ctx.audit_log.append(session, principal, "rights.lookup", object_id=operator.name,
-                             outcome="operator", unusual=unusual)
+                             outcome="operator")
 
     await ctx.db.write(remember)
     return public
 
 
+async def _charge(ctx: AppContext, principal: Principal, nir_hash: str, operator: str) -> None:
+    """Count the person in the budgets; over one, the lookup stops here (429, audited)."""
+    def charge(session: Session) -> abuse.Refusal | None:
+        refusal = abuse.admit(session, principal=principal, subject=nir_hash,
+                              limits=ctx.settings.limits, credentials=ctx.credentials,
+                              audit_log=ctx.audit_log)
+        if refusal is not None:
+            ctx.audit_log.append(session, principal, "rights.lookup", object_id=operator,
+                                 outcome="over_budget")
+        return refusal
+
+    refusal = await ctx.db.write(charge)
+    if refusal is not None:
+        raise abuse.refuse(principal, refusal)
+
+
 async def _from_cache(
-    ctx: AppContext, beneficiary_hash: str, insurer: str, context: str
+    ctx: AppContext, finess: str, beneficiary_hash: str, insurer: str, context: str
 ) -> RightsPublic:
+    """This pharmacy's remembered answer; for a person it never looked up, nothing,
+    whatever other pharmacies looked up."""
     not_before = utcnow() - timedelta(days=ctx.settings.provisional.rights_cache_days)
     entry = await ctx.db.read(lambda session: repository.get(
-        session, beneficiary_hash=beneficiary_hash, insurer_number=insurer,
+        session, finess=finess, beneficiary_hash=beneficiary_hash, insurer_number=insurer,
         not_before=not_before,
     ))
     if entry is None:

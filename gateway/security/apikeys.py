@@ -3,8 +3,10 @@ constant time, and refused when their row was altered by hand.
 
 A secret reads `<key_id>.<random>`: the id finds the row, the random part (256
 bits) is checked against its digest (`CredentialKeys.digest`: HMAC under the
-pepper). Each row's MAC covers its id, digest, role, FINESS, operator scope, expiry
-and revocation: a row inserted, promoted or un-revoked by hand opens nothing.
+pepper). Each row's MAC covers its id, digest, role, FINESS, operator scope, expiry,
+revocation and, while it is set, its suspension: a row inserted, promoted, un-revoked
+or un-suspended by hand opens nothing. A suspended key (over a rights budget,
+`gateway.security.abuse`) is refused with 403 `key-suspended` until lifted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from gateway.domain.identifiers import check_finess
+from gateway.errors import Forbidden
 from gateway.identity.credentials import CredentialKeys, tampered
 from gateway.models import ApiKey, utcnow
 
@@ -47,16 +50,33 @@ class InvalidKeyRequest(ValueError):
     """A key cannot be created as asked."""
 
 
+class KeySuspended(Forbidden):
+    """403, not 401: the pharmacy's software can tell its user to call operations."""
+
+    type, title = "key-suspended", "This key is suspended pending review"
+
+
+def suspended() -> KeySuspended:
+    return KeySuspended("this key is suspended pending review (too many different people "
+                        "looked up): ask the gateway's operations team to lift it")
+
+
 def hash_secret(secret: str) -> str:
     """An in-memory cache key only (`KeyCache`); the database holds the peppered digest."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def mac_fields(row: Any) -> dict[str, Any]:
-    """What a key row's MAC covers: everything that says what the key may do."""
-    return {"id": row.id, "secret_hash": row.secret_hash, "role": row.role,
-            "finess": row.finess, "operators": row.operators,
-            "expires_at": row.expires_at, "revoked_at": row.revoked_at}
+    """What a key row's MAC covers: everything that says what the key may do. The
+    suspension only while set: rows sealed before it existed keep their MAC, and a
+    suspension cleared by hand still changes what the MAC covers."""
+    fields = {"id": row.id, "secret_hash": row.secret_hash, "role": row.role,
+              "finess": row.finess, "operators": row.operators,
+              "expires_at": row.expires_at, "revoked_at": row.revoked_at}
+    if getattr(row, "suspended_at", None) is not None:  # absent from migration 0009's rows
+        fields["suspended_at"] = row.suspended_at
+        fields["suspension_reason"] = row.suspension_reason
+    return fields
 
 
 def seal(row: ApiKey, credentials: CredentialKeys) -> None:
@@ -96,7 +116,8 @@ def new_key(
 _KEY_COLUMNS = ApiKey.__table__.c  # type: ignore[attr-defined]
 _BY_ID = select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
                 _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
-                _KEY_COLUMNS.expires_at, _KEY_COLUMNS.row_mac,
+                _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
+                _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac,
                 ).where(_KEY_COLUMNS.id == bindparam("key_id"))
 
 
@@ -111,7 +132,7 @@ def _genuine(row: Any, credentials: CredentialKeys) -> bool:
 def authenticate(connection: Connection | Session, secret: str,
                  credentials: CredentialKeys) -> Principal | None:
     """The principal for a presented secret, or None (unknown, revoked, expired, wrong,
-    or a row altered by hand).
+    or a row altered by hand); KeySuspended for the right secret of a suspended key.
 
     One Core query (no ORM session or identity map): it runs on every request."""
     key_id, _, rest = secret.partition(".")
@@ -127,6 +148,8 @@ def authenticate(connection: Connection | Session, secret: str,
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
+    if row.suspended_at is not None:
+        raise suspended()
     return Principal(
         key_id=row.id, role=row.role,  # type: ignore[arg-type]
         finess=row.finess,
@@ -152,11 +175,48 @@ def revoke(session: Session, key_id: str, credentials: CredentialKeys) -> bool:
 
 def is_live(connection: Connection | Session, key_id: str,
             credentials: CredentialKeys) -> bool:
-    """Neither revoked nor expired nor altered by hand, as of this transaction."""
+    """Neither revoked nor expired nor altered by hand, as of this transaction; a
+    suspended key raises KeySuspended."""
     row = connection.execute(_BY_ID, {"key_id": key_id}).first()
     now = utcnow()
-    return row is not None and _genuine(row, credentials) and row.revoked_at is None and (
+    live = row is not None and _genuine(row, credentials) and row.revoked_at is None and (
         row.expires_at is None or row.expires_at > now)
+    if live and row is not None and row.suspended_at is not None:
+        raise suspended()
+    return live
+
+
+def suspend(session: Session, key_id: str, reason: str,
+            credentials: CredentialKeys) -> bool:
+    """Suspend pending review; False when it already was (the first reason stays)."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.suspended_at is not None:
+        return False
+    row.suspended_at, row.suspension_reason = utcnow(), reason[:200]
+    seal(row, credentials)
+    session.add(row)
+    return True
+
+
+def lift(session: Session, key_id: str,
+         credentials: CredentialKeys) -> tuple[ApiKey, bool] | None:
+    """Lift a suspension: the row and whether it was suspended; None for no such key."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        return None
+    was_suspended = row.suspended_at is not None
+    if was_suspended:
+        row.suspended_at = row.suspension_reason = None
+        seal(row, credentials)
+        session.add(row)
+    return row, was_suspended
+
+
+def suspended_keys(session: Session) -> list[ApiKey]:
+    """Keys waiting for review (revoked ones need none), oldest suspension first."""
+    return list(session.exec(select(ApiKey).where(
+        col(ApiKey.suspended_at).is_not(None), col(ApiKey.revoked_at).is_(None),
+    ).order_by(col(ApiKey.suspended_at))).all())
 
 
 class KeyCache:

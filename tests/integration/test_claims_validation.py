@@ -123,14 +123,31 @@ async def test_all_bad_fields_are_reported_together(client, pharmacy):
     assert {"beneficiary.nir", "lines[0].product"} <= fields
 
 
-@pytest.mark.parametrize("nir", [
-    "185077511512396", "253072B07300470", nir_with_key("253072A073004"),
-    nir_with_key("2991299999999"), "1 85 07 75 115 123 96",
+@pytest.mark.parametrize(("nir", "birth_date"), [
+    ("185077511512396", "1985-07-14"), ("253072B07300470", "1953-07-02"),
+    (nir_with_key("253072A073004"), "1953-07-31"),
+    (nir_with_key("2991299999999"), "1999-12-31"), ("1 85 07 75 115 123 96", "1985-07-01"),
+    # months 20-42 and 50+ (no known month in the civil record): the birth date is not checked
+    (nir_with_key("1853075115123"), "1985-07-14"), (nir_with_key("1859975115123"), "1984-01-02"),
 ])
-async def test_valid_nirs_including_corsica_and_odd_months_pass(client, pharmacy, nir):
+async def test_valid_nirs_including_corsica_and_odd_months_pass(client, pharmacy, nir,
+                                                                birth_date):
     body = mutate("beneficiary.nir", nir)
+    body["beneficiary"]["birth_date"] = birth_date
     response = await client.post("/v1/claims", json=body, headers=pharmacy)
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("birth_date", ["1986-07-14", "1985-08-14", "2085-06-30"])
+async def test_a_birth_date_the_nir_contradicts_is_422_naming_it(client, pharmacy, birth_date):
+    """The NIR 1 85 07 ... says born in July 1985 (year 85, month 07)."""
+    response = await client.post("/v1/claims", json=mutate("beneficiary.birth_date",
+                                                           birth_date), headers=pharmacy)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "beneficiary.birth_date", "message":
+                                          "the birth year and month do not match the NIR's"}]
+    assert birth_date not in response.text
+    assert (await client.get("/v1/claims", headers=pharmacy)).json()["claims"] == []
 
 
 async def test_unicode_names_are_accepted(client, pharmacy):

@@ -7,17 +7,18 @@ import html
 
 import pytest
 from simulator_control import set_fault
-from synthetic import PEOPLE, claim_body, rights_body
+from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 from test_drain import gateway, wait_until
 
+from gateway.keys_admin import create_key
 from gateway.receipts.pages import ANTI_PHISHING_WARNING
 from gateway.receipts.signing import verify
 
 pytestmark = pytest.mark.anyio
 
 
-async def queued_with_receipt(http, invoice, **kwargs):
-    response = await http.post("/v1/claims", json=claim_body(invoice, **kwargs))
+async def queued_with_receipt(http, invoice="", *, body=None, **kwargs):
+    response = await http.post("/v1/claims", json=body or claim_body(invoice, **kwargs))
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -225,3 +226,44 @@ async def test_the_pharmacy_cap_frees_up_as_its_receipts_are_honored(settings, s
 
 async def _outstanding_is(http, cents):
     return (await http.get("/v1/exposure")).json()["outstanding_cents"] == cents
+
+
+async def test_the_daily_cap_counts_the_nir_whatever_the_birth_date_or_rank(settings,
+                                                                            simulators):
+    """Issue 12: the cap was counted on NIR + birth date + rank, so varying them multiplied it."""
+    provisional = settings.provisional.model_copy(
+        update={"max_amc_cents_per_beneficiary_per_day": 280 * 2})
+    capped = settings.model_copy(update={"provisional": provisional})
+    async with gateway(capped, simulators) as (app, http):
+        app.state.context.operators.get("opera").breaker.trip(open_for=60)
+        decisions = []
+        for rank, day in ((1, "14"), (2, "15"), (3, "16")):
+            body = claim_body(f"NC{rank}")
+            body["beneficiary"].update(birth_rank=rank, birth_date=f"1985-07-{day}")
+            decisions.append((await queued_with_receipt(http, body=body))["coverage"])
+        assert [d["decision"] for d in decisions] == ["provisional", "provisional", "refused"]
+        assert decisions[2]["reason"] == "over_beneficiary_daily_cap"
+        other = await queued_with_receipt(http, "NC4", person=1)  # another NIR: its own cap
+        assert other["coverage"]["decision"] == "provisional"
+
+
+async def test_another_pharmacys_rights_and_claims_are_no_evidence(settings, simulators):
+    """`cached_rights` reads this pharmacy's rights lookups and accepted claims only."""
+    async with gateway(settings, simulators) as (app, http):
+        rights = rights_body(person=0, insurer_number="901234567")
+        assert (await http.post("/v1/rights", json=rights)).json()["source"] == "operator"
+        accepted = await http.post("/v1/claims", json=claim_body(
+            "EV1", person=1, insurer_number="901234567"))
+        assert accepted.json()["status"] == "accepted"
+        _, secret = create_key(settings, role="pharmacy", finess=OTHER_FINESS)
+        other = {"Authorization": f"Bearer {secret}"}
+        await set_fault(simulators["santex"], "down")
+        for person in (0, 1):
+            theirs = await http.post("/v1/claims", headers=other, json=claim_body(
+                f"EVB{person}", person=person, finess=OTHER_FINESS, insurer_number="901234567"))
+            assert theirs.json()["coverage"] == {"decision": "refused",
+                                                 "reason": "no_cached_rights", "receipt": None}
+        for person in (0, 1):
+            mine = await http.post("/v1/claims", json=claim_body(
+                f"EVA{person}", person=person, insurer_number="901234567"))
+            assert mine.json()["coverage"]["decision"] == "provisional", mine.text

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from synthetic import nir_with_key
 
 from gateway.domain.identifiers import (
+    check_birth_date_against_nir,
     check_cip13,
     check_finess,
     check_insurer_number,
@@ -50,6 +53,20 @@ def test_nir_check_never_crashes_and_never_echoes(text):
         check_nir(text)
     except ValueError as exc:
         assert text not in str(exc) or len(text) < 3
+
+
+@given(nir_bodies, st.dates(min_value=date(1900, 1, 1), max_value=date(2099, 12, 31)))
+def test_a_birth_date_must_fit_the_nirs_calendar_month(body, birth):
+    """Characters 2-3 are the birth year's last two digits, 4-5 its month; months 20-42
+    and 50 or more (civil records without a known month) are not checked."""
+    nir, year, month = nir_with_key(body), int(body[1:3]), int(body[3:5])
+    fits = year == birth.year % 100 and month == birth.month
+    if 1 <= month <= 12 and not fits:
+        with pytest.raises(ValueError, match="birth year and month") as refused:
+            check_birth_date_against_nir(nir, birth)
+        assert birth.isoformat() not in str(refused.value) and nir not in str(refused.value)
+    else:
+        assert check_birth_date_against_nir(nir, birth) == birth
 
 
 def ean_check_digit(first12: str) -> str:

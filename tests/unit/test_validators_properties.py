@@ -312,6 +312,18 @@ def lines(draw: st.DrawFn) -> dict[str, Any]:
             "base_cents": base, "amo_cents": amo, "amc_cents": amc}
 
 
+def nir_born(birth: date) -> st.SearchStrategy[str]:
+    """A valid NIR whose year and month are this birth's (or a month without a known
+    month: 20-42, 50-99), as the schema requires."""
+    months = st.one_of(st.just(birth.month), st.integers(20, 42), st.integers(50, 99))
+    return st.builds(
+        lambda sex, month, place, order:
+            nir_with_key(f"{sex}{birth.year % 100:02d}{month:02d}{place}{order:06d}"),
+        st.sampled_from("12"), months,
+        st.one_of(st.integers(1, 99).map(lambda n: f"{n:02d}"), st.sampled_from(["2A", "2B"])),
+        st.integers(0, 999999))
+
+
 @st.composite
 def claims(draw: st.DrawFn, max_lines: int = 5) -> dict[str, Any]:
     now = today()
@@ -325,7 +337,7 @@ def claims(draw: st.DrawFn, max_lines: int = 5) -> dict[str, Any]:
         "dispenser": {"finess": draw(finesses)},
         "prescriber": {"rpps": draw(rppses)},
         "beneficiary": {
-            "nir": draw(nirs.flatmap(with_spaces)), "birth_date": birth.isoformat(),
+            "nir": draw(nir_born(birth).flatmap(with_spaces)), "birth_date": birth.isoformat(),
             "birth_rank": draw(st.integers(1, 9)),
             "last_name": draw(names), "first_name": draw(names),
         },
