@@ -66,6 +66,7 @@ def run_gateway(procs: Procs, name: str, db_url: str, sim_url: str,
     config = write_config(procs.tmp, name.split()[-1], db_url,
                           int(sim_url.rsplit(":", 1)[1]), port)
     key = create_key(config)
+    board_key = create_key(config, role="operations")  # queue counts are for operations only
     url, proc = procs.gateway(config, port)
     try:
         if not results:
@@ -76,7 +77,7 @@ def run_gateway(procs: Procs, name: str, db_url: str, sim_url: str,
         print(f"[{name}] breaker open after {tripped:.1f} s of claims to a `down` simulator")
         results.append(asyncio.run(claims_load(name, url, key, args.requests,
                                                args.concurrency, args.max_seconds)))
-        row = operator_board(url, key)
+        row = operator_board(url, board_key)
         print(f"[{name}] after the load: state={row['state']} queued={row['queued']}")
     finally:
         procs.stop(proc)  # one gateway at a time: they share 2 cores

@@ -152,7 +152,7 @@ def one_run(procs: Procs, sim_url: str, mode: str, run: int,
     try:
         res = measure(name, mode, url, key, proc, args, seen)
         row = operator_board(url, key)
-        print(f"[{name}] after the load: state={row['state']} queued={row['queued']}; "
+        print(f"[{name}] after the load: state={row['state']}; "
               f"{res.rps:.1f} claims/s", flush=True)
         if row["state"] != "open":
             seen[f"breaker {row['state']} after the load"] += 1

@@ -22,7 +22,8 @@ from gateway.users_cli import users_app
 
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, revoke API keys and lift suspensions.",
+                       no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
@@ -135,7 +136,8 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(config: ConfigOption = None) -> None:
-    """One line per key: id, role, FINESS or operators, label, created, revoked."""
+    """One line per key: id, role, FINESS or operators, label, created, revoked,
+    suspended since, suspension reason."""
     from gateway.keys_admin import list_key_lines
 
     for line in list_key_lines(migrated_settings(config)):
@@ -154,6 +156,20 @@ def keys_revoke(key_id: str, config: ConfigOption = None) -> None:
     if not found:
         raise fail(f"no key {key_id}")
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("lift")
+def keys_lift(key_id: str, config: ConfigOption = None) -> None:
+    """Lift a key's suspension (over a rights budget): it works again, its budgets afresh."""
+    from gateway.keys_admin import lift_key
+
+    try:
+        lifted = lift_key(migrated_settings(config), key_id)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if lifted is None:
+        raise fail(f"no key {key_id}")
+    typer.echo(f"lifted {key_id}" if lifted else f"{key_id} was not suspended")
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog
 from gateway.db import Database
+from gateway.events.notifier import EventHub
 from gateway.identity.credentials import CredentialKeys
 from gateway.operators import OperatorDirectory
-from gateway.security.abuse import LookupWatch
 from gateway.security.apikeys import KeyCache
 from gateway.security.crypto import Cipher
 from gateway.security.ratelimit import RateLimiter
@@ -29,8 +29,8 @@ class AppContext:
     instance_id: str
     receipts: Any  # gateway.receipts.issuer.ReceiptIssuer
     audit_log: AuditLog
-    rights_watch: LookupWatch
     credentials: CredentialKeys
+    events: EventHub  # waiting long-polls, woken by new events (gateway.events.notifier)
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker
     key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.deps.submitter
     psc: Any = None  # gateway.identity.psc.ProSanteConnect, when configured

@@ -54,8 +54,9 @@ def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     return check
 
 
-def check_rate(ctx: AppContext, principal: Principal, endpoint_class: str) -> None:
-    wait = ctx.limiter.check(principal.key_id, endpoint_class)
+async def check_rate(ctx: AppContext, principal: Principal, endpoint_class: str) -> None:
+    """The key's limit for this class, counted with every instance's (see ratelimit)."""
+    wait = await ctx.limiter.check(principal.key_id, endpoint_class)
     if wait is not None:
         RATE_LIMITED.labels(endpoint_class).inc()
         raise RateLimited(
@@ -66,7 +67,7 @@ def check_rate(ctx: AppContext, principal: Principal, endpoint_class: str) -> No
 
 def rate_limited(endpoint_class: str) -> Callable[..., Awaitable[None]]:
     async def check(ctx: ContextDep, principal: PrincipalDep) -> None:
-        check_rate(ctx, principal, endpoint_class)
+        await check_rate(ctx, principal, endpoint_class)
 
     return check
 
@@ -87,7 +88,7 @@ async def submitter(ctx: ContextDep, credentials: CredentialsDep) -> Principal:
         ctx.key_cache.put(secret, principal)
     if principal.role != "pharmacy":
         raise Forbidden("this needs a key with role pharmacy")
-    check_rate(ctx, principal, "claims")
+    await check_rate(ctx, principal, "claims")
     return principal
 
 

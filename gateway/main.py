@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -32,12 +32,15 @@ from gateway.console.security import SecurityHeadersMiddleware
 from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
 from gateway.db import Database
-from gateway.errors import install_error_handlers
+from gateway.deployment import ensure_deployment_id, redis_namespace
+from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
+from gateway.events.notifier import EventHub
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
+from gateway.keys.endpoints import router as keys_router
 from gateway.logs import configure_logging
-from gateway.metrics import LatencyMiddleware, Snapshot, render
+from gateway.metrics import LatencyMiddleware, Snapshot, render, scrape_allowed
 from gateway.middleware import BodyLimitMiddleware
 from gateway.operators import build_directory
 from gateway.ops.endpoints import router as ops_router
@@ -51,13 +54,19 @@ from gateway.resilience.prober import run_prober
 from gateway.resilience.shared import run_breaker_sync
 from gateway.retention import run_retention
 from gateway.rights.endpoints import router as rights_router
-from gateway.security.abuse import LookupWatch
 from gateway.security.crypto import Cipher
 from gateway.security.envelope import DataKeyStore
-from gateway.security.keyring import load_credential_key, load_keyring
+from gateway.security.keyring import (
+    load_audit_head_key,
+    load_credential_key,
+    load_keyring,
+    load_redis_key,
+)
+from gateway.security.limit_store import DatabaseWindows
 from gateway.security.proxies import TrustedProxyMiddleware
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.sharing import start_sharing, stop_sharing
 from gateway.webhooks.worker import run_webhooks
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -99,9 +108,10 @@ def build_context(
             "rights": settings.limits.rights_per_minute,
             "claims": settings.limits.claims_per_minute,
             "receipts": settings.limits.receipts_per_minute,
-        }),
+            "reads": settings.limits.reads_per_minute,
+        }, DatabaseWindows(db), namer=lambda raw: cipher.index("rate-limit", raw)),
+        events=EventHub(db.engine),
         audit_log=audit_log,
-        rights_watch=LookupWatch(settings.limits.rights_distinct_per_hour),
         credentials=CredentialKeys(load_credential_key(settings)),
         psc=(ProSanteConnect(settings.pro_sante_connect, settings.public_url,
                              transport=(transports or {}).get("pro_sante_connect"))
@@ -123,6 +133,8 @@ def create_app(
     load_keyring(settings)  # fail at creation, not at the first request, on a bad key
     AuditLog.from_settings(settings)  # the audit key too
     load_credential_key(settings)  # and the credentials' pepper
+    load_audit_head_key(settings)  # the audit heads' own key
+    redis_key = load_redis_key(settings)  # with redis_url: the breaker messages' HMAC key
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +142,12 @@ def create_app(
         app.state.context = context
         stopping = asyncio.Event()
         tasks = []
+        # this database's deployment id namespaces every Redis key and channel; read before
+        # any task starts, so a failure here leaves none running
+        shares = run_workers and bool(settings.redis_url) and redis_key is not None
+        deployment = await context.db.write(ensure_deployment_id) if shares else ""
+        # rate limits, long-poll places and wake-ups, shared by every instance (not workers)
+        tasks.extend(await start_sharing(context, stopping))
         if run_workers:
             for operator in context.operators:
                 worker = DrainWorker(context, operator)
@@ -139,9 +157,10 @@ def create_app(
             tasks.append(asyncio.create_task(run_webhooks(context, stopping)))
             tasks.append(asyncio.create_task(run_audit_heads(context, stopping)))
             tasks.append(asyncio.create_task(run_retention(context, stopping)))
-            if settings.redis_url:
+            if shares and redis_key is not None:
                 tasks.append(asyncio.create_task(run_breaker_sync(
-                    context.operators, settings.redis_url, context.instance_id, stopping)))
+                    context.operators, settings.redis_url, context.instance_id, stopping,
+                    prefix=redis_namespace(deployment), key=redis_key)))
         try:
             yield
         finally:
@@ -149,6 +168,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_sharing(context)
             await context.operators.aclose()
             await context.db.dispose()
 
@@ -169,6 +189,7 @@ def create_app(
     install_console_errors(app)
     app.include_router(claims_router)
     app.include_router(rights_router)
+    app.include_router(keys_router)
     app.include_router(events_router)
     app.include_router(ops_router)
     app.include_router(receipts_router)
@@ -195,8 +216,13 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no personal data)",
-             response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
+             response_class=PlainTextResponse, responses=problem_responses(401),
+             description="With `metrics_token` set: `Authorization: Bearer <metrics_token>`.")
+    async def metrics(request: Request) -> PlainTextResponse:
+        if not scrape_allowed(settings.metrics_token.get_secret_value(),
+                              request.headers.get("authorization")):
+            raise Unauthorized("send the metrics token as `Authorization: Bearer <token>`",
+                               headers={"WWW-Authenticate": "Bearer"})
         context = app.state.context
         depth = await context.db.read(queue_depth)
         breakers = {operator.name: operator.breaker.state for operator in context.operators}

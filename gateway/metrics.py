@@ -7,6 +7,7 @@ scrape, so every instance reports the same queue.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -38,11 +39,13 @@ RECEIPTS = Counter(
     "gateway_receipts_total", "Provisional receipts issued", ["operator", "basis"],
     registry=REGISTRY,
 )
-RIGHTS_UNUSUAL = Counter(
-    "gateway_rights_unusual_total",
-    "Rights lookups of a new person by a key already above its hourly distinct-person threshold",
-    ["key_id"], registry=REGISTRY,
+RIGHTS_BUDGET_EXCEEDED = Counter(
+    "gateway_rights_budget_exceeded_total",
+    "Rights lookups refused over a distinct-people budget (the key is suspended), by the "
+    "budget's scope: key or pharmacy; never a key id", ["scope"], registry=REGISTRY,
 )
+for _scope in ("key", "pharmacy"):
+    RIGHTS_BUDGET_EXCEEDED.labels(_scope)  # both series exist from the start, at 0
 RATE_LIMITED = Counter(
     "gateway_rate_limited_total", "Requests refused with 429, by endpoint class",
     ["endpoint_class"], registry=REGISTRY,
@@ -95,6 +98,15 @@ class Snapshot(Collector):
             oldest.add_metric([operator], (now - first).total_seconds() if first else 0.0)
             exposure.add_metric([operator], self.outstanding.get(operator, 0))
         yield from (state, depth, pending, failed, oldest, exposure)
+
+
+def scrape_allowed(token: str, authorization: str | None) -> bool:
+    """No token configured: anyone scrapes; else `Bearer <token>`, compared in constant time."""
+    if not token:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.encode())
 
 
 def render(snapshot: Snapshot) -> bytes:

@@ -101,6 +101,10 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = instant_column()
     revoked_at: datetime | None = instant_column(nullable=True)
     expires_at: datetime | None = instant_column(nullable=True)
+    # over a rights budget: refused (403 key-suspended) until operations lift it; the MAC
+    # covers both while set (gateway.security.apikeys.mac_fields)
+    suspended_at: datetime | None = instant_column(nullable=True)
+    suspension_reason: str | None = Field(default=None, max_length=200)
 
 
 class Claim(SQLModel, table=True):
@@ -161,19 +165,35 @@ class ClaimHistory(SQLModel, table=True):
 
 
 class RightsCacheEntry(SQLModel, table=True):
-    """The last rights answer per beneficiary and insurer; the answer itself is encrypted."""
+    """The last rights answer per pharmacy, beneficiary and insurer; the answer itself is
+    encrypted. Per pharmacy: no pharmacy is answered from, or learns of, another's lookups."""
 
     __tablename__ = "rights_cache"
     __table_args__ = (
-        UniqueConstraint("beneficiary_hash", "insurer_number", name="uq_rights_cache_key"),
+        UniqueConstraint("finess", "beneficiary_hash", "insurer_number",
+                         name="uq_rights_cache_finess_key"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    finess: str = Field(max_length=9)
     beneficiary_hash: str = Field(max_length=64)
     insurer_number: str = Field(max_length=12)
     answer_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     as_of: datetime = instant_column(index=True)
     data_key_id: str | None = Field(default=None, max_length=64, index=True)
+
+
+class RightsLookup(SQLModel, table=True):
+    """A person counted once in a rights budget: per scope (`key:<id>` or `finess:<F>`) and
+    period (`YYYY-MM-DDTHH` for an hour, `YYYY-MM-DD` for a day, UTC), the keyed hash of
+    their NIR. Shared by every instance; rows of days gone are deleted."""
+
+    __tablename__ = "rights_lookups"
+    __table_args__ = (Index("ix_rights_lookups_period", "period"),)
+
+    scope: str = Field(primary_key=True, max_length=40)
+    period: str = Field(primary_key=True, max_length=13)
+    subject: str = Field(primary_key=True, max_length=64)
 
 
 class Event(SQLModel, table=True):
@@ -253,7 +273,9 @@ class WebhookCursor(SQLModel, table=True):
 class Receipt(SQLModel, table=True):
     """A provisional coverage receipt: the signed promise, and where it stands.
 
-    No personal data: the beneficiary appears only as the keyed hash the daily cap needs.
+    No personal data: the beneficiary appears only as the keyed hash the daily cap needs,
+    that of their NIR (`claims.nir_hash`, since migration 0010): another birth date or rank
+    on the same NIR is the same person for the cap.
     """
 
     __tablename__ = "receipts"
@@ -359,11 +381,36 @@ class LoginThrottle(SQLModel, table=True):
     reported: bool = False  # the window's aggregate audit entry is written
 
 
+class RateWindow(SQLModel, table=True):
+    """Requests per rate-limit bucket (keyed hash of class and caller) and 5 s slot, shared
+    by every instance when there is no Redis (`gateway.security.limit_store`)."""
+
+    __tablename__ = "rate_windows"
+
+    bucket: str = Field(primary_key=True, max_length=64)
+    window_start: int = Field(primary_key=True, sa_type=BigInteger, index=True,
+                              sa_column_kwargs={"autoincrement": False})  # epoch s, slot-aligned
+    hits: int = 0
+
+
+class LongPollSlot(SQLModel, table=True):
+    """One of a key's few concurrent long-polls on `/v1/events`, held until `expires_at`
+    (epoch seconds) or given back; shared by every instance when there is no Redis."""
+
+    __tablename__ = "long_poll_slots"
+
+    bucket: str = Field(primary_key=True, max_length=64)
+    slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    holder: str = Field(max_length=40)
+    expires_at: float = Field(index=True)
+
+
 class DataKey(SQLModel, table=True):
     """Envelope encryption: a data key per scope (pharmacy and month), wrapped by the master key.
 
-    Rotating the master key re-wraps these rows only; deleting one (crypto-shredding)
-    makes every record it encrypted unreadable.
+    Rotating re-wraps these rows and retires them (`retired_at`: still decrypts, no new
+    record uses it); deleting one (crypto-shredding) makes every record it encrypted
+    unreadable in this database (not in a backup taken before).
     """
 
     __tablename__ = "data_keys"
@@ -374,6 +421,19 @@ class DataKey(SQLModel, table=True):
     master_kid: str = Field(max_length=16)
     created_at: datetime = instant_column()
     shredded_at: datetime | None = instant_column(nullable=True)
+    retired_at: datetime | None = instant_column(nullable=True)  # rotated: decrypts, no new use
+
+
+class Deployment(SQLModel, table=True):
+    """One row, made by migration 0012: the id that namespaces what this database's
+    instances share outside it (Redis keys and channels, audit anchors)."""
+
+    __tablename__ = "deployment"
+    __table_args__ = (UniqueConstraint("id", name="uq_deployment_id"),)
+
+    slot: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    id: str = Field(max_length=40)
+    created_at: datetime = instant_column()
 
 
 class AuditHead(SQLModel, table=True):

@@ -5,7 +5,8 @@ statuses, operator, dates. Its payload is emptied and its keyed hashes (NIR,
 beneficiary, request) are cleared. Failed claims are purged like settled ones once
 retention is over (operations staff had `retention_days` to look at them); queued and
 pending claims never are: they still have to be sent. Then every data key that no
-record uses any more, in a month that is over, is shredded.
+record uses any more, in a month that is over or retired by a rotation an hour ago,
+is shredded.
 
 On SQLite the purge runs with `secure_delete` and is followed by a WAL checkpoint,
 so the erased values do not linger in free pages or in the write-ahead log.
@@ -43,6 +44,7 @@ log = structlog.get_logger(__name__)
 PURGEABLE_STATUSES = ("accepted", "rejected", "cancelled", "failed")
 PURGE_LOCK = 0x70757267  # "purg": one purge at a time across instances (PostgreSQL)
 SHRED_GRACE = timedelta(days=2)  # a month's key is shredded only well after the month ends
+RETIRED_GRACE = timedelta(hours=1)  # a rotated key unused this long after its retirement too
 CHUNK = 500
 LOGIN_ROWS_KEPT = timedelta(days=2)  # longer than any login window (at most a day)
 SESSIONS_KEPT = timedelta(days=8)  # longer than any session lives (at most a week)
@@ -117,16 +119,35 @@ def _purge_login_bookkeeping(session: Session, now: datetime) -> None:
         | (col(ConsoleSession.created_at) < now - SESSIONS_KEPT)))
 
 
-def _unused_data_keys(session: Session, now: datetime) -> list[str]:
-    """Live data keys no record refers to, whose month is over (no new record will use them)."""
+def _unused_data_keys(session: Session, now: datetime, *, retired_before: datetime | None = None,
+                      retired_only: bool = False) -> list[str]:
+    """Live data keys no record refers to, whose month is over or that were retired (before
+    `retired_before`, by default RETIRED_GRACE ago): no new record will use them."""
     by_claims = select(Claim.data_key_id).where(col(Claim.data_key_id).is_not(None))
     by_rights = select(RightsCacheEntry.data_key_id).where(
         col(RightsCacheEntry.data_key_id).is_not(None))
-    rows = session.execute(select(DataKey.id, DataKey.scope, DataKey.created_at).where(
+    rows = session.execute(select(DataKey.id, DataKey.scope, DataKey.created_at,
+                                  DataKey.retired_at).where(
         col(DataKey.wrapped).is_not(None),
         col(DataKey.id).not_in(by_claims), col(DataKey.id).not_in(by_rights),
     )).all()
-    return [row.id for row in rows if month_over(row.scope, row.created_at, now)]
+    cutoff = retired_before or now - RETIRED_GRACE
+    return [row.id for row in rows
+            if (row.retired_at is not None and row.retired_at <= cutoff)
+            or (not retired_only and month_over(row.scope, row.created_at, now))]
+
+
+def shred_retired(session: Session, *, now: datetime, retired_before: datetime) -> list[str]:
+    """After a re-encryption: shred the DEKs retired before `retired_before` that no record
+    uses any more (securely erased on SQLite, as by the purge)."""
+    sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    if sqlite:
+        session.execute(text("PRAGMA secure_delete=ON"))
+    unused = _unused_data_keys(session, now, retired_before=retired_before, retired_only=True)
+    shred(session, unused, now=now)
+    if sqlite:
+        session.execute(text("PRAGMA secure_delete=OFF"))
+    return unused
 
 
 def month_over(scope: str, created_at: datetime, now: datetime) -> bool:

@@ -125,6 +125,8 @@ class LimitsSettings(_Section):
     rights_per_minute: int = Field(120, ge=1)
     claims_per_minute: int = Field(1200, ge=1)
     receipts_per_minute: int = Field(60, ge=1)  # public receipt lookups, per client address
+    reads_per_minute: int = Field(600, ge=1)  # claims, events, exposure, operators: per key
+    long_polls_per_key: int = Field(3, ge=1)  # `GET /v1/events?wait=` waiting at once
     # distinct people whose rights one key, or one pharmacy's keys together, may look up in
     # a (UTC) hour and day, counted in the database for every instance; one more: 429 and
     # the key is suspended until operations lift it (gateway.security.abuse)

@@ -26,7 +26,9 @@ from gateway.settings import Settings
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
           "receipt_exposure", "console_sessions", "users", "login_throttle", "data_keys",
-          "audit_heads", "claims", "rights_cache", "api_keys", "webhook_cursors")
+          "audit_heads", "claims", "rights_cache", "rights_lookups", "api_keys",
+          "webhook_cursors", "rate_windows", "long_poll_slots",
+          "deployment")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 

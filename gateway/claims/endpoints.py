@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import AwareDatetime
 
 from gateway.claims import cancel, queries, service
 from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic, ClaimStatus
-from gateway.deps import ContextDep, PharmacyDep, SubmitterDep
+from gateway.deps import ContextDep, PharmacyDep, SubmitterDep, rate_limited
 from gateway.errors import problem_responses
 
 router = APIRouter(prefix="/v1/claims", tags=["claims"])
@@ -46,7 +46,8 @@ async def submit_claim(
     return _answer(response, result)
 
 
-@router.get("", response_model=ClaimPage, responses=problem_responses(401, 403, 422),
+@router.get("", response_model=ClaimPage, dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 422, 429),
             summary="List own claims, newest first")
 async def list_claims(
     ctx: ContextDep,
@@ -64,7 +65,8 @@ async def list_claims(
 
 
 @router.get("/{claim_id}", response_model=ClaimDetail,
-            responses=problem_responses(401, 403, 404), summary="A claim with its history")
+            dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 404, 429), summary="A claim with its history")
 async def get_claim(claim_id: str, ctx: ContextDep, principal: PharmacyDep) -> Any:
     return await queries.get(ctx=ctx, principal=principal, claim_id=claim_id)
 

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 from ulid import ULID
 
 from gateway.deferred import FlushFirst, pending_claims, stage
+from gateway.events import notifier
 from gateway.models import Claim, ClaimHistory, Event, new_row, utcnow
 from gateway.receipts import repository as receipts_repository
 
@@ -142,3 +143,4 @@ def add_event(
 ) -> None:
     stage(session, new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
                            claim_id=claim_id, at=at))
+    notifier.note(session, finess)  # wakes the pharmacy's long-polls once committed

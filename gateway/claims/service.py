@@ -112,7 +112,8 @@ async def _store_or_replay(
     # exposure that day: on SQLite, read it along with the duplicate check, in the same
     # statement (the transaction holds the write lock from its start). On PostgreSQL the
     # policy must read it after taking its per-pharmacy lock (gateway.receipts.issuer).
-    exposure_of = ((beneficiary_hash, claim_in.service_date)
+    # (the daily cap counts the person: their NIR's hash, whatever birth date or rank)
+    exposure_of = ((ctx.cipher.index("nir", claim_in.beneficiary.nir), claim_in.service_date)
                    if ctx.db.writes_one_at_a_time and operator.settings.provisional != "none"
                    and not operator.breaker.is_closed else None)
 

@@ -2,26 +2,24 @@
 
 The events are written by the same transaction as the change they announce (the
 outbox in `claims.repository.record`), so the feed never misses or invents one.
-Long-polling re-reads the database, which keeps it right across instances.
+A long-poll waits to be woken by a new event of its pharmacy, on this instance or
+another (`service`); reads count in the key's `reads` limit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlmodel import Session, col, select
 
-from gateway.deps import ContextDep, PharmacyDep
+from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import ValidationFailed, problem_responses
-from gateway.models import Event
+from gateway.events import service
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-POLL_S = 0.25
 MAX_WAIT_S = 30
 
 
@@ -62,15 +60,12 @@ def decode(cursor: str) -> int:
         {"field": "after", "message": "not a cursor from `next`"}])
 
 
-def _page(session: Session, finess: str, after: int, limit: int) -> list[Event]:
-    return list(session.exec(
-        select(Event).where(col(Event.finess) == finess, col(Event.id) > after)
-        .order_by(col(Event.id)).limit(limit)
-    ).all())
-
-
-@router.get("", response_model=EventPage, responses=problem_responses(401, 403, 422),
-            summary="Own events, oldest first; `wait` long-polls up to 30 s")
+@router.get("", response_model=EventPage, dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 422, 429),
+            summary="Own events, oldest first; `wait` long-polls up to 30 s",
+            description="At most `[limits] long_polls_per_key` long-polls of a key wait at "
+                        "once (429 beyond); a waiting long-poll answers as soon as an event "
+                        "of its pharmacy is committed, on any instance.")
 async def events(
     ctx: ContextDep, principal: PharmacyDep,
     after: Annotated[str | None, Query(max_length=100)] = None,
@@ -78,14 +73,8 @@ async def events(
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
 ) -> EventPage:
     position = decode(after) if after else 0
-    finess = principal.finess or ""
-    loop = asyncio.get_running_loop()
-    ends_at = loop.time() + wait
-    while True:
-        found = await ctx.db.read(lambda s: _page(s, finess, position, limit))
-        if found or loop.time() >= ends_at:
-            break
-        await asyncio.sleep(min(POLL_S, max(0.0, ends_at - loop.time())))
+    found = await service.read(ctx=ctx, principal=principal, after=position, limit=limit,
+                               wait=wait)
     return EventPage(
         events=[EventPublic(id=e.event_id, type=e.type, claim_id=e.claim_id,
                             at=e.at.isoformat(), message=MESSAGES.get(e.type)) for e in found],

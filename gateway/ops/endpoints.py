@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from gateway.claims.queries import decode_cursor, encode_cursor
 from gateway.context import AppContext
-from gateway.deps import ContextDep, PrincipalDep, require
+from gateway.deps import ContextDep, PrincipalDep, rate_limited, require
 from gateway.errors import Forbidden, NotFound, problem_responses
 from gateway.ops import service
 from gateway.ops.board import board, board_for
@@ -39,7 +39,8 @@ def known_operator(ctx: AppContext, principal: Principal, name: str) -> str:
 
 
 @router.get("", response_model=list[OperatorPublic | OperatorState],
-            responses=problem_responses(401),
+            dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 429),
             summary="The operators' breaker state and pause; their queues for operations",
             description="A pharmacy key gets each operator's state only (`OperatorState`). "
                         "An operations key gets its operators in full (`OperatorPublic`): "
@@ -89,7 +90,9 @@ async def replay(name: str, request: ReplayRequest, ctx: ContextDep,
 
 
 @router.get("/{name}/replay", response_model=ReplayProgress,
-            responses=problem_responses(401, 403, 404), summary="The latest replay's progress")
+            dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 404, 429),
+            summary="The latest replay's progress")
 async def replay_progress(name: str, ctx: ContextDep,
                           principal: OperationsDep) -> ReplayProgress:
     operator = known_operator(ctx, principal, name)
@@ -100,7 +103,8 @@ async def replay_progress(name: str, ctx: ContextDep,
 
 
 @router.get("/{name}/queue", response_model=QueuePage,
-            responses=problem_responses(401, 403, 404, 422),
+            dependencies=[Depends(rate_limited("reads"))],
+            responses=problem_responses(401, 403, 404, 422, 429),
             summary="Queued, pending and failed claims; no personal data")
 async def queue(
     name: str, ctx: ContextDep, principal: OperationsDep,

@@ -110,7 +110,7 @@ def test_production_with_keys_from_env_serves(tmp_path: Path) -> None:
     path.write_text(dev_config(OPERA, environment="production"))
     keys = {f"GATEWAY_SECURITY__{name}": base64.b64encode(bytes([i]) * 32).decode()
             for i, name in enumerate(["DATA_KEY", "INDEX_KEY", "SIGNING_KEY", "AUDIT_KEY",
-                                          "CREDENTIAL_KEY"],
+                                          "CREDENTIAL_KEY", "AUDIT_HEAD_KEY"],
                                      start=1)}
     port = free_port()
     with spawn("serve", "--config", str(path), "--port", str(port), cwd=tmp_path, name="prod",

@@ -1,5 +1,5 @@
-"""Abuse resistance: rate limits trip and reset, the harvesting detector, key expiry and
-revocation, and the audit of key creation and revocation."""
+"""Abuse resistance: rate limits trip and reset, key expiry and revocation, and the audit
+of key creation and revocation. The harvesting budgets: tests/integration/test_rights_budgets.py."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from datetime import timedelta
 
 import pytest
 from sqlmodel import select
-from structlog.testing import capture_logs
 from synthetic import claim_body, rights_body
 
 from gateway.db import Database
 from gateway.keys_admin import create_key, revoke_key
 from gateway.metrics import REGISTRY
 from gateway.models import ApiKey, AuditEntry, utcnow
-from gateway.security.abuse import LookupWatch
 from gateway.security.apikeys import InvalidKeyRequest, new_key
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -31,10 +29,6 @@ class FakeClock:
         return self.now
 
 
-def unusual_count(key_id: str) -> float:
-    return REGISTRY.get_sample_value("gateway_rights_unusual_total", {"key_id": key_id}) or 0.0
-
-
 def key_id_of(headers: dict[str, str]) -> str:
     return headers["Authorization"].removeprefix("Bearer ").split(".")[0]
 
@@ -43,9 +37,11 @@ def key_id_of(headers: dict[str, str]) -> str:
 
 @pytest.fixture
 def clock(app) -> FakeClock:  # type: ignore[no-untyped-def]
+    """Small limits on a fake wall clock, counted in the app's shared store (the database)."""
     fake = FakeClock()
-    app.state.context.limiter = RateLimiter({"rights": 2, "claims": 2, "receipts": 60},
-                                            clock=fake)
+    shared = app.state.context.limiter.store
+    app.state.context.limiter = RateLimiter(
+        {"rights": 2, "claims": 2, "receipts": 60, "reads": 600}, shared, clock=fake)
     return fake
 
 
@@ -57,9 +53,10 @@ async def test_rights_limit_trips_with_retry_after_and_resets(client, pharmacy, 
     limited = await client.post("/v1/rights", json=rights_body(), headers=pharmacy)
     assert limited.status_code == 429
     assert limited.headers["content-type"].startswith("application/problem+json")
-    assert limited.headers["Retry-After"] == "40"  # until the oldest request is a minute old
+    # until the 5 s slot of the oldest request, [1000, 1005), is a minute old
+    assert limited.headers["Retry-After"] == "45"
     assert "185077511512396" not in limited.text  # no personal data echoed
-    clock.now += 39
+    clock.now += 44
     assert (await client.post("/v1/rights", json=rights_body(),
                               headers=pharmacy)).status_code == 429
     clock.now += 1
@@ -72,14 +69,17 @@ async def test_claims_limit_is_per_key_and_per_class(client, pharmacy, other_pha
         assert (await client.post("/v1/claims", json=claim_body(number),
                                   headers=pharmacy)).status_code in (201, 202)
     limited = await client.post("/v1/claims", json=claim_body("L3"), headers=pharmacy)
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 60
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) == 65
     # the rights budget of the same key, and the claims budget of another key, are untouched
     assert (await client.post("/v1/rights", json=rights_body(),
                               headers=pharmacy)).status_code == 200
     other = claim_body("L1", finess="690000880")
     assert (await client.post("/v1/claims", json=other,
                               headers=other_pharmacy)).status_code in (201, 202)
-    clock.now += 60
+    clock.now += 64
+    assert (await client.post("/v1/claims", json=claim_body("L3"),
+                              headers=pharmacy)).status_code == 429
+    clock.now += 1
     assert (await client.post("/v1/claims", json=claim_body("L3"),
                               headers=pharmacy)).status_code in (201, 202)
 
@@ -97,71 +97,17 @@ async def test_refusals_are_counted_by_endpoint_class(client, pharmacy, clock):
                      (await client.get("/metrics")).text, re.MULTILINE)
 
 
-def test_the_limiter_forgets_quiet_callers() -> None:
+async def test_the_limiter_forgets_quiet_callers() -> None:
     clock = FakeClock()
     limiter = RateLimiter({"receipts": 5}, clock=clock, max_tracked=100)
     for address in range(100):
-        assert limiter.check(f"10.0.0.{address}", "receipts") is None
-    clock.now += 61
-    assert limiter.check("10.0.1.1", "receipts") is None
-    assert limiter.tracked() == 1
-
-
-# --- the harvesting detector ----------------------------------------------------------
-
-def test_a_few_people_an_hour_is_normal() -> None:
-    watch = LookupWatch(3, clock=FakeClock())
-    for person in ("a", "b", "c", "a", "b", "c", "a"):
-        assert watch.note_rights_lookup("key_normal", person) is False
-    assert watch.distinct("key_normal") == 3
-    assert unusual_count("key_normal") == 0
-
-
-def test_many_distinct_people_from_one_key_is_flagged_with_ids_only() -> None:
-    clock = FakeClock()
-    watch = LookupWatch(3, clock=clock)
-    before = unusual_count("key_harvest")
-    with capture_logs() as logs:
-        flags = [watch.note_rights_lookup("key_harvest", f"hash-{i:04d}") for i in range(6)]
-        assert watch.note_rights_lookup("key_quiet", "hash-0000") is False  # its own window
-    assert flags == [False, False, False, True, True, True]
-    assert unusual_count("key_harvest") == before + 3
-    warnings = [e for e in logs if e["event"] == "rights.unusual_volume"]
-    assert len(warnings) == 1  # once per episode, not once per lookup
-    assert warnings[0]["log_level"] == "warning"
-    assert warnings[0]["key_id"] == "key_harvest"
-    assert warnings[0]["distinct_beneficiaries"] == 4
-    assert not any("hash-" in str(value) for value in warnings[0].values())
-
-
-def test_the_window_slides_and_the_alarm_rearms() -> None:
-    clock = FakeClock()
-    watch = LookupWatch(2, clock=clock)
-    for person in ("a", "b"):
-        watch.note_rights_lookup("key_slide", person)
-    clock.now += 1800
-    assert watch.note_rights_lookup("key_slide", "c") is True  # a, b, c within the hour
-    clock.now += 1801  # a and b are more than an hour old
-    assert watch.note_rights_lookup("key_slide", "d") is False
-    assert watch.distinct("key_slide") == 2
-    with capture_logs() as logs:
-        assert watch.note_rights_lookup("key_slide", "e") is True
-    assert [e["event"] for e in logs] == ["rights.unusual_volume"]  # a new episode
-
-
-def test_the_detector_memory_is_bounded() -> None:
-    watch = LookupWatch(10, clock=FakeClock(), max_keys=50)
-    for i in range(5000):
-        watch.note_rights_lookup("key_big", f"h{i}")
-    assert watch.distinct("key_big") == 256  # capped: the count means "at least"
-    for key in range(200):
-        watch.note_rights_lookup(f"key_{key}", "h")
-    assert len(watch._keys) == 50
-
-
-def test_the_threshold_is_a_setting() -> None:
-    assert Settings().limits.rights_distinct_per_hour == 60
-    assert Settings(limits={"rights_distinct_per_hour": 5}).limits.rights_distinct_per_hour == 5
+        assert await limiter.check(f"10.0.0.{address}", "receipts") is None
+    clock.now += 64  # their slot, [1000, 1005), is still in the window
+    assert await limiter.check("10.0.1.0", "receipts") is None
+    assert limiter.tracked() == 101
+    clock.now += 2
+    assert await limiter.check("10.0.1.1", "receipts") is None
+    assert limiter.tracked() == 2
 
 
 # --- key lifecycle --------------------------------------------------------------------

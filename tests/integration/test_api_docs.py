@@ -16,7 +16,8 @@ from gateway.main import create_app
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.anyio
-KEYS = ("data_key", "index_key", "signing_key", "audit_key", "credential_key")
+KEYS = ("data_key", "index_key", "signing_key", "audit_key", "credential_key",
+        "audit_head_key")
 SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.S)
 URLS = re.compile(r'(?:src|href)="([^"]*)"')
 

@@ -29,8 +29,11 @@ from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 
 from gateway.claims.presenter import mask_nir
 from gateway.db import Database
+from gateway.identity.credentials import CredentialKeys
 from gateway.keys_admin import create_key
 from gateway.models import ConsoleSession, User
+from gateway.security import apikeys
+from gateway.security.keyring import load_credential_key
 
 pytestmark = pytest.mark.anyio
 
@@ -474,6 +477,41 @@ async def pause_then_resume_form(world: World, actor: str) -> httpx.Response:
     return await console_post(lambda w: "/console/operations/opera/resume")(world, actor)
 
 
+def a_key_id(world: World) -> str:
+    return world.secrets["A"].split(".")[0]
+
+
+def suspend_a_key(world: World) -> None:
+    """A's key as a rights budget leaves it: suspended pending review."""
+    credentials = CredentialKeys(load_credential_key(world.settings))
+    database = Database(world.settings.database_url)
+    try:
+        database.write_now(lambda s: apikeys.suspend(s, a_key_id(world), "test", credentials))
+    finally:
+        database.engine.dispose()
+
+
+async def lift_a_key(world: World, actor: str) -> httpx.Response:
+    suspend_a_key(world)  # again, after an owner lifted it
+    return await world.http.post(f"/v1/keys/{a_key_id(world)}/lift",
+                                 headers=world.headers[actor])
+
+
+async def lift_a_key_form(world: World, actor: str) -> httpx.Response:
+    suspend_a_key(world)
+    return await console_post(lambda w: f"/console/keys/{a_key_id(w)}/lift")(world, actor)
+
+
+async def a_key_still_suspended(world: World) -> None:
+    answer = await world.http.get("/v1/claims", headers=world.headers["A"])
+    assert answer.status_code == 403 and answer.json()["type"] == "key-suspended", answer.text
+
+
+def a_key_lifted(world: World, answer: httpx.Response) -> None:
+    assert answer.json()["id"] == a_key_id(world) and answer.json()["suspended"] is False
+    no_personal_data(world, answer)
+
+
 def not_opera(world: World, answer: httpx.Response) -> None:
     """A key scoped to santex sees santex only."""
     assert "santex" in answer.text and "/operations/opera/" not in answer.text
@@ -539,6 +577,13 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         replay_progress, ok=Expect(200, no_personal_data)),
     ("GET", "/v1/operators/{name}/queue"): operations_only(
         get(lambda w: "/v1/operators/opera/queue"), ok=Expect(200, ops_queue)),
+    # a pharmacy's key suspended over a rights budget: any operations key (keys are not an
+    # operator's objects) or admin lifts it; pharmacies, even its own, may not
+    ("POST", "/v1/keys/{key_id}/lift"): RouteSpec("operations", lift_a_key, api(
+        A=Expect(403), B=Expect(403), **dict.fromkeys(
+            ("operations", "operations_elsewhere", "admin"), Expect(200, a_key_lifted))),
+        owners=("operations", "operations_elsewhere", "admin"),
+        unchanged=a_key_still_suspended),
     # ------------------------------------------------------------------ public
     ("GET", "/v1/receipts/{receipt_id}"): public(receipt_status),
     ("GET", "/.well-known/jwks.json"): public(get(lambda w: "/.well-known/jwks.json")),
@@ -609,6 +654,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("POST", "/console/operations/{name}/replay"): staff_console(
         console_post(lambda w: "/console/operations/opera/replay", {"status": "failed"}),
         TO_BOARD, unchanged=no_replay_of_opera),
+    ("POST", "/console/keys/{key_id}/lift"): console(
+        "console-staff", lift_a_key_form,
+        owners=("operations_session", "operations_elsewhere_session", "admin_session"),
+        unchanged=a_key_still_suspended, A_session=PAGE_403, B_session=PAGE_403,
+        **dict.fromkeys(STAFF_SESSIONS, TO_BOARD)),
     ("GET", "/console/audit"): staff_console(
         get(lambda w: "/console/audit"), STAFF_PAGE, admin_only=True),
     # accounts: every staff member sees the list (to unlock); only an admin changes them

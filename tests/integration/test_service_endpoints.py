@@ -22,7 +22,9 @@ async def test_readiness_fails_when_the_database_is_unreachable(settings, tmp_pa
     broken = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/no/such/dir/x.db"})
     app = create_app(broken, configure_logs=False)
     async with LifespanManager(app):
-        # The directory exists only once the engine made it; remove it to break the database.
+        # The directory and the (empty, 0600) file exist only once the engine made them;
+        # remove both to break the database.
+        (tmp_path / "no/such/dir/x.db").unlink()
         (tmp_path / "no/such/dir").rmdir()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                      base_url="http://g") as http:

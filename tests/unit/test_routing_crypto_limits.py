@@ -58,13 +58,18 @@ def test_index_is_keyed_and_stable():
     assert other.index("nir", "185077511512396") != a.index("nir", "185077511512396")
 
 
-def test_rate_limiter_lets_a_burst_pass_then_waits_for_the_window():
+@pytest.mark.anyio
+async def test_rate_limiter_lets_a_burst_pass_then_waits_for_the_window():
     now = [1000.0]
     limiter = RateLimiter({"rights": 3}, clock=lambda: now[0])
-    assert [limiter.check("k", "rights") for _ in range(3)] == [None, None, None]
-    assert limiter.check("k", "rights") == 60
-    assert limiter.check("other", "rights") is None
+    assert [await limiter.check("k", "rights") for _ in range(3)] == [None, None, None]
+    # counted in 5 s slots: the slot [1000, 1005) holding the burst leaves the minute at 1065
+    assert await limiter.check("k", "rights") == 65
+    assert await limiter.check("other", "rights") is None
     now[0] += 30
-    assert limiter.check("k", "rights") == 30
-    now[0] += 30.5
-    assert limiter.check("k", "rights") is None
+    assert await limiter.check("k", "rights") == 35
+    now[0] += 34.5
+    assert await limiter.check("k", "rights") == 1
+    now[0] += 0.5
+    assert await limiter.check("k", "rights") is None
+    assert [await limiter.check("k", "rights") for _ in range(3)] == [None, None, 65]

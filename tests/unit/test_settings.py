@@ -123,6 +123,32 @@ def test_production_requires_the_credential_key(tmp_path):
     assert not (tmp_path / "credential_key.b64").exists()
 
 
+def test_production_requires_the_audit_head_key_and_with_redis_the_redis_key(tmp_path):
+    from gateway.security.keyring import load_audit_head_key, load_redis_key
+
+    settings = load_settings(write(tmp_path, f'data_dir = "{tmp_path}"\n'))
+    with pytest.raises(ConfigError, match="security.audit_head_key: required outside"):
+        load_audit_head_key(settings)
+    assert load_redis_key(settings) is None  # no Redis, no key needed
+    with_redis = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})
+    with pytest.raises(ConfigError, match="security.redis_key: required outside"):
+        load_redis_key(with_redis)
+    assert not list(tmp_path.glob("*.b64"))
+    dev = with_redis.model_copy(update={"environment": "development"})
+    assert load_redis_key(dev) == load_redis_key(dev)
+    assert oct(os.stat(tmp_path / "redis_key.b64").st_mode & 0o777) == "0o600"
+
+
+def test_the_audit_section_is_read_from_the_file_and_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_AUDIT__ANCHOR_URL", "https://anchors.example/heads")
+    settings = load_settings(write(tmp_path, '[audit]\nanchor_file = "/var/lib/a.jsonl"\n'))
+    assert settings.audit.anchor_file == "/var/lib/a.jsonl"
+    assert settings.audit.anchor_url == "https://anchors.example/heads"
+    monkeypatch.delenv("GATEWAY_AUDIT__ANCHOR_URL")
+    with pytest.raises(ConfigError, match="audit.anchor_url"):
+        load_settings(write(tmp_path, '[audit]\nanchor_url = "file:///etc/passwd"\n'))
+
+
 def test_keys_accept_standard_and_urlsafe_base64_padded_or_not(tmp_path):
     raws = [bytes(range(250, 256)) + bytes([n]) * 26 for n in (1, 2, 3)]  # + and / inside
     keys = {

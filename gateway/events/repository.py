@@ -1,0 +1,15 @@
+"""Every query on the events feed."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from gateway.models import Event
+
+
+def page(session: Session, finess: str, after: int, limit: int) -> list[Event]:
+    """This pharmacy's events after position `after`, oldest first."""
+    return list(session.exec(
+        select(Event).where(col(Event.finess) == finess, col(Event.id) > after)
+        .order_by(col(Event.id)).limit(limit)
+    ).all())
