@@ -121,3 +121,51 @@ def _accepted_here(url: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("gateway_claims_total{") and 'operator="opera"' in line
                and 'outcome="accepted"' in line)
+
+
+def _person(order: int) -> dict[str, object]:
+    """A rights request for a synthetic person born in July 1985 (NIR and date agree)."""
+    from synthetic import nir_with_key, rights_body
+
+    body = rights_body()
+    body["beneficiary"] = {**body["beneficiary"], "nir": nir_with_key(f"1850775115{order:03d}")}
+    return body
+
+
+def test_two_processes_share_one_rights_budget_and_one_suspension(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """Issue 12: the harvesting budget is the deployment's, not each process's. Three
+    people on one process and one more on the other exceed a budget of three: the key
+    is suspended on both, until operations lift it from the shell."""
+    from procs import gateway as run_gateway
+
+    sim_port, ports = free_port(), [free_port(), free_port()]
+    simulator = f"http://127.0.0.1:{sim_port}"
+    config = write_gateway_config(tmp_path, simulator, port=ports[0], database_url=database_url)
+    config.write_text(config.read_text() + "\n[limits]\nrights_people_per_key_per_hour = 3\n")
+    auth = pharmacy_auth(config)
+    key_id = auth["Authorization"].removeprefix("Bearer ").split(".")[0]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+
+    def lookup(url: str, order: int) -> httpx.Response:
+        return httpx.post(f"{url}/v1/rights", json=_person(order), headers=auth, timeout=10)
+
+    with simulator_proc(tmp_path, sim_port) as sim:
+        wait_http(f"{simulator}/health", sim, tmp_path, "sim")
+        with gateway_proc(tmp_path, config, ports[0], name="gw1"), \
+                gateway_proc(tmp_path, config, ports[1], name="gw2"):
+            assert [lookup(urls[0], n).status_code for n in (1, 2)] == [200, 200]
+            assert lookup(urls[1], 1).status_code == 200  # the same person costs nothing
+            assert lookup(urls[1], 3).status_code == 200
+            over = lookup(urls[1], 4)
+            assert over.status_code == 429, over.text
+            assert over.json()["type"].endswith("rights-budget-exceeded")
+            for url in urls:  # suspended on both processes, for every route
+                refused = httpx.get(f"{url}/v1/claims", headers=auth, timeout=10)
+                assert refused.status_code == 403, refused.text
+                assert refused.json()["type"].endswith("key-suspended")
+            lifted = run_gateway("keys", "lift", key_id, "--config", str(config), cwd=tmp_path)
+            assert lifted.returncode == 0, lifted.stderr
+            for url in urls:
+                assert httpx.get(f"{url}/v1/claims", headers=auth, timeout=10).status_code == 200
