@@ -34,6 +34,7 @@ from gateway.models import (
     LoginThrottle,
     Receipt,
     RightsCacheEntry,
+    RightsLookup,
     utcnow,
 )
 from gateway.security.apikeys import Principal
@@ -110,8 +111,10 @@ def _purge_claims(session: Session, *, cutoff: datetime, now: datetime) -> int:
 
 
 def _purge_login_bookkeeping(session: Session, now: datetime) -> None:
-    """Login windows and console sessions long over: one row per address ever seen would
-    otherwise grow without end (an attacker rotating addresses makes it grow fast)."""
+    """Login windows, console sessions and rights-budget cells long over: one row per
+    address or person ever seen would otherwise grow without end (an attacker rotating
+    addresses makes it grow fast), even once lookups stop."""
+    session.execute(delete(RightsLookup).where(col(RightsLookup.period) < f"{now:%Y-%m-%d}"))
     session.execute(delete(LoginThrottle).where(
         col(LoginThrottle.window_started_at) < now - LOGIN_ROWS_KEPT))
     session.execute(delete(ConsoleSession).where(

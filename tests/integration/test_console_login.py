@@ -389,6 +389,14 @@ async def test_the_purge_forgets_old_login_windows_and_sessions(app, settings):
             session.add(row)
 
     write(settings, age)
+    from gateway.models import RightsLookup
+
+    today = f"{utcnow():%Y-%m-%d}"
+    write(settings, lambda s: s.add_all([
+        RightsLookup(scope="key:k", period="2020-01-01T10", subject="x"),
+        RightsLookup(scope="key:k", period=f"{today}T00", subject="y")]))
     write(settings, lambda s: purge(s, now=utcnow(), retention_days=400, rights_cache_days=30))
     assert read(settings, lambda s: s.exec(select(LoginThrottle)).all()) == []
     assert read(settings, lambda s: s.exec(select(ConsoleSession)).all()) == []
+    assert read(settings, lambda s: [r.subject for r in s.exec(select(RightsLookup)).all()]) == [
+        "y"]  # today's budget cells stay
