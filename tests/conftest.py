@@ -4,6 +4,7 @@ the gateway app with in-process simulated operators, and API keys.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,18 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """A test that configures logging (`configure_logging`) points the root handler at
+    that test's captured stderr, closed afterwards: later tests would print "Logging
+    error" wherever a library logs (alembic in an in-process CLI call). Undo it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
