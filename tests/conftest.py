@@ -79,6 +79,24 @@ def _truncate_postgres(url: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no migration has touched, for migration tests (on PostgreSQL, one made
+    for this test on the configured server and dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrating.db'}"
+        return
+    admin = create_engine(sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"gateway_migration_{os.getpid()}"
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    yield sync_url(POSTGRES_URL).rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database for this test, on each configured backend."""
     if request.param == "sqlite":

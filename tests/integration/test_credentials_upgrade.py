@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -23,21 +21,6 @@ from gateway.security.apikeys import authenticate
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 
 
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database no migration has touched (on PostgreSQL, one made for this test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'upgrading.db'}"
-        return
-    admin = create_engine(sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    name = "gateway_credentials_upgrade_test"
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    yield sync_url(POSTGRES_URL).rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def old_key(url: str) -> str:

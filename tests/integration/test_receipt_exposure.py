@@ -3,20 +3,16 @@ way a receipt changes moves it, and the migration fills it from receipts already
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 
-import pytest
 from alembic import command
-from sqlalchemy import Connection, create_engine, delete, func, inspect, select, text, update
+from sqlalchemy import Connection, create_engine, delete, func, inspect, select, update
 from sqlmodel import Session
 
 from gateway.db import sync_url
 from gateway.migrate import alembic_config
 from gateway.models import Claim, Receipt, utcnow
 from gateway.receipts import repository
-from tests.conftest import POSTGRES_URL
 
 NOW = utcnow()
 CLAIMS, RECEIPTS = Claim.__table__, Receipt.__table__  # type: ignore[attr-defined]
@@ -98,22 +94,6 @@ def test_every_change_of_a_receipt_moves_the_outstanding_total(database_url: str
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database no migration has touched yet (on PostgreSQL, one made for this test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrating.db'}"
-        return
-    admin = create_engine(sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    name = "gateway_migration_test"
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    url = sync_url(POSTGRES_URL).rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def test_the_migration_counts_the_receipts_already_open(empty_database: str) -> None:

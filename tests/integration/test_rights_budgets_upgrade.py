@@ -5,11 +5,8 @@ receipts carry the NIR's hash for the daily cap."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import MetaData, Table, create_engine, text
 
@@ -23,21 +20,6 @@ POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 NOW = utcnow()
 
 
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if POSTGRES_URL else []))
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database no migration has touched (on PostgreSQL, one made for this test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'upgrading.db'}"
-        return
-    admin = create_engine(sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    name = "gateway_rights_budgets_upgrade_test"
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    yield sync_url(POSTGRES_URL).rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def rows_of_0009(url: str, credentials: CredentialKeys) -> str:
