@@ -137,8 +137,6 @@ async def new_password(request: Request, ctx: ContextDep, row: PendingDep,
     try:
         stage = await login.change_password(ctx, row=row, password=password,
                                             confirmation=confirmation)
-    except login.LoginGone:
-        return RedirectResponse("/console/login", status_code=303)
     except WeakPassword as exc:
         return page(request, "login_password.html", status_code=422, error=str(exc),
                     step_csrf=row.csrf_token)
@@ -165,11 +163,8 @@ async def enrol(request: Request, ctx: ContextDep, row: PendingDep, code: CodeFi
     check_step_form(request, row, csrf_token)
     if (wrong := at_step(row, "enrol")) is not None:
         return wrong
-    try:
-        outcome = await login.confirm_enrolment(ctx, row=row, code=code,
-                                                address=client_address(request))
-    except login.LoginGone:
-        return RedirectResponse("/console/login", status_code=303)
+    outcome = await login.confirm_enrolment(ctx, row=row, code=code,
+                                            address=client_address(request))
     if isinstance(outcome, login.Refused):
         status, text = REFUSALS["bad_code" if outcome.reason == "bad_credentials"
                                 else outcome.reason]
@@ -199,11 +194,8 @@ async def second_step(request: Request, ctx: ContextDep, row: PendingDep,
     check_step_form(request, row, csrf_token)
     if (wrong := at_step(row, "second_factor")) is not None:
         return wrong
-    try:
-        outcome = await login.second_factor_step(ctx, row=row, code=code,
-                                                 address=client_address(request))
-    except login.LoginGone:
-        return RedirectResponse("/console/login", status_code=303)
+    outcome = await login.second_factor_step(ctx, row=row, code=code,
+                                             address=client_address(request))
     if isinstance(outcome, login.Refused):
         if outcome.reason in ("locked", "throttled"):
             return refused(request, ctx, outcome)

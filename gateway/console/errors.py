@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.console.views import render
 from gateway.console.web import CsrfRefused, LoginRequired
 from gateway.errors import GatewayError
+from gateway.identity.login import LoginGone
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 PAGES = {
@@ -63,7 +64,7 @@ def install_console_errors(app: FastAPI) -> None:
         async def handle(request: Request, exc: Exception) -> Response:
             if not is_console(request):
                 return await previous[kind](request, exc)
-            if isinstance(exc, LoginRequired):
+            if isinstance(exc, LoginRequired | LoginGone):  # a session gone mid-login too
                 return RedirectResponse("/console/login", status_code=303)
             if isinstance(exc, GatewayError):
                 return error_page(request, exc.status, exc, exc.headers)

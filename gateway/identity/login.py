@@ -15,6 +15,7 @@ import anyio
 from sqlmodel import Session
 
 from gateway.context import AppContext
+from gateway.errors import GatewayError
 from gateway.identity import second_factor, sessions, throttle, users
 from gateway.identity.passwords import check_new_password, hash_password, verify_password
 from gateway.metrics import CONSOLE_LOGINS
@@ -100,8 +101,11 @@ def _succeeded(session: Session, places: _Places) -> None:
         throttle.clear_account(session, places.user_id)
 
 
-class LoginGone(LookupError):
-    """The session or the account vanished between two steps (disabled meanwhile)."""
+class LoginGone(GatewayError):
+    """The session or the account vanished between two steps (disabled meanwhile): the
+    console sends the browser back to the login page."""
+
+    status, type, title = 303, "login-required", "Please log in again"
 
 
 def _both(session: Session, row: ConsoleSession) -> tuple[User, ConsoleSession]:

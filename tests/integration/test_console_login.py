@@ -400,3 +400,37 @@ async def test_the_purge_forgets_old_login_windows_and_sessions(app, settings):
     assert read(settings, lambda s: s.exec(select(ConsoleSession)).all()) == []
     assert read(settings, lambda s: [r.subject for r in s.exec(select(RightsLookup)).all()]) == [
         "y"]  # today's budget cells stay
+
+
+async def test_a_session_ended_between_the_check_and_the_step_goes_back_to_the_login(
+        app, settings):
+    """The step's own transaction finds the session ended ("log out everywhere" between): the
+    service says LoginGone, and the console answers with the login page, not a 500."""
+    from fastapi import FastAPI
+
+    from gateway.audit import cli_actor
+    from gateway.console.errors import install_console_errors
+    from gateway.errors import install_error_handlers
+
+    person = make_person(settings)
+    async with browser(app) as http:
+        await post_password(http, person.email, person.password)
+    row = read(settings, lambda s: s.exec(select(ConsoleSession).where(
+        ConsoleSession.user_id == person.user_id)).one())
+    write(settings, lambda s: accounts_of(settings).log_out_everywhere(
+        s, cli_actor(), person.user_id))
+    with pytest.raises(login_module.LoginGone):
+        await login_module.second_factor_step(app.state.context, row=row, code=person.code(),
+                                              address="127.0.0.1")
+
+    probe = FastAPI()
+    install_error_handlers(probe)
+    install_console_errors(probe)
+
+    @probe.post("/console/login/code")
+    async def gone() -> None:
+        raise login_module.LoginGone("the session ended")
+
+    async with browser(probe) as http:
+        answer = await http.post("/console/login/code")
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/login"
