@@ -18,8 +18,10 @@ Faults (`POST /_faults`; `/_faults` and `/_ledger` are never affected): `latency
 every protocol request in every mode, then `ok` answers normally, `down` 503 with
 `Retry-After: 1` without recording anything, `hang` answers only after an hour (or stops
 when the client goes away), `slow` is `ok` after the latency, `error` 500 without
-processing, `flaky` 500 with probability `error_rate`, and `ambiguous` records a POST
-/claims and then answers 504. A request whose client disconnected is not processed.
+processing, `flaky` 500 with probability `error_rate`, `ambiguous` records a POST
+/claims and then answers 504, and `hold` records a POST /claims and then holds its answer
+for an hour (or until the client goes away: the operator has the claim, its sender never
+hears so). A request whose client disconnected is not processed.
 
 The ledger holds idempotency keys, counts and statuses only: never personal data. All
 state lives in the app instance, so simulators in one process are independent.
@@ -52,7 +54,7 @@ class Faults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["ok", "down", "hang", "slow", "error", "flaky", "ambiguous"] = "ok"
+    mode: Literal["ok", "down", "hang", "slow", "error", "flaky", "ambiguous", "hold"] = "ok"
     latency_ms: int = Field(default=0, ge=0, le=3_600_000)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -204,6 +206,8 @@ def create_simulator(name: str = "simulator") -> FastAPI:
         state.received += 1
         if state.faults.mode == "ambiguous":
             return _problem(504, "processed, answer lost")
+        if state.faults.mode == "hold" and not await _pause(request, HANG_S):
+            return Response(status_code=499)  # recorded; the sender went away meanwhile
         return JSONResponse(entry.answer)
 
     @app.get("/claims/{key}")
