@@ -36,6 +36,7 @@ from sqlmodel import Session, col, select
 from gateway.audit import AuditLog, Verification, last_link, lock_chain
 from gateway.audit_anchors import Anchors, head_of
 from gateway.db import Database
+from gateway.db_health import DatabaseUnavailable
 from gateway.deployment import ensure_deployment_id, read_deployment_id
 from gateway.models import AuditEntry, AuditHead, utcnow
 from gateway.receipts.signing import ReceiptSigner, key_id
@@ -277,7 +278,10 @@ async def run_audit_heads(ctx: _Context, stopping: asyncio.Event, *,
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
             except TimeoutError:
-                await _sign_once(ctx, signer, anchors)
+                try:
+                    await _sign_once(ctx, signer, anchors)
+                except DatabaseUnavailable:
+                    pass  # logged once by the database's health; signed when it is back
     finally:
         try:
             await _sign_once(ctx, signer, anchors)  # also when cancelled: the lifespan gathers us

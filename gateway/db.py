@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from gateway.db_health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
 from gateway.deferred import KEY as DEFERRED_KEY
 from gateway.deferred import DeferredRows, FlushFirst
 
@@ -124,6 +126,32 @@ class Database:
         self._grouped = is_sqlite(url)
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.health = DatabaseHealth()
+
+    def unavailable(self, error: BaseException) -> BaseException:
+        """`error` as the caller should see it: DatabaseUnavailable (noted in `health`)
+        when it means the database cannot be used now, else unchanged."""
+        reason = unavailable_reason(error)
+        if reason is None:
+            return error
+        self.health.failed(reason)
+        if isinstance(error, DatabaseUnavailable):
+            return error
+        translated = DatabaseUnavailable(reason)
+        translated.__cause__ = error
+        return translated
+
+    @contextmanager
+    def _guarded(self, *, writes: bool) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            translated = self.unavailable(error)
+            if translated is error:
+                raise
+            raise translated from error
+        if writes:
+            self.health.wrote()
 
     @property
     def writes_one_at_a_time(self) -> bool:
@@ -133,7 +161,7 @@ class Database:
 
     def write_now(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
         """Run `work` in one committed transaction, in this thread."""
-        with self._writers() as session, session.begin():
+        with self._guarded(writes=True), self._writers() as session, session.begin():
             if not deferred:
                 return work(session)
             buffer = session.info[DEFERRED_KEY] = DeferredRows()
@@ -147,7 +175,7 @@ class Database:
             return result
 
     def read_now(self, work: Callable[[Session], T]) -> T:
-        with self._readers() as session, session.begin():
+        with self._guarded(writes=False), self._readers() as session, session.begin():
             return work(session)
 
     async def write(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
@@ -170,13 +198,15 @@ class Database:
                     self._write_group, [(work, deferred) for work, deferred, _ in batch])
             except BaseException as exc:  # the commit itself failed: every work with it
                 outcomes = [(False, exc)] * len(batch)
+            else:
+                self.health.wrote()
             for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if done.done():
                     continue
                 if ok:
                     done.set_result(value)
                 else:
-                    done.set_exception(value)
+                    done.set_exception(self.unavailable(value))
 
     def _write_group(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
@@ -211,7 +241,8 @@ class Database:
 
     def read_connection_now(self, work: Callable[[Connection], T]) -> T:
         """A read on a bare connection, without an ORM session: for the per-request ones."""
-        with self._reader_engine.connect() as connection, connection.begin():
+        with (self._guarded(writes=False), self._reader_engine.connect() as connection,
+              connection.begin()):
             return work(connection)
 
     async def read_connection(self, work: Callable[[Connection], T]) -> T:

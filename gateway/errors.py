@@ -114,7 +114,8 @@ _DESCRIPTIONS = {
     401: "Missing or bad API key", 403: "Wrong role or wrong pharmacy", 404: "Not found",
     409: "Conflict (duplicate invoice, in flight, not cancellable)", 413: "Body over 64 KiB",
     422: "Invalid request: `errors` names each field", 429: "Rate limited: see Retry-After",
-    502: "The operator refused the request", 503: "The operator is unavailable",
+    502: "The operator refused the request",
+    503: "The operator, or the gateway's own database, is unavailable: see Retry-After",
 }
 
 
@@ -204,5 +205,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from gateway.db_health import DatabaseUnavailable, unavailable_reason
+
+        if isinstance(exc, GatewayError):  # raised where the handler above cannot see it
+            return problem_response(exc)
+        if (reason := unavailable_reason(exc)) is not None:  # a database used directly
+            request.app.state.context.db.health.failed(reason)
+            return problem_response(DatabaseUnavailable(reason))
         log.error("request.failed", path=request.url.path, error_type=type(exc).__name__)
         return problem_response(GatewayError("unexpected error; it has been logged"))

@@ -436,6 +436,16 @@ class Deployment(SQLModel, table=True):
     created_at: datetime = instant_column()
 
 
+class DatabaseProbe(SQLModel, table=True):
+    """One row the readiness check rewrites while the database is failing: a read alone
+    would pass on a full disk or a read-only SQLite file (migration 0014)."""
+
+    __tablename__ = "database_probe"
+
+    slot: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    written_at: datetime = instant_column()
+
+
 class AuditHead(SQLModel, table=True):
     """A periodic Ed25519 signature of the audit chain's head, for anchoring outside."""
 

@@ -17,6 +17,7 @@ import httpx
 import structlog
 
 from gateway.context import AppContext
+from gateway.db_health import DatabaseUnavailable
 from gateway.models import Event, utcnow
 from gateway.webhooks import repository
 from gateway.webhooks.delivery import Backoff, Hook, deliver
@@ -60,6 +61,8 @@ class WebhookWorker:
         while not stopping.is_set():
             try:
                 pause = await self.step()
+            except DatabaseUnavailable:
+                pause = self.poll_s  # logged once by the database's health
             except Exception:  # noqa: BLE001 - a webhook worker must outlive one bad step
                 log.exception("webhook.step_failed", webhook=self.hook.key[:12])
                 pause = self.poll_s
