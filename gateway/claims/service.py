@@ -4,18 +4,26 @@ A claim is committed before anything is sent to its operator, so a 201/202 is a
 promise that the claim exists; the operator's idempotency key is the claim id,
 minted then and never changed. When the operator is paused, its breaker is not
 closed, or it gives no answer within `deadline_s`, the claim is queued (202).
+
+The same claim again (same key, or same invoice) finds the stored one. It is "in
+flight" (409) only while its first request can still answer, until its deadline plus
+grace; after that the first request is taken for dead, and the claim answers as it
+stands (see `_replay_unanswered`), so a pharmacy retrying always gets its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
@@ -25,6 +33,7 @@ from gateway.claims.presenter import payload_context, to_public
 from gateway.claims.rules import check_claim_rules
 from gateway.claims.schemas import ClaimCreate, ClaimPublic
 from gateway.context import AppContext
+from gateway.db_health import DatabaseUnavailable
 from gateway.deferred import remember
 from gateway.errors import (
     ClaimInFlight,
@@ -40,6 +49,7 @@ from gateway.identity.principals import is_live
 from gateway.metrics import CLAIM_OUTCOMES
 from gateway.models import Claim, Receipt, new_row, utcnow
 from gateway.operators import Operator
+from gateway.queue import abandoned
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
@@ -48,6 +58,7 @@ from gateway.security.apikeys import Principal
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
 LEASE_GRACE_S = 5.0  # a sync sender's lease outlives its deadline by this much
+SETTLED = frozenset({"accepted", "rejected"})  # the operator's answer, for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +233,35 @@ def _replay(
             "this invoice number was already submitted with another body", claim_id=claim.id
         )
     if claim.first_http_status is None:
-        raise ClaimInFlight("the first request with this claim is still in flight")
+        return _replay_unanswered(ctx, session, claim)
     if claim.first_http_status == OperatorRefused.status:
         raise OperatorRefused(claim.last_error, claim_id=claim.id,
                               headers={"Idempotent-Replayed": "true"})
     receipt = receipts_repository.of_claim(session, claim.id)
     return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts),
                         claim.first_http_status, replayed=True)
+
+
+def _replay_unanswered(ctx: AppContext, session: Session, claim: Claim) -> SubmitResult:
+    """The first request stored the claim but never answered. Until its deadline plus grace
+    it still may: 409. After that it is dead (killed, its database gone meanwhile): a claim
+    it left `pending` goes back to the queue, looked up before any resend, with its receipt
+    decision; and the claim answers as it stands, 201 once the operator has answered it,
+    else 202."""
+    operator = ctx.operators.get(claim.operator)
+    deadline_s = operator.settings.deadline_s if operator else 0.0
+    now = utcnow()
+    if now < claim.created_at + timedelta(seconds=deadline_s + LEASE_GRACE_S):
+        raise ClaimInFlight("the first request with this claim is still in flight",
+                            headers={"Retry-After": str(math.ceil(LEASE_GRACE_S))})
+    if operator is not None and abandoned.lease_has_expired(claim, now):
+        session.refresh(claim, with_for_update=True)  # a sweeping drain may be at it too
+        if abandoned.lease_has_expired(claim, now):
+            abandoned.requeue(session, claim, ctx.receipts, operator.settings)
+    receipt = receipts_repository.of_claim(session, claim.id)
+    status = 201 if claim.status in SETTLED else 202
+    return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts), status,
+                        replayed=True)
 
 
 async def _send(
@@ -243,7 +276,7 @@ async def _send(
                             replayed=False)
     except OperatorRejected as exc:
         detail = refusal_detail(exc.code)
-        await ctx.db.write(lambda session: _first_answer(
+        await _record_answer(ctx, lambda session: _first_answer(
             session, claim.id, OperatorRefused.status,
             lambda c: transitions.refuse(session, c, detail)))
         CLAIM_OUTCOMES.labels(operator.name, "failed").inc()
@@ -257,6 +290,20 @@ async def _send(
     return SubmitResult(to_public(settled, ctx.cipher), 201, replayed=False)
 
 
+async def _record_answer(ctx: AppContext, work: Callable[[Session], Claim]) -> Claim:
+    """Record what the operator said (or that it said nothing in time). The operator may
+    already hold the claim, so a database blip (a restart, a failover) is waited out, as
+    long as the lease lets this request answer; after that the claim is left `pending` for
+    the drain's sweep, which looks it up first."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(DatabaseUnavailable), stop=stop_after_delay(LEASE_GRACE_S),
+        wait=wait_exponential(multiplier=0.2, max=1.0), reraise=True)
+    async for attempt in retrying:
+        with attempt:
+            return await ctx.db.write(work)
+    raise AssertionError("unreachable: tenacity reraises")
+
+
 def _first_answer(session: Session, claim_id: str, http_status: int, move) -> Claim:  # type: ignore[no-untyped-def]
     claim = repository.load(session, claim_id)
     claim.first_http_status = http_status
@@ -265,7 +312,7 @@ def _first_answer(session: Session, claim_id: str, http_status: int, move) -> Cl
 
 
 async def _settle(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Claim:
-    claim = await ctx.db.write(lambda session: _first_answer(
+    claim = await _record_answer(ctx, lambda session: _first_answer(
         session, claim_id, 201, lambda c: transitions.settle(session, c, outcome)))
     log.info("claim.answered", claim_id=claim_id, status=claim.status)
     return claim
@@ -291,7 +338,7 @@ async def _queue_unanswered(
                                                                         settings)):
             issued.append(receipt)
 
-    claim = await ctx.db.write(lambda session: _first_answer(
+    claim = await _record_answer(ctx, lambda session: _first_answer(
         session, claim_id, 202, lambda c: move(session, c)))
     CLAIM_OUTCOMES.labels(operator.name, claim.status).inc()
     log.warning("claim.queued", claim_id=claim_id, operator=operator.name,

@@ -6,6 +6,10 @@ times come from the operator's shared schedule in the database), ramping from
 operator is paused or its breaker is not closed, and stops at once when the
 breaker opens: claims leased but not yet sent go back to the queue untouched.
 A claim whose earlier attempt may have reached the operator is looked up first.
+
+Every few seconds, whatever the breaker, the worker also sweeps claims left `pending`
+by a sender that died (`gateway.queue.abandoned`). Stopping, it gives back the claims
+it leased but had not sent; those it was sending the lifespan requeues, looked up first.
 """
 
 from __future__ import annotations
@@ -24,16 +28,19 @@ from gateway.claims.operator_texts import refusal_detail
 from gateway.claims.presenter import payload_context
 from gateway.claims.service import LEASE_GRACE_S, wire_claim
 from gateway.context import AppContext
+from gateway.db_health import DatabaseUnavailable
 from gateway.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT
 from gateway.models import Claim, utcnow
 from gateway.operators import Operator
-from gateway.queue import repository
+from gateway.queue import abandoned, repository
 from gateway.queue.repository import Lease
 from gateway.resilience.guard import BreakerOpen
 from gateway.security.crypto import DecryptionError
 
 log = structlog.get_logger(__name__)
 IDLE_S = 0.5
+SWEEP_EVERY_S = 2.0
+SWEEP_BATCH = 100
 MAX_BATCH = 50
 SEND_CONCURRENCY = 16
 MAX_IN_FLIGHT = 2 * MAX_BATCH
@@ -48,6 +55,9 @@ class DrainWorker:
         self.just_recovered = False
         self._gate = asyncio.Semaphore(SEND_CONCURRENCY)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._leased: set[str] = set()  # claim ids leased and not finished
+        self._sending: set[str] = set()  # ... of which the send has begun
+        self._swept_at = 0.0
         operator.breaker.on_change.append(self._breaker_changed)
 
     def _breaker_changed(self, _: object, state: str) -> None:
@@ -78,6 +88,8 @@ class DrainWorker:
         while not stopping.is_set():
             try:
                 worked = await self.step()
+            except DatabaseUnavailable:
+                worked = False  # logged once by the database's health: wait and try again
             except Exception:  # noqa: BLE001 - the drain must outlive one bad batch
                 log.exception("drain.step_failed", operator=self.operator.name)
                 worked = False
@@ -92,6 +104,7 @@ class DrainWorker:
     async def step(self) -> bool:
         """Lease one batch and send it; False when there was nothing to do."""
         name = self.operator.name
+        await self.sweep_abandoned()
         if not self.may_send():
             return False
         if len(self._in_flight) >= MAX_IN_FLIGHT:  # a slow operator: let the sends catch up
@@ -116,6 +129,7 @@ class DrainWorker:
         # The sends run on while the next batch is leased once this one's last slot comes,
         # so the pace does not stall at every batch boundary.
         for lease in leases:
+            self._leased.add(lease.claim.id)
             task = asyncio.create_task(self._send_when_due(lease))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -124,17 +138,57 @@ class DrainWorker:
             await asyncio.sleep(last_slot)
         return True
 
+    async def sweep_abandoned(self, *, force: bool = False) -> int:
+        """Requeue this operator's claims whose sender died (lease expired), at most every
+        SWEEP_EVERY_S; a read first, so an idle sweep writes nothing."""
+        if not force and time.monotonic() - self._swept_at < SWEEP_EVERY_S:
+            return 0
+        self._swept_at = time.monotonic()
+        name, now = self.operator.name, utcnow()
+        if not await self.ctx.db.read(lambda s: bool(abandoned.expired(s, name, now, 1))):
+            return 0
+
+        def requeue_expired(session: Session) -> int:
+            claims = abandoned.expired(session, name, utcnow(), SWEEP_BATCH)
+            for claim in claims:
+                abandoned.requeue(session, claim, self.ctx.receipts, self.operator.settings)
+            return len(claims)
+
+        count = await self.ctx.db.write(requeue_expired)
+        if count:
+            log.warning("drain.swept_abandoned", operator=name, claims=count)
+        return count
+
     async def stop(self) -> None:
-        """Cancel the sends still waiting; their leases expire and are looked up later."""
+        """Cancel the sends still running; give back the claims leased but never sent (the
+        lifespan requeues, looked up first, those whose send had begun)."""
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        unsent = sorted(self._leased - self._sending)
+        self._leased.clear()
+        self._sending.clear()
+        if unsent:
+            owner = self.ctx.instance_id
+            try:
+                await self.ctx.db.write(lambda s: repository.release_unsent(s, unsent, owner))
+            except DatabaseUnavailable:
+                pass  # their leases expire; the sweep requeues them, looked up first
 
     async def _release(self, claim_id: str) -> None:
         owner = self.ctx.instance_id
         await self.ctx.db.write(lambda s: repository.release_unsent(s, [claim_id], owner))
 
     async def _send_when_due(self, lease: Lease) -> None:
+        try:
+            await self._send_in_turn(lease)
+        except DatabaseUnavailable:
+            pass  # logged once by the database's health; the lease expires, the sweep requeues
+        # (cancelled: stop() still needs to know what this task held)
+        self._leased.discard(lease.claim.id)
+        self._sending.discard(lease.claim.id)
+
+    async def _send_in_turn(self, lease: Lease) -> None:
         delay = (lease.send_at - utcnow()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -149,6 +203,7 @@ class DrainWorker:
             if not await self.ctx.db.write(
                     lambda s: repository.renew_lease(s, claim_id, owner, until)):
                 return
+            self._sending.add(claim_id)
             await self._send(lease.claim)
 
     async def _send(self, claim: Claim) -> None:
