@@ -6,6 +6,7 @@ Exit status: 0 success, 2 bad usage (typer's own), 1 failure with a reason on st
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +51,9 @@ def serve(
     """Start the gateway alone, configured by a TOML file."""
     import uvicorn
 
+    from gateway.claims.service import LEASE_GRACE_S
     from gateway.main import create_app, settle_heap
+    from gateway.serving import GracefulServer
 
     settings = migrated_settings(config)
     if settings.is_development:
@@ -62,8 +65,14 @@ def serve(
     settle_heap()
     # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
     # log_config=None: uvicorn keeps the gateway's logging, whose filter masks personal data
-    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False,
-                log_config=None)
+    # requests still running when the listener closes get until the longest operator
+    # deadline plus the lease grace; then they are cancelled and their claims queued
+    longest = max((op.deadline_s for op in settings.operators), default=0.0)
+    server = GracefulServer(uvicorn.Config(
+        application, host=host, port=port, log_level="warning", proxy_headers=False,
+        log_config=None, timeout_graceful_shutdown=math.ceil(longest + LEASE_GRACE_S),
+    ), application.state.stop_signal, settings.shutdown_delay_s)
+    server.run()
 
 
 @app.command()

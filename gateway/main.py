@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,6 +33,7 @@ from gateway.console.security import SecurityHeadersMiddleware
 from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
 from gateway.db import Database
+from gateway.db_health import DatabaseUnavailable, probe_write
 from gateway.deployment import ensure_deployment_id, redis_namespace
 from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
@@ -44,6 +46,7 @@ from gateway.metrics import LatencyMiddleware, Snapshot, render, scrape_allowed
 from gateway.middleware import BodyLimitMiddleware
 from gateway.operators import build_directory
 from gateway.ops.endpoints import router as ops_router
+from gateway.queue import abandoned
 from gateway.queue.drain import DrainWorker
 from gateway.queue.repository import depth as queue_depth
 from gateway.receipts.endpoints import router as receipts_router
@@ -65,10 +68,12 @@ from gateway.security.keyring import (
 from gateway.security.limit_store import DatabaseWindows
 from gateway.security.proxies import TrustedProxyMiddleware
 from gateway.security.ratelimit import RateLimiter
-from gateway.settings import Settings
+from gateway.serving import StoppingMiddleware, StopSignal
+from gateway.settings import OperatorSettings, Settings
 from gateway.sharing import start_sharing, stop_sharing
 from gateway.webhooks.worker import run_webhooks
 
+log = structlog.get_logger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 DESCRIPTION = """A tiers-payant claims gateway between pharmacy software and AMC operators.
 
@@ -120,6 +125,25 @@ def build_context(
     )
 
 
+async def requeue_held_claims(context: AppContext) -> None:
+    """Stopping: what this process still holds `pending` goes back to the queue now, looked
+    up before any resend, instead of waiting for its lease to expire."""
+    receipts, owner = context.receipts, context.instance_id
+
+    def settings_of(name: str) -> OperatorSettings | None:
+        operator = context.operators.get(name)
+        return operator.settings if operator else None
+
+    try:
+        count = await context.db.write(
+            lambda session: abandoned.requeue_owned(session, owner, receipts, settings_of))
+    except DatabaseUnavailable:
+        log.warning("shutdown.claims_left_pending")  # their leases expire; the sweep takes them
+        return
+    if count:
+        log.info("shutdown.claims_requeued", claims=count)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -164,10 +188,12 @@ def create_app(
         try:
             yield
         finally:
+            app.state.stop_signal.set()
             stopping.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await requeue_held_claims(context)
             await stop_sharing(context)
             await context.operators.aclose()
             await context.db.dispose()
@@ -183,6 +209,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(LatencyMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.state.stop_signal = StopSignal()
+    app.add_middleware(StoppingMiddleware, signal=app.state.stop_signal)
     # added last, so it runs first: every layer below sees the corrected client and scheme
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     install_error_handlers(app)
@@ -207,12 +235,17 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["service"], summary="The database is reachable")
+    @app.get("/readyz", tags=["service"], summary="The database is reachable and writable",
+             description="503 while the database fails, and while this instance stops.")
     async def readyz() -> JSONResponse:
+        db = app.state.context.db
         try:
-            await app.state.context.db.ping()
+            await db.ping()
+            if db.health.down:  # writes failed: a read alone passes on a full disk
+                await db.write(probe_write)
         except Exception:  # noqa: BLE001 - any failure to reach the database means "not ready"
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503,
+                                headers={"Retry-After": "2"})
         return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no personal data)",
