@@ -72,8 +72,8 @@ def install_console_errors(app: FastAPI) -> None:
                 return error_page(request, exc.status_code, exc, exc.headers)
             if isinstance(exc, RequestValidationError):
                 return error_page(request, 422, exc)
-            await previous[kind](request, exc)  # logs it, as for the API
-            return error_page(request, 500, exc)
+            answer = await previous[kind](request, exc)  # logs it, as for the API
+            return error_page(request, answer.status_code, exc)  # 503: the database
 
         return handle
 
