@@ -1,8 +1,9 @@
 """Every query of the durable queue: leasing, rescheduling, depth, listing.
 
 Rows are never deleted. A lease (`lease_owner`, `lease_until`) marks a claim being
-sent (`pending`); an expired lease (a crashed sender) is taken again, and since
-the crashed sender may have sent it, the claim is then looked up before resending.
+sent (`pending`); a claim whose lease expired (its sender crashed, and may have sent
+it) is swept back to the queue by `gateway.queue.abandoned` and looked up before it is
+resent.
 On PostgreSQL rows are locked with FOR UPDATE SKIP LOCKED, so several instances
 lease disjoint claims; on SQLite the IMMEDIATE transaction serialises them.
 """
@@ -79,26 +80,19 @@ def lease_batch(
     every instance together stays under the operator's drain rate.
     """
     schedule = control(session, operator, for_update=True)
-    # Two queries, each walking its own index in order (one OR would scan and sort them all).
-    expired = select(Claim).where(
-        col(Claim.operator) == operator, col(Claim.status) == "pending",
-        col(Claim.lease_until) < now,
-    ).order_by(col(Claim.lease_until)).limit(limit).with_for_update(skip_locked=True)
-    claims = list(session.exec(expired).all())
-    if len(claims) < limit:
-        queued = select(Claim).where(
-            col(Claim.operator) == operator, col(Claim.status) == "queued",
-            col(Claim.next_attempt_at) <= now,
-        ).order_by(col(Claim.queued_at)).limit(limit - len(claims))
-        claims += list(session.exec(queued.with_for_update(skip_locked=True)).all())
+    # (claims left `pending` by a dead sender come back through the queue: see
+    # gateway.queue.abandoned, which marks them to be looked up first)
+    queued = select(Claim).where(
+        col(Claim.operator) == operator, col(Claim.status) == "queued",
+        col(Claim.next_attempt_at) <= now,
+    ).order_by(col(Claim.queued_at)).limit(limit)
+    claims = list(session.exec(queued.with_for_update(skip_locked=True)).all())
     if not claims:
         return []
     start = drain_start(schedule.next_send_at, now)
     leases = []
     for index, claim in enumerate(claims):
         send_at = start + timedelta(seconds=index * interval_s)
-        if claim.status == "pending":
-            claim.maybe_sent = True  # its sender vanished mid-send: look it up first
         claim.status = "pending"
         claim.lease_owner = owner
         claim.lease_until = send_at + timedelta(seconds=send_timeout_s)
