@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 from adapter_samples import NIR, claim_body
@@ -83,3 +84,23 @@ async def test_reset_clears_the_ledger_but_never_reuses_references(
     references = (first.json()["reference"], again.json()["reference"])
     assert references == ("sim-00000001", "sim-00000002")
     assert (await sim.get("/_ledger")).json()["received"] == 1
+
+
+@pytest.mark.parametrize(("mode", "recorded"), [("hold", 1), ("hang", 0)])
+async def test_hold_records_the_claim_then_keeps_its_answer_unlike_hang(
+    sim: httpx.AsyncClient, mode: str, recorded: int,
+) -> None:
+    """`hold` is an operator that has the claim while its sender never hears so: a lookup
+    finds it. `hang` stops before processing: a sender gone leaves nothing behind."""
+    await sim.post("/_faults", json={"mode": mode})
+    with anyio.move_on_after(0.3) as waiting:  # the sender gives up, as a killed one would
+        await sim.post("/claims", json=claim_body(), headers={"Idempotency-Key": "k"})
+    assert waiting.cancelled_caught, "answered: nothing was held"
+    ledger = (await sim.get("/_ledger")).json()
+    assert (ledger["received"], len(ledger["claims"])) == (recorded, recorded)
+    await sim.post("/_faults", json={"mode": "ok"})  # under `hang` a lookup would hang too
+    lookup = await sim.get("/claims/k")
+    if recorded:
+        assert (lookup.status_code, lookup.json()["reference"]) == (200, "sim-00000001")
+    else:
+        assert lookup.status_code == 404
