@@ -194,12 +194,13 @@ class Database:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
-                outcomes = await anyio.to_thread.run_sync(
+                outcomes, wrote = await anyio.to_thread.run_sync(
                     self._write_group, [(work, deferred) for work, deferred, _ in batch])
             except BaseException as exc:  # the commit itself failed: every work with it
                 outcomes = [(False, exc)] * len(batch)
             else:
-                self.health.wrote()
+                if wrote:  # a commit that changed nothing proves nothing about the disk
+                    self.health.wrote()
             for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if done.done():
                     continue
@@ -208,10 +209,17 @@ class Database:
                 else:
                     done.set_exception(self.unavailable(value))
 
-    def _write_group(self, works: list[tuple[Work, bool]]) -> list[tuple[bool, Any]]:
+    def _write_group(self, works: list[tuple[Work, bool]]) -> tuple[list[tuple[bool, Any]], bool]:
+        """Run `works` in one SQLite transaction; their outcomes, and whether it changed rows.
+
+        A failure SQLite answers by rolling the whole transaction back (a full disk, an
+        I/O error) undoes the works before it too: the group then fails whole, rather
+        than report them stored."""
         outcomes: list[tuple[bool, Any]] = []
         held: list[int] = []  # outcomes of deferred works whose rows wait in the buffer
         with self._writers() as session, session.begin():
+            raw = session.connection().connection.dbapi_connection
+            changes_before = raw.total_changes
             buffer = session.info[DEFERRED_KEY] = DeferredRows()
             for work, deferred in works:
                 if deferred:
@@ -225,8 +233,9 @@ class Database:
                     except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                         buffer.rollback_to(mark)
                         outcomes.append((False, exc))
+                        _still_in_transaction(raw, exc)
                         continue
-                _flush_staged(session, buffer, held, outcomes)
+                _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
                 held = []
                 try:
                     with session.begin_nested():
@@ -236,8 +245,10 @@ class Database:
                     outcomes.append((True, result))
                 except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                     outcomes.append((False, exc))
-            _flush_staged(session, buffer, held, outcomes)
-        return outcomes
+                    _still_in_transaction(raw, exc)
+            _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
+            changed = raw.total_changes != changes_before
+        return outcomes, changed
 
     def read_connection_now(self, work: Callable[[Connection], T]) -> T:
         """A read on a bare connection, without an ORM session: for the per-request ones."""
@@ -266,15 +277,24 @@ def _run_deferred(buffer: DeferredRows, work: Callable[[Session], T], session: S
         buffer.active = False
 
 
+def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
+    """After `error`, raise it if SQLite rolled the whole transaction back with it."""
+    if error is not None and not raw.in_transaction:
+        raise error
+
+
 def _flush_staged(session: Session, buffer: DeferredRows, held: list[int],
-                  outcomes: list[tuple[bool, Any]]) -> None:
-    """Insert the staged rows in a savepoint; if that fails, so do the works they came from."""
+                  outcomes: list[tuple[bool, Any]]) -> Exception | None:
+    """Insert the staged rows in a savepoint; if that fails, so do the works they came
+    from (the failure is returned)."""
     if not buffer.rows:
         buffer.flush(session)  # nothing to insert; forgets remembered reads
-        return
+        return None
     try:
         with session.begin_nested():
             buffer.flush(session)
     except Exception as exc:  # noqa: BLE001 - handed to those works' callers
         for index in held:
             outcomes[index] = (False, exc)
+        return exc
+    return None

@@ -43,7 +43,20 @@ class DatabaseUnavailable(GatewayError):
 
 def unavailable_reason(error: BaseException) -> str | None:
     """A short, data-free name for a failure that means the database is unavailable;
-    None for anything else (a constraint, a bad query: those stay bugs)."""
+    None for anything else (a constraint, a bad query: those stay bugs).
+
+    The error raised may be a consequence ("no such savepoint" after SQLite rolled a
+    full disk's transaction back): the errors it arose from are looked at too."""
+    seen: list[BaseException] = []
+    while error is not None and len(seen) < 5 and error not in seen:
+        if (reason := _own_reason(error)) is not None:
+            return reason
+        seen.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return None
+
+
+def _own_reason(error: BaseException) -> str | None:
     if isinstance(error, DatabaseUnavailable):
         return str(error.extra.get("reason", "unavailable"))
     if isinstance(error, sa_exc.TimeoutError):

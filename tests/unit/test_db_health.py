@@ -6,6 +6,7 @@ driver finding nobody at the port. A bad query or a broken constraint is not an 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 from pathlib import Path
@@ -108,3 +109,28 @@ async def test_the_database_answers_unavailable_and_remembers_the_outage(databas
     assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM t")).scalar_one()) == 1
     assert db.health.down  # a read alone does not end it: this file still reads
     await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_mid_group_fails_the_works_before_it_too(database: Path) -> None:
+    """SQLite answers a full disk by rolling the whole transaction back: a work grouped
+    before the one that hit it must not be told it was stored."""
+    db = Database(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE blobs (x BLOB)")
+        connection.execute("VACUUM")
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    event.listen(db.engine, "connect",  # the disk holds what there is, nothing more
+                 lambda connection, _: connection.execute(f"PRAGMA max_page_count = {pages}"))
+
+    def small(session):
+        session.execute(text("INSERT INTO t VALUES (2)"))  # fits in a page already there
+
+    def large(session):
+        session.execute(text("INSERT INTO blobs VALUES (randomblob(200000))"))
+
+    outcomes = await asyncio.gather(db.write(small), db.write(large), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [DatabaseUnavailable, DatabaseUnavailable]
+    await db.dispose()
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 1
