@@ -161,11 +161,14 @@ curl -s -X POST {settings.public_url}/v1/claims \\
 
 Take opera down (or "hang", "error", "flaky", "ambiguous"), submit claims with other
 invoice numbers (202, queued), watch the breaker and the queue, then bring it back:
-curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults -d '{{"mode": "down"}}'
+curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults \\
+  -H 'Content-Type: application/json' -d '{{"mode": "down"}}'
 curl -s {settings.public_url}/v1/operators -H 'Authorization: Bearer {operations_key}'
-curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults -d '{{"mode": "ok"}}'
-Events of the pharmacy:   curl -s '{settings.public_url}/v1/events?wait=25' \
-                            -H 'Authorization: Bearer {pharmacy_key}'
+curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults \\
+  -H 'Content-Type: application/json' -d '{{"mode": "ok"}}'
+Events of the pharmacy:
+curl -s '{settings.public_url}/v1/events?wait=25' \\
+  -H 'Authorization: Bearer {pharmacy_key}'
 """
 
 
