@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+openapi: $(STAMP)
+	$(BIN)/python scripts/export_openapi.py
 
 bench: $(STAMP)
 	for b in sync_path outage_detection fail_fast outage_throughput drain queue_growth receipt_cost; do \
