@@ -205,12 +205,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        from gateway.db_health import DatabaseUnavailable, unavailable_reason
-
+        context = getattr(request.app.state, "context", None)
+        if context is not None:  # a database used directly: its outage is a 503 too
+            exc = context.db.unavailable(exc)
         if isinstance(exc, GatewayError):  # raised where the handler above cannot see it
             return problem_response(exc)
-        if (reason := unavailable_reason(exc)) is not None:  # a database used directly
-            request.app.state.context.db.health.failed(reason)
-            return problem_response(DatabaseUnavailable(reason))
         log.error("request.failed", path=request.url.path, error_type=type(exc).__name__)
         return problem_response(GatewayError("unexpected error; it has been logged"))
