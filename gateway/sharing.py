@@ -4,6 +4,12 @@ Rate-limit counts and long-poll places: in Redis when `redis_url` is set (under 
 deployment's namespace), else in the database (`gateway.security.limit_store`). Wake-ups
 of waiting long-polls: PostgreSQL LISTEN/NOTIFY, else Redis pub/sub when configured,
 else this instance alone (one SQLite instance; `gateway.events.relay`).
+
+Nothing here makes Redis necessary to answer: while it is stopped or restarting, the
+limits count in the database (the store the gateway uses without Redis), breakers stay
+each instance's own (`gateway.resilience.shared`) and long-polls re-read the database
+every few seconds; every Redis task reconnects by itself, with one warning per outage
+and one line when Redis is back.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ async def start_sharing(context: AppContext, stopping: asyncio.Event) -> list[as
     namespace = ""
     if settings.redis_url:
         namespace = redis_namespace(await context.db.write(ensure_deployment_id))
-        context.limiter.store = RedisWindows(settings.redis_url, f"{namespace}:limits:")
+        # the database windows stay, as the fallback while Redis cannot be reached
+        context.limiter.store = RedisWindows(settings.redis_url, f"{namespace}:limits:",
+                                             fallback=context.limiter.store)
     context.events.install()
     tasks = [asyncio.create_task(context.limiter.run(stopping))]
     if not is_sqlite(settings.database_url):

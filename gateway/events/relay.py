@@ -5,8 +5,12 @@ the same database through one dedicated connection each, listening on
 `gateway_events`. On SQLite with `redis_url`, each instance publishes the pharmacies
 of its commits on `{namespace}:events` and wakes its waiters on the others'. A payload
 is a FINESS and nothing else; a forged one only makes waiters read again. When the
-connection is lost, waiters fall back to their slow re-check; this task reconnects with
-a bounded backoff and wakes every waiter once it listens again.
+connection is lost (Redis or PostgreSQL stopped, restarting), no request fails: waiters
+fall back to their slow re-check and pharmacies committed meanwhile wait in an outbox
+(a set: one entry per pharmacy, however long the outage); this task reconnects with a
+bounded backoff, with one warning per outage (`events.relay.unreachable`,
+`events.listen.unreachable`) and one line when back (`….reachable`), publishes the
+outbox and wakes every waiter once it listens again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from sqlalchemy.engine import make_url
 from gateway.events.notifier import CHANNEL, EventHub
 
 log = structlog.get_logger(__name__)
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0  # listening again within 2 s of the server returning
 POLL_S = 0.05  # Redis: how often the session looks at both the channel and the outbox
 
 
@@ -49,6 +53,16 @@ class _Backoff:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), self.delay)
         self.delay = min(self.delay * 2, BACKOFF_MAX_S)
+
+
+def session_goes_on(stopping: asyncio.Event) -> bool:
+    """False once `stopping` is set; CancelledError if this task was cancelled: redis-py's
+    read timeout may swallow a cancellation that lands on it, and the session must end
+    all the same (else the lifespan would wait for it forever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return not stopping.is_set()
 
 
 def libpq_url(database_url: str) -> str:
@@ -82,7 +96,8 @@ async def relay_redis(redis_url: str, channel: str, instance_id: str, hub: Event
     try:
         while not stopping.is_set():
             try:
-                await _redis_session(redis_url, channel, instance_id, hub, outbox, backoff)
+                await _redis_session(redis_url, channel, instance_id, hub, outbox, backoff,
+                                     stopping)
             except (RedisError, OSError, TimeoutError) as exc:
                 await backoff.failed(exc, stopping)
     finally:
@@ -90,7 +105,7 @@ async def relay_redis(redis_url: str, channel: str, instance_id: str, hub: Event
 
 
 async def _redis_session(redis_url: str, channel: str, instance_id: str, hub: EventHub,
-                         outbox: set[str], backoff: _Backoff) -> None:
+                         outbox: set[str], backoff: _Backoff, stopping: asyncio.Event) -> None:
     client = aioredis.from_url(redis_url, decode_responses=True, socket_connect_timeout=2.0,
                                socket_timeout=5.0, health_check_interval=10,
                                retry=Retry(NoBackoff(), 0))
@@ -99,7 +114,7 @@ async def _redis_session(redis_url: str, channel: str, instance_id: str, hub: Ev
             await pubsub.subscribe(channel)
             backoff.connected()
             hub.wake_all()
-            while True:
+            while session_goes_on(stopping):
                 message = await pubsub.get_message(timeout=POLL_S)
                 if message is not None and message["type"] == "message":
                     sender, _, finess = str(message["data"]).partition(" ")

@@ -11,8 +11,14 @@ binds it to the namespace, and an instant; one unsigned, wrongly signed, stale o
 malformed is dropped and counted (`gateway_breaker_sync_dropped_total{reason}`).
 A remote open time is capped at the operator's `breaker_reset_max_s`, and the open
 time left comes from the signed instant, not from a key's TTL anyone can change.
-Redis is only a shortcut: when it is unreachable every instance keeps working on
-its own breakers, and this task reconnects.
+Redis is only a shortcut: when it is unreachable (stopped, restarting, not answering)
+every instance keeps working on its own breakers, and this task reconnects with a
+bounded backoff (at most `BACKOFF_MAX_S` between attempts): one warning per outage
+(`breaker_sync.redis_unreachable`), one line when it is back
+(`breaker_sync.redis_reachable`). Back in step after: transitions made meanwhile are
+published then if they still hold (the latest per operator), the stored states are
+read again, and a breaker still open here is stored again if Redis lost its key (a
+restart without persistence), so that an instance started later still learns it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.events.relay import session_goes_on
 from gateway.metrics import REGISTRY
 from gateway.operators import Operator
 from gateway.resilience.breaker import OperatorBreaker
@@ -39,7 +46,7 @@ from gateway.resilience.breaker import OperatorBreaker
 log = structlog.get_logger(__name__)
 KEY_MARGIN_S = 60.0  # a key outlives the open time by this much
 POLL_S = 0.1  # how often the session looks at both the channel and the outbox
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0  # back in step within 2 s of Redis returning
 SHARED_STATES = ("open", "closed")  # half-open is a local trial, never shared
 MAX_AGE_S = 30.0  # a published message older (or further ahead) than this is a replay
 DROP_LOG_EVERY_S = 60.0  # one warning per reason per minute, however many are dropped
@@ -174,7 +181,7 @@ class BreakerSync:
         session: asyncio.Task[None] | None = None
         try:
             while not stopping.is_set():
-                session = asyncio.create_task(self._session(redis_url))
+                session = asyncio.create_task(self._session(redis_url, stopping))
                 await asyncio.wait({session, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not session.done():
                     return
@@ -198,8 +205,9 @@ class BreakerSync:
         elif exc is not None:
             log.error("breaker_sync.failed", exc_info=exc)
 
-    async def _session(self, redis_url: str) -> None:
-        """Subscribe, learn the stored state, then relay both ways until an error."""
+    async def _session(self, redis_url: str, stopping: asyncio.Event) -> None:
+        """Subscribe, learn the stored state, then relay both ways until an error or
+        `stopping` (checked each turn: redis-py's read timeout may swallow a cancel)."""
         client = aioredis.from_url(
             redis_url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0,
             health_check_interval=10, retry=Retry(NoBackoff(), 0))  # we reconnect ourselves
@@ -207,10 +215,11 @@ class BreakerSync:
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(self.channel)  # before loading: no change falls between
                 await self._load(client)
+                await self._restore(client)
                 if self._unreachable:
                     log.info("breaker_sync.redis_reachable")
                 self._unreachable, self._delay = False, BACKOFF_MIN_S
-                while True:
+                while session_goes_on(stopping):
                     message = await pubsub.get_message(timeout=POLL_S)
                     if message is not None and message["type"] == "message":
                         self.apply(message["data"])
@@ -228,18 +237,31 @@ class BreakerSync:
             if raw is not None:
                 self.apply(raw, stored=True)
 
+    async def _restore(self, client: aioredis.Redis) -> None:
+        """Store again, where its key is missing, every breaker open here and not about to
+        be published: what a Redis restarted empty forgot. Not published: the others
+        heard it when it opened, or learn it by reading the key when they reconnect."""
+        for name, breaker in self.breakers.items():
+            if breaker.state == "open" and name not in self.pending:
+                payload, ttl = self._message(breaker, "open")
+                await client.set(self.key_prefix + name, payload, px=int(ttl * 1000), nx=True)
+
+    def _message(self, breaker: OperatorBreaker, state: str) -> tuple[str, float]:
+        """This instance's signed message for `state`, and how long its key should live."""
+        data: dict[str, Any] = {"operator": breaker.name, "state": state,
+                                "from": self.instance_id, "at": self._clock()}
+        ttl = KEY_MARGIN_S
+        if state == "open":  # open_until is on the monotonic clock, as by default
+            data["open_for"] = max(0.0, (breaker.open_until or 0) - time.monotonic())
+            ttl += data["open_for"]
+        return self.seal.dumps(data), ttl
+
     async def _flush(self, client: aioredis.Redis) -> None:
         """Publish pending transitions still current; kept pending if Redis fails midway."""
         for name, state in list(self.pending.items()):
             breaker = self.breakers[name]
             if breaker.state == state:
-                data: dict[str, Any] = {"operator": name, "state": state,
-                                        "from": self.instance_id, "at": self._clock()}
-                ttl = KEY_MARGIN_S
-                if state == "open":  # open_until is on the monotonic clock, as by default
-                    data["open_for"] = max(0.0, (breaker.open_until or 0) - time.monotonic())
-                    ttl += data["open_for"]
-                payload = self.seal.dumps(data)
+                payload, ttl = self._message(breaker, state)
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.set(self.key_prefix + name, payload, px=int(ttl * 1000))
                     pipe.publish(self.channel, payload)

@@ -13,10 +13,14 @@ with new requests and, before admitting more, as soon as a caller's unsynced req
 reach a tenth of its limit. Every other instance has therefore admitted at most a tenth
 of the limit this one does not know of: with n instances, a minute holds at most
 N x (1 + (n - 1) / 10) requests, nor more than the others admit between two of their
-syncs. A request waits at most `SYNC_WAIT_S` for a sync: a store slower than that, or
-one that cannot be reached, leaves each instance limiting alone, as if it were the only
-one (one warning), until a sync succeeds again. The claim path pays a dictionary
-update per request and one write per `SYNC_S`, not one per request.
+syncs. A request waits at most `SYNC_WAIT_S` in all for syncs: a store slower than
+that, or one that cannot be reached, leaves each instance limiting alone, as if it were
+the only one (one warning), until a sync succeeds again. While Redis is lost its store
+counts in the database instead (`limit_store`), so the instances still limit together.
+What a sync reads back never lowers what was known of a slot (counts only grow): when
+the counting moves to another store, or Redis comes back empty after a restart, the
+requests counted before still count until their slots age out. The claim path pays a
+dictionary update per request and one write per `SYNC_S`, not one per request.
 """
 
 from __future__ import annotations
@@ -71,6 +75,20 @@ def slot_of(now: float) -> int:
     return int(now // SLOT_S) * SLOT_S
 
 
+def _at_least(read: dict[int, int], known: dict[int, int], added: dict[int, int],
+              oldest: int) -> dict[int, int]:
+    """Per slot of the window, what the store read back, or what was known before plus
+    what was just added if that is more: only a store that lost counts (another store,
+    a restarted Redis) reads back less, and a count it lost still counts."""
+    merged = {slot: n for slot, n in read.items() if slot >= oldest}
+    for slot in known.keys() | added.keys():
+        if slot >= oldest:
+            floor = known.get(slot, 0) + added.get(slot, 0)
+            if floor > merged.get(slot, 0):
+                merged[slot] = floor
+    return merged
+
+
 class RateLimiter:
     """One per process, in the context; `store=None` counts this process alone (tests, CLI)."""
 
@@ -97,11 +115,8 @@ class RateLimiter:
         key = (caller, endpoint_class)
         bucket = self._buckets.get(key) or self._track(key)
         share = max(1, int(limit * SHARE))
-        while self._shared and bucket.unsynced >= share:
-            try:  # shielded: a request that stops waiting does not cancel the others' sync
-                await asyncio.wait_for(asyncio.shield(self.sync()), SYNC_WAIT_S)
-            except TimeoutError:
-                break
+        if self._shared and bucket.unsynced >= share:
+            await self._wait_for_sync(bucket, share)
         now = self._clock()
         slot = slot_of(now)
         oldest = slot - WINDOW_S
@@ -118,6 +133,20 @@ class RateLimiter:
             self._dirty[key] = bucket
         return None
 
+    async def _wait_for_sync(self, bucket: _Bucket, share: int) -> None:
+        """Sync until this caller's unsynced requests are under a tenth of its limit, for
+        `SYNC_WAIT_S` at most in all (other requests may refill them meanwhile)."""
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + SYNC_WAIT_S
+        while self._shared and bucket.unsynced >= share:
+            left = ends_at - loop.time()
+            if left <= 0:
+                return
+            try:  # shielded: a request that stops waiting does not cancel the others' sync
+                await asyncio.wait_for(asyncio.shield(self.sync()), left)
+            except TimeoutError:
+                return
+
     def tracked(self) -> int:
         return len(self._buckets)
 
@@ -128,7 +157,8 @@ class RateLimiter:
         return self._syncing
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Sync every `sync_s` while there are new requests, until `stopping`."""
+        """Sync every `sync_s` while there are new requests, until `stopping`; a failed
+        sync is the next one's business (`_push` never raises but on cancel)."""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._sync_s)
@@ -144,7 +174,7 @@ class RateLimiter:
                 taken = await self.store.take_slot(self._namer(f"polls:{caller}"), limit=limit,
                                                    holder=holder, now=self._clock(), ttl_s=ttl_s)
                 return holder if taken else None
-            except StoreUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - counted here instead, see _unreachable
                 self._unreachable(exc)
         if self._local_polls.get(caller, 0) >= limit:
             return None
@@ -162,7 +192,7 @@ class RateLimiter:
         if self.store is not None:
             try:
                 await self.store.give_slot(self._namer(f"polls:{caller}"), holder=holder)
-            except StoreUnavailable as exc:  # it expires by itself
+            except Exception as exc:  # noqa: BLE001 - it expires by itself
                 self._unreachable(exc)
 
     def _track(self, key: tuple[str, str]) -> _Bucket:
@@ -195,7 +225,7 @@ class RateLimiter:
         slots = list(range(oldest, oldest + WINDOW_S + 1, SLOT_S))
         try:
             totals = await self.store.add(hits, [b.name for b in batch.values()], slots)
-        except StoreUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the store did, limit alone
             for key, bucket in batch.items():
                 for slot, n in bucket.inflight.items():
                     bucket.pending[slot] = bucket.pending.get(slot, 0) + n
@@ -204,15 +234,22 @@ class RateLimiter:
             self._unreachable(exc)
             return
         for bucket in batch.values():
-            bucket.known, bucket.inflight = totals.get(bucket.name, {}), {}
+            bucket.known = _at_least(totals.get(bucket.name, {}), bucket.known,
+                                     bucket.inflight, oldest)
+            bucket.inflight = {}
         if not self._shared:
             log.info("ratelimit.store_reachable")
             self._shared = True
 
-    def _unreachable(self, exc: StoreUnavailable) -> None:
-        """One warning per outage; meanwhile each instance limits alone."""
+    def _unreachable(self, exc: Exception) -> None:
+        """One warning per outage; meanwhile each instance limits alone. Anything but
+        StoreUnavailable is a bug in a store: logged with its traceback, but a request
+        is still answered, and limited."""
         if self._shared:
-            log.warning("ratelimit.store_unreachable", error=str(exc))
+            if isinstance(exc, StoreUnavailable):
+                log.warning("ratelimit.store_unreachable", error=str(exc))
+            else:
+                log.error("ratelimit.store_failed", exc_info=exc)
         self._shared = False
 
     def _sweep(self, now: float) -> None:
