@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from adapters.simulator import create_simulator
+from operator_settings import operator_config
 from gateway.db import sync_url
 from gateway.keys_admin import create_key
 from gateway.main import create_app
@@ -107,13 +108,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         url = request.getfixturevalue("postgres_migrated")
         _truncate_postgres(url)
         yield url
-
-
-def operator_config(name: str, insurers: list[str], **overrides: Any) -> dict[str, Any]:
-    config = {"name": name, "adapter": "reference", "base_url": f"http://{name}.test",
-              "insurers": insurers, "timeout_s": 0.5, "deadline_s": 1.0}
-    config.update(overrides)
-    return config
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from conftest import operator_config
 from fastapi import FastAPI
+from operator_settings import operator_config
 from simulator_control import set_fault
 from sqlmodel import col, func, select
 from starlette.applications import Starlette
