@@ -15,6 +15,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from adapters.simulator import create_simulator
@@ -24,6 +25,12 @@ from gateway.keys_admin import create_key
 from gateway.main import create_app
 from gateway.migrate import upgrade
 from gateway.settings import Settings
+
+# `make test` must give the same answer every time: the default profile replays the same
+# examples (derandomized). `HYPOTHESIS_PROFILE=explore make test` looks for new ones.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
