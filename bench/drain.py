@@ -91,10 +91,10 @@ def fill_direct(settings_path: Path, n: int, tag: str) -> None:
     """Queue n claims with the gateway's own code, as the API's queued path writes them."""
     from gateway.claims import service, transitions
     from gateway.claims.schemas import ClaimCreate
-    from gateway.db import Database
     from gateway.security.crypto import Cipher
     from gateway.security.keyring import load_keyring
     from gateway.settings import load_settings
+    from gateway.storage.db import Database
 
     settings = load_settings(settings_path)
     ctx = SimpleNamespace(cipher=Cipher(load_keyring(settings)))

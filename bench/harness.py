@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from gateway.demo import DEMO_FINESS, sample_claim
+from gateway.demo.samples import DEMO_FINESS, sample_claim
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = str(Path(sys.executable).with_name("gateway"))

@@ -118,9 +118,9 @@ def db_queries(db_url: str) -> tuple[float, float, str]:
     """Median ms of one lease_batch (rolled back) and one depth query; the lease's plan."""
     from sqlmodel import Session, col, select
 
-    from gateway.db import Database
-    from gateway.models import Claim, utcnow
     from gateway.queue import repository
+    from gateway.storage.db import Database
+    from gateway.storage.models import Claim, utcnow
 
     db = Database(db_url)
     try:

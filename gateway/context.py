@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit import AuditLog
-from gateway.db import Database
+from gateway.audit.trail import AuditLog
 from gateway.events.notifier import EventHub
 from gateway.identity.credentials import CredentialKeys
-from gateway.operators import OperatorDirectory
+from gateway.resilience.operators import OperatorDirectory
 from gateway.security.apikeys import KeyCache
 from gateway.security.crypto import Cipher
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.storage.db import Database
 
 if TYPE_CHECKING:
     from gateway.identity.admin import Accounts
@@ -32,7 +32,7 @@ class AppContext:
     credentials: CredentialKeys
     events: EventHub  # waiting long-polls, woken by new events (gateway.events.notifier)
     drains: dict[str, Any] = field(default_factory=dict)  # operator -> DrainWorker
-    key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.deps.submitter
+    key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.web.deps.submitter
     psc: Any = None  # gateway.identity.psc.ProSanteConnect, when configured
 
     def accounts(self) -> Accounts:

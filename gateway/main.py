@@ -18,13 +18,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.apidocs import install_api_docs
-from gateway.audit import AuditLog
-from gateway.audit_heads import run_audit_heads
+from gateway.audit.heads import run_audit_heads
+from gateway.audit.trail import AuditLog
 from gateway.claims.endpoints import router as claims_router
 from gateway.console.admin import router as console_admin_router
 from gateway.console.auth import router as console_auth_router
-from gateway.console.demo_controls import router as console_demo_router
 from gateway.console.errors import install_console_errors
 from gateway.console.operations import router as console_operations_router
 from gateway.console.pharmacy import router as console_pharmacy_router
@@ -32,19 +30,14 @@ from gateway.console.psc import router as console_psc_router
 from gateway.console.security import SecurityHeadersMiddleware
 from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
-from gateway.db import Database
-from gateway.db_health import DatabaseUnavailable, probe_write
-from gateway.deployment import ensure_deployment_id, redis_namespace
 from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
 from gateway.events.notifier import EventHub
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
 from gateway.keys.endpoints import router as keys_router
-from gateway.logs import configure_logging
-from gateway.metrics import LatencyMiddleware, Snapshot, render, scrape_allowed
-from gateway.middleware import BodyLimitMiddleware
-from gateway.operators import build_directory
+from gateway.observability.logs import configure_logging
+from gateway.observability.metrics import LatencyMiddleware, Snapshot, render, scrape_allowed
 from gateway.ops.endpoints import router as ops_router
 from gateway.queue import abandoned
 from gateway.queue.drain import DrainWorker
@@ -53,9 +46,9 @@ from gateway.receipts.endpoints import router as receipts_router
 from gateway.receipts.issuer import ReceiptIssuer
 from gateway.receipts.repository import outstanding_by_operator
 from gateway.receipts.signing import ReceiptSigner
+from gateway.resilience.operators import build_directory
 from gateway.resilience.prober import run_prober
 from gateway.resilience.shared import run_breaker_sync
-from gateway.retention import run_retention
 from gateway.rights.endpoints import router as rights_router
 from gateway.security.crypto import Cipher
 from gateway.security.envelope import DataKeyStore
@@ -68,9 +61,15 @@ from gateway.security.keyring import (
 from gateway.security.limit_store import DatabaseWindows
 from gateway.security.proxies import TrustedProxyMiddleware
 from gateway.security.ratelimit import RateLimiter
-from gateway.serving import StoppingMiddleware, StopSignal
 from gateway.settings import OperatorSettings, Settings
-from gateway.sharing import start_sharing, stop_sharing
+from gateway.storage.db import Database
+from gateway.storage.deployment import ensure_deployment_id, redis_namespace
+from gateway.storage.health import DatabaseUnavailable, probe_write
+from gateway.storage.retention import run_retention
+from gateway.storage.sharing import start_sharing, stop_sharing
+from gateway.web.apidocs import install_api_docs
+from gateway.web.middleware import BodyLimitMiddleware
+from gateway.web.serving import StoppingMiddleware, StopSignal
 from gateway.webhooks.worker import run_webhooks
 
 log = structlog.get_logger(__name__)
@@ -227,7 +226,6 @@ def create_app(
     app.include_router(console_pharmacy_router)
     app.include_router(console_operations_router)
     app.include_router(console_admin_router)
-    app.include_router(console_demo_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_api_docs(app, settings)
 

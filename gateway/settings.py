@@ -244,7 +244,7 @@ class Settings(BaseSettings):
     # when set, /metrics answers only `Authorization: Bearer <metrics_token>` (a secret)
     metrics_token: SecretStr = SecretStr("")
     # after SIGTERM: seconds of 503 to new requests (and /readyz) before the listener closes,
-    # for a load balancer to take the instance out (gateway.serving)
+    # for a load balancer to take the instance out (gateway.web.serving)
     shutdown_delay_s: float = Field(0.0, ge=0, le=300)
     retention_days: int = Field(400, ge=1)  # personal data of final claims, then purged
     security: SecuritySettings = SecuritySettings()

@@ -16,15 +16,15 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import settings as hypothesis_settings
+from operator_settings import operator_config
 from sqlalchemy import create_engine, text
 
 from adapters.simulator import create_simulator
-from operator_settings import operator_config
-from gateway.db import sync_url
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
-from gateway.migrate import upgrade
 from gateway.settings import Settings
+from gateway.storage.db import sync_url
+from gateway.storage.migrate import upgrade
 
 # `make test` must give the same answer every time: the default profile replays the same
 # examples (derandomized). `HYPOTHESIS_PROFILE=explore make test` looks for new ones.

@@ -13,11 +13,11 @@ import httpx
 import pyotp
 from argon2 import PasswordHasher
 
-from gateway.audit import cli_actor
-from gateway.db import Database
+from gateway.audit.trail import cli_actor
+from gateway.cli.users import accounts_of
 from gateway.identity import second_factor, users
 from gateway.settings import Settings
-from gateway.users_cli import accounts_of
+from gateway.storage.db import Database
 
 # argon2id with small parameters: the gateway verifies a hash with the parameters written
 # in it, so these people log in fast; the gateway's own hashes keep its RFC 9106 profile

@@ -16,11 +16,11 @@ from gateway.claims.queries import own_claim
 from gateway.claims.service import SubmitResult
 from gateway.context import AppContext
 from gateway.errors import ClaimInFlight, NotCancellable
-from gateway.metrics import CLAIM_OUTCOMES
-from gateway.models import Claim
+from gateway.observability.metrics import CLAIM_OUTCOMES
 from gateway.receipts import lifecycle
 from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
+from gateway.storage.models import Claim
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from pydantic import AwareDatetime
 
 from gateway.claims import cancel, queries, service
 from gateway.claims.schemas import ClaimCreate, ClaimDetail, ClaimPage, ClaimPublic, ClaimStatus
-from gateway.deps import ContextDep, PharmacyDep, SubmitterDep, rate_limited
 from gateway.errors import problem_responses
+from gateway.web.deps import ContextDep, PharmacyDep, SubmitterDep, rate_limited
 
 router = APIRouter(prefix="/v1/claims", tags=["claims"])
 

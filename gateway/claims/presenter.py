@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.claims.schemas import ClaimDetail, ClaimPublic, Coverage, HistoryItem, Rejection
-from gateway.models import Claim, ClaimHistory, Receipt
 from gateway.security.crypto import Cipher, DecryptionError
+from gateway.storage.models import Claim, ClaimHistory, Receipt
 
 if TYPE_CHECKING:
     from gateway.receipts.issuer import ReceiptIssuer

@@ -13,9 +13,9 @@ from gateway.claims.presenter import to_detail, to_public
 from gateway.claims.schemas import ClaimDetail, ClaimPage
 from gateway.context import AppContext
 from gateway.errors import NotFound, ValidationFailed
-from gateway.models import Claim, ClaimHistory, Receipt
 from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
+from gateway.storage.models import Claim, ClaimHistory, Receipt
 
 
 def own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:

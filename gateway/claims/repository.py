@@ -8,10 +8,10 @@ from sqlalchemy import bindparam, or_
 from sqlmodel import Session, col, select
 from ulid import ULID
 
-from gateway.deferred import FlushFirst, pending_claims, stage
 from gateway.events import notifier
-from gateway.models import Claim, ClaimHistory, Event, new_row, utcnow
 from gateway.receipts import repository as receipts_repository
+from gateway.storage.deferred import FlushFirst, pending_claims, stage
+from gateway.storage.models import Claim, ClaimHistory, Event, new_row, utcnow
 
 
 def find_duplicate(

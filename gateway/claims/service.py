@@ -33,8 +33,6 @@ from gateway.claims.presenter import payload_context, to_public
 from gateway.claims.rules import check_claim_rules
 from gateway.claims.schemas import ClaimCreate, ClaimPublic
 from gateway.context import AppContext
-from gateway.db_health import DatabaseUnavailable
-from gateway.deferred import remember
 from gateway.errors import (
     ClaimInFlight,
     DuplicateInvoice,
@@ -46,14 +44,16 @@ from gateway.errors import (
     invalid_key,
 )
 from gateway.identity.principals import is_live
-from gateway.metrics import CLAIM_OUTCOMES
-from gateway.models import Claim, Receipt, new_row, utcnow
-from gateway.operators import Operator
+from gateway.observability.metrics import CLAIM_OUTCOMES
 from gateway.queue import abandoned
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
+from gateway.resilience.operators import Operator
 from gateway.security.apikeys import Principal
+from gateway.storage.deferred import remember
+from gateway.storage.health import DatabaseUnavailable
+from gateway.storage.models import Claim, Receipt, new_row, utcnow
 
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
@@ -129,7 +129,7 @@ async def _store_or_replay(
                    and not operator.breaker.is_closed else None)
 
     def store(session: Session) -> tuple[Claim, Receipt | None] | SubmitResult:
-        # The key may come from a cache (gateway.deps.submitter): confirm it here, once
+        # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.
         if not remember(session, ("key", principal.key_id),
                         lambda: is_live(session, principal, ctx.credentials)):

@@ -14,8 +14,8 @@ from sqlmodel import Session
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
 from gateway.claims.operator_texts import message_for, safe_code, safe_reference
-from gateway.models import Claim, ClaimHistory, utcnow
 from gateway.receipts import lifecycle
+from gateway.storage.models import Claim, ClaimHistory, utcnow
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0

@@ -8,10 +8,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from gateway.console.web import COOKIE
-from gateway.deps import ContextDep, bearer, get_principal
 from gateway.errors import Forbidden, Unauthorized
 from gateway.identity.sessions import resume
 from gateway.security.apikeys import Principal
+from gateway.web.deps import ContextDep, bearer, get_principal
 
 
 async def key_or_session(

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
-from gateway.audit import Verification
-from gateway.audit_heads import head_keys_of, verify_trail
+from gateway.audit.heads import head_keys_of, verify_trail
+from gateway.audit.trail import Verification
 from gateway.console import repository
 from gateway.console.views import render
 from gateway.console.web import role_in
-from gateway.deps import ContextDep
 from gateway.identity.sessions import ConsoleUser
-from gateway.models import AuditEntry
+from gateway.storage.models import AuditEntry
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 AdminDep = Annotated[ConsoleUser, Depends(role_in("admin"))]

@@ -28,12 +28,12 @@ from gateway.console.web import (
     page,
     set_session_cookie,
 )
-from gateway.deps import ContextDep
 from gateway.identity import login, second_factor, sessions
 from gateway.identity.passwords import MAX_LENGTH, WeakPassword
-from gateway.models import ConsoleSession
 from gateway.security.apikeys import Principal
 from gateway.security.proxies import client_address
+from gateway.storage.models import ConsoleSession
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 STEP_URLS = {"password": "/console/login/password", "enrol": "/console/login/enrol",

@@ -14,9 +14,9 @@ from gateway.claims.schemas import ClaimPublic
 from gateway.console import repository
 from gateway.console.views import hhmm
 from gateway.context import AppContext
-from gateway.models import Claim, OperatorControl
-from gateway.operators import Operator
 from gateway.receipts import repository as receipts_repository
+from gateway.resilience.operators import Operator
+from gateway.storage.models import Claim, OperatorControl
 
 SHOWN = 100  # queued or failed claims listed; the count says how many more there are
 RECENT = 20

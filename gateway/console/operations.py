@@ -21,7 +21,6 @@ from gateway.console.dashboard import operator_status
 from gateway.console.views import notice_of, render
 from gateway.console.web import CsrfUserDep, role_in
 from gateway.context import AppContext
-from gateway.deps import ContextDep
 from gateway.errors import NotFound
 from gateway.identity.sessions import ConsoleUser
 from gateway.keys import service as keys_service
@@ -31,6 +30,7 @@ from gateway.ops.endpoints import known_operator
 from gateway.ops.schemas import OperatorPublic, QueuedClaim, ReplayRequest
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 STAFF = ("operations", "admin")

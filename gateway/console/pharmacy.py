@@ -11,8 +11,8 @@ from gateway.claims import queries
 from gateway.console.dashboard import load_dashboard
 from gateway.console.views import notice_of, render
 from gateway.console.web import ConsoleUserDep, role_in
-from gateway.deps import ContextDep
 from gateway.identity.sessions import ConsoleUser
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 PharmacistDep = Annotated[ConsoleUser, Depends(role_in("pharmacy"))]

@@ -21,10 +21,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.console.auth import refused
 from gateway.console.web import page, secure_cookies, set_session_cookie
-from gateway.deps import ContextDep
 from gateway.errors import NotFound
 from gateway.identity import login, psc_login
 from gateway.identity.psc import PendingAuthorization, PscError
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console/psc", include_in_schema=False)
 PENDING_COOKIE = "gw_psc"

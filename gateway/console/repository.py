@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, col, func, select
 
-from gateway.models import AuditEntry, Claim
+from gateway.storage.models import AuditEntry, Claim
 
 QUEUED = ("queued", "pending")
 SETTLED = ("accepted", "rejected", "cancelled")

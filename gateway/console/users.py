@@ -18,11 +18,11 @@ from sqlmodel import Session
 from gateway.console.views import render
 from gateway.console.web import CsrfUserDep, NotForThisRole, role_in
 from gateway.context import AppContext
-from gateway.deps import ContextDep
 from gateway.errors import NotFound
 from gateway.identity import users
 from gateway.identity.admin import UnknownUser
 from gateway.identity.sessions import ConsoleUser
+from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console/users", include_in_schema=False)
 StaffDep = Annotated[ConsoleUser, Depends(role_in("operations", "admin"))]

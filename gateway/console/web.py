@@ -15,9 +15,9 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from gateway.deps import ContextDep
 from gateway.errors import GatewayError
 from gateway.identity.sessions import ConsoleUser, resume
+from gateway.web.deps import ContextDep
 
 COOKIE = "gw_console"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates" / "console")

@@ -15,9 +15,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import ValidationFailed, problem_responses
 from gateway.events import service
+from gateway.web.deps import ContextDep, PharmacyDep, rate_limited
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 MAX_WAIT_S = 30

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from gateway.models import Event
+from gateway.storage.models import Event
 
 
 def page(session: Session, finess: str, after: int, limit: int) -> list[Event]:

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from gateway.context import AppContext
 from gateway.errors import RateLimited
 from gateway.events import repository
-from gateway.metrics import RATE_LIMITED
-from gateway.models import Event
+from gateway.observability.metrics import RATE_LIMITED
 from gateway.security.apikeys import Principal
+from gateway.storage.models import Event
 
 RECHECK_S = 5.0  # a read at least this often while waiting, against a lost wake-up
 SLOT_MARGIN_S = 30.0  # a long-poll's place outlives its wait by this (a crashed instance)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.identity import sessions, throttle, users
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.passwords import hash_password, one_time_password
-from gateway.models import User, utcnow
 from gateway.security.apikeys import Principal
 from gateway.security.crypto import Cipher
+from gateway.storage.models import User, utcnow
 
 
 class UnknownUser(LookupError):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.metrics import CREDENTIAL_TAMPER
+from gateway.observability.metrics import CREDENTIAL_TAMPER
 
 log = structlog.get_logger("gateway.credentials")
 NONCE_BYTES = 12

@@ -18,9 +18,9 @@ from gateway.context import AppContext
 from gateway.errors import GatewayError
 from gateway.identity import second_factor, sessions, throttle, users
 from gateway.identity.passwords import check_new_password, hash_password, verify_password
-from gateway.metrics import CONSOLE_LOGINS
-from gateway.models import ConsoleSession, User
+from gateway.observability.metrics import CONSOLE_LOGINS
 from gateway.security.apikeys import Principal
+from gateway.storage.models import ConsoleSession, User
 
 ANONYMOUS = Principal(key_id="anonymous", role="pharmacy", finess=None, operators=None)
 CODE_MAX = 64

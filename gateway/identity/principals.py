@@ -6,9 +6,9 @@ from sqlmodel import Session
 
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys
-from gateway.models import User
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
+from gateway.storage.models import User
 
 
 def is_live(session: Session, principal: Principal, credentials: CredentialKeys) -> bool:

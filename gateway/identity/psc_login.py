@@ -15,9 +15,9 @@ from gateway.context import AppContext
 from gateway.identity import sessions, users
 from gateway.identity.login import Refused, Started
 from gateway.identity.psc import Professional
-from gateway.metrics import CONSOLE_LOGINS
-from gateway.models import ApiKey, User, utcnow
+from gateway.observability.metrics import CONSOLE_LOGINS
 from gateway.security.apikeys import Principal
+from gateway.storage.models import ApiKey, User, utcnow
 
 PSC = Principal(key_id="psc", role="admin", finess=None, operators=None)
 

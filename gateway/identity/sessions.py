@@ -17,9 +17,9 @@ from sqlmodel import Session, col, select
 
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys, legacy_digest, tampered
-from gateway.models import ConsoleSession, User, utcnow
 from gateway.security.apikeys import Principal
 from gateway.settings import ConsoleSettings
+from gateway.storage.models import ConsoleSession, User, utcnow
 
 ACTIVE = "active"
 STAGES = ("password", "enrol", "second_factor", ACTIVE)

@@ -16,7 +16,7 @@ from sqlalchemy import case, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
-from gateway.models import LoginThrottle, User, utcnow
+from gateway.storage.models import LoginThrottle, User, utcnow
 
 _THROTTLE = LoginThrottle.__table__  # type: ignore[attr-defined]
 _USERS = User.__table__  # type: ignore[attr-defined]

@@ -18,9 +18,9 @@ from sqlmodel import Session, col, select
 from gateway.domain.identifiers import check_finess, check_rpps
 from gateway.identity.credentials import CredentialKeys, tampered
 from gateway.identity.passwords import hash_password, one_time_password
-from gateway.models import User, utcnow
 from gateway.security.apikeys import Principal, Role
 from gateway.security.crypto import Cipher
+from gateway.storage.models import User, utcnow
 
 UserRole = Literal["pharmacist", "operations", "admin"]
 USER_ROLES: tuple[UserRole, ...] = ("pharmacist", "operations", "admin")

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
-from gateway.deps import ContextDep, require
 from gateway.errors import NotFound, problem_responses
 from gateway.keys import service
 from gateway.keys.schemas import KeyStatus
 from gateway.security.apikeys import Principal
+from gateway.web.deps import ContextDep, require
 
 router = APIRouter(prefix="/v1/keys", tags=["operations"])
 OperationsDep = Annotated[Principal, Depends(require("operations", "admin"))]

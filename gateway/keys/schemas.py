@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.models import ApiKey
+from gateway.storage.models import ApiKey
 
 
 class KeyStatus(BaseModel):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.claims.repository import add_event
 from gateway.identity.credentials import CredentialKeys
-from gateway.models import ApiKey, utcnow
 from gateway.rights import repository as rights_repository
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
+from gateway.storage.models import ApiKey, utcnow
 
 
 def lift(session: Session, *, key_id: str, actor: Principal, audit_log: AuditLog,

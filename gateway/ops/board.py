@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from sqlmodel import Session, select
 
 from gateway.context import AppContext
-from gateway.models import OperatorControl
 from gateway.ops.schemas import OperatorPublic, OperatorState
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
+from gateway.storage.models import OperatorControl
 
 FULL_DETAIL = frozenset({"operations", "admin"})
 

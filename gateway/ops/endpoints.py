@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query
 
 from gateway.claims.queries import decode_cursor, encode_cursor
 from gateway.context import AppContext
-from gateway.deps import ContextDep, PrincipalDep, rate_limited, require
 from gateway.errors import Forbidden, NotFound, problem_responses
 from gateway.ops import service
 from gateway.ops.board import board, board_for
@@ -25,6 +24,7 @@ from gateway.ops.schemas import (
 )
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
+from gateway.web.deps import ContextDep, PrincipalDep, rate_limited, require
 
 router = APIRouter(prefix="/v1/operators", tags=["operations"])
 OperationsDep = Annotated[Principal, Depends(require("operations", "admin"))]

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, func, select
 from ulid import ULID
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.errors import Conflict, ValidationFailed
-from gateway.models import Claim, Replay, utcnow
 from gateway.ops.schemas import ReplayProgress, ReplayRequest
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
+from gateway.storage.models import Claim, Replay, utcnow
 
 
 class ReplayRunning(Conflict):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from gateway.claims import transitions
-from gateway.models import Claim
+from gateway.storage.models import Claim
 
 if TYPE_CHECKING:
     from gateway.receipts.issuer import ReceiptIssuer

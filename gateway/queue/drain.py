@@ -28,14 +28,14 @@ from gateway.claims.operator_texts import refusal_detail
 from gateway.claims.presenter import payload_context
 from gateway.claims.service import LEASE_GRACE_S, wire_claim
 from gateway.context import AppContext
-from gateway.db_health import DatabaseUnavailable
-from gateway.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT
-from gateway.models import Claim, utcnow
-from gateway.operators import Operator
+from gateway.observability.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT
 from gateway.queue import abandoned, repository
 from gateway.queue.repository import Lease
 from gateway.resilience.guard import BreakerOpen
+from gateway.resilience.operators import Operator
 from gateway.security.crypto import DecryptionError
+from gateway.storage.health import DatabaseUnavailable
+from gateway.storage.models import Claim, utcnow
 
 log = structlog.get_logger(__name__)
 IDLE_S = 0.5

@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from gateway.deferred import remember
-from gateway.models import Claim, OperatorControl
+from gateway.storage.deferred import remember
+from gateway.storage.models import Claim, OperatorControl
 
 CATCH_UP_S = 1.0
 

@@ -11,13 +11,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from gateway.console.access import ReceiptPrinterDep
-from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import NotFound, RateLimited, problem_responses
-from gateway.models import Receipt
 from gateway.receipts import repository
 from gateway.receipts.pages import render_print_page, render_status_page, render_unknown_page
 from gateway.receipts.views import ReceiptView
 from gateway.security.proxies import client_address
+from gateway.storage.models import Receipt
+from gateway.web.deps import ContextDep, PharmacyDep, rate_limited
 
 router = APIRouter(tags=["receipts"])
 

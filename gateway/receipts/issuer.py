@@ -18,13 +18,11 @@ from sqlalchemy import text
 from sqlmodel import Session
 from ulid import ULID
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims.presenter import payload_context
 from gateway.claims.schemas import ClaimCreate
-from gateway.deferred import stage
-from gateway.metrics import RECEIPTS
-from gateway.models import Claim, ClaimHistory, Receipt, new_row, utcnow
+from gateway.observability.metrics import RECEIPTS
 from gateway.receipts import repository
 from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
 from gateway.receipts.signing import ReceiptSigner
@@ -32,6 +30,8 @@ from gateway.rights import repository as rights_repository
 from gateway.rights.service import cache_context
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.settings import OperatorSettings, Settings
+from gateway.storage.deferred import stage
+from gateway.storage.models import Claim, ClaimHistory, Receipt, new_row, utcnow
 
 log = structlog.get_logger(__name__)
 

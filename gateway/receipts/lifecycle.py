@@ -6,8 +6,8 @@ import structlog
 from sqlmodel import Session
 
 from gateway.claims import repository as claims_repository
-from gateway.models import Claim, utcnow
 from gateway.receipts import repository
+from gateway.storage.models import Claim, utcnow
 
 log = structlog.get_logger(__name__)
 EVENT_OF = {"honored": "receipt.honored", "contested": "receipt.contested"}

@@ -8,8 +8,8 @@ from datetime import date, datetime
 from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
-from gateway.deferred import pending_receipts, remember
-from gateway.models import Claim, Receipt, ReceiptExposure
+from gateway.storage.deferred import pending_receipts, remember
+from gateway.storage.models import Claim, Receipt, ReceiptExposure
 
 OPEN = "provisional"
 

@@ -14,7 +14,7 @@ import time
 
 import structlog
 
-from gateway.operators import Operator
+from gateway.resilience.operators import Operator
 
 log = structlog.get_logger(__name__)
 

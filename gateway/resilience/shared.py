@@ -1,7 +1,7 @@
 """Breaker state shared by gateway instances through Redis: minimal, and never blocking.
 
 Everything lives under the deployment's namespace (`gateway:<deployment id>`, see
-`gateway.deployment`): instances sharing a database share their breakers, and
+`gateway.storage.deployment`): instances sharing a database share their breakers, and
 another deployment on the same Redis server never touches them. A local transition
 (open, closed) is published on `{prefix}:breakers` and stored under
 `{prefix}:breaker:{operator}` so an instance started later learns an open breaker.
@@ -39,9 +39,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.events.relay import session_goes_on
-from gateway.metrics import REGISTRY
-from gateway.operators import Operator
+from gateway.observability.metrics import REGISTRY
 from gateway.resilience.breaker import OperatorBreaker
+from gateway.resilience.operators import Operator
 
 log = structlog.get_logger(__name__)
 KEY_MARGIN_S = 60.0  # a key outlives the open time by this much

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from gateway.deps import ContextDep, PharmacyDep, rate_limited
 from gateway.errors import problem_responses
 from gateway.rights import service
 from gateway.rights.schemas import RightsCheck, RightsPublic
+from gateway.web.deps import ContextDep, PharmacyDep, rate_limited
 
 router = APIRouter(prefix="/v1/rights", tags=["rights"])
 

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
-from gateway.models import RightsCacheEntry, RightsLookup
+from gateway.storage.models import RightsCacheEntry, RightsLookup
 
 Cell = tuple[str, str]  # (scope, period) of a budget
 PURGE_LOCK = zlib.crc32(b"rights_lookups:purge")

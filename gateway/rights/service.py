@@ -12,12 +12,12 @@ from adapters.base import OperatorRejected, OperatorUnavailable, RightsRequest
 from gateway.claims.operator_texts import refusal_detail
 from gateway.context import AppContext
 from gateway.errors import OperatorRefused, UnknownInsurer
-from gateway.models import utcnow
 from gateway.rights import repository
 from gateway.rights.schemas import RightsCheck, RightsPublic
 from gateway.security import abuse
 from gateway.security.apikeys import Principal
 from gateway.security.crypto import DecryptionError
+from gateway.storage.models import utcnow
 
 log = structlog.get_logger(__name__)
 

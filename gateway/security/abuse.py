@@ -21,16 +21,16 @@ from typing import Literal
 import structlog
 from sqlmodel import Session
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.claims.repository import add_event
 from gateway.errors import RateLimited, invalid_key
 from gateway.identity.credentials import CredentialKeys
-from gateway.metrics import RIGHTS_BUDGET_EXCEEDED
-from gateway.models import utcnow
+from gateway.observability.metrics import RIGHTS_BUDGET_EXCEEDED
 from gateway.rights import repository
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.settings import LimitsSettings
+from gateway.storage.models import utcnow
 
 log = structlog.get_logger(__name__)
 Kind = Literal["key", "pharmacy"]

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from gateway.domain.identifiers import check_finess
 from gateway.errors import Forbidden
 from gateway.identity.credentials import CredentialKeys, tampered
-from gateway.models import ApiKey, utcnow
+from gateway.storage.models import ApiKey, utcnow
 
 Role = Literal["pharmacy", "operations", "admin"]
 ROLES: tuple[Role, ...] = ("pharmacy", "operations", "admin")

@@ -41,10 +41,10 @@ from sqlalchemy import event, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlmodel import Session, col
 
-from gateway.db import Database
-from gateway.models import DataKey, utcnow
 from gateway.security.crypto import DecryptionError, key_id
 from gateway.security.keyring import KeyRing
+from gateway.storage.db import Database
+from gateway.storage.models import DataKey, utcnow
 
 T = TypeVar("T")
 WRAP_NONCE_BYTES = 12

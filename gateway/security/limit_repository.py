@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from gateway.models import LongPollSlot, RateWindow
+from gateway.storage.models import LongPollSlot, RateWindow
 
 _WINDOWS = RateWindow.__table__  # type: ignore[attr-defined]
 _SLOTS = LongPollSlot.__table__  # type: ignore[attr-defined]

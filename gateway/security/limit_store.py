@@ -29,10 +29,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.db import Database
-from gateway.db_health import DatabaseUnavailable
 from gateway.security import limit_repository as repository
 from gateway.security.limit_repository import Hit
+from gateway.storage.db import Database
+from gateway.storage.health import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

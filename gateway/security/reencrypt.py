@@ -14,7 +14,7 @@ records are left: every finished batch is committed.
 Instances notice a retirement within `CURRENT_RECHECK_S` and may write a record
 on a retired DEK until then: passes repeat until `settle_s` after the retirement
 and one pass finds nothing left to move. Then the retired DEKs no record uses are
-shredded (`gateway.retention.shred_retired`).
+shredded (`gateway.storage.retention.shred_retired`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from sqlalchemy.engine import Row
 from sqlmodel import Session, col
 
 from gateway.claims.presenter import payload_context
-from gateway.db import Database, is_sqlite
-from gateway.models import Claim, DataKey, RightsCacheEntry, User, utcnow
 from gateway.rights.service import cache_context
 from gateway.security.crypto import BLOB_VERSION, Cipher, DecryptionError
 from gateway.security.envelope import CURRENT_RECHECK_S
+from gateway.storage.db import Database, is_sqlite
+from gateway.storage.models import Claim, DataKey, RightsCacheEntry, User, utcnow
 
 SETTLE_S = 3 * CURRENT_RECHECK_S  # every running instance has stopped using retired DEKs
 BATCH = 200

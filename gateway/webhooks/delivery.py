@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from gateway.models import Event
+from gateway.storage.models import Event
 from gateway.webhooks.signing import signed_headers
 from gateway.webhooks.targets import TargetRefused, resolve_target
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gateway.models import Event, WebhookCursor
+from gateway.storage.models import Event, WebhookCursor
 
 MAX_ERROR_CHARS = 500
 

@@ -17,8 +17,8 @@ import httpx
 import structlog
 
 from gateway.context import AppContext
-from gateway.db_health import DatabaseUnavailable
-from gateway.models import Event, utcnow
+from gateway.storage.health import DatabaseUnavailable
+from gateway.storage.models import Event, utcnow
 from gateway.webhooks import repository
 from gateway.webhooks.delivery import Backoff, Hook, deliver
 from gateway.webhooks.repository import Pending

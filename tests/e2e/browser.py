@@ -57,7 +57,7 @@ class Demo:
 
     def submit(self, invoice_number: str) -> dict[str, Any]:
         """A synthetic claim for the demo pharmacy (routed to opera), through the API."""
-        from gateway.demo import sample_claim  # imports the whole app: only when needed
+        from gateway.demo.samples import sample_claim  # imports the whole app: only when needed
 
         answer = httpx.post(f"{self.url}/v1/claims", json=sample_claim(invoice_number),
                             headers={"Authorization": f"Bearer {self.pharmacy_key}"},

@@ -43,9 +43,9 @@ from test_e2e_resilience import (
     write_gateway_config,
 )
 
-from gateway.keys_admin import create_key
-from gateway.migrate import upgrade
+from gateway.keys.admin import create_key
 from gateway.settings import load_settings
+from gateway.storage.migrate import upgrade
 
 pytestmark = pytest.mark.slow
 PHARMACIES = ("330001231", "690000880", "130000003")  # distinct FINESS, valid Luhn keys

@@ -45,8 +45,8 @@ from test_e2e_resilience import (
 )
 from test_e2e_two_instances import POSTGRES_URL, database_url  # noqa: F401 - a fixture
 
-from gateway.demo import sample_claim
-from gateway.keys_admin import create_key
+from gateway.demo.samples import sample_claim
+from gateway.keys.admin import create_key
 from gateway.settings import load_settings
 
 pytestmark = [

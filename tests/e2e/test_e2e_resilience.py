@@ -20,10 +20,10 @@ import httpx
 import pytest
 from procs import dev_config, free_port, operator_toml, spawn, wait_http
 
-from gateway.demo import sample_claim
-from gateway.keys_admin import create_key
-from gateway.migrate import upgrade
+from gateway.demo.samples import sample_claim
+from gateway.keys.admin import create_key
 from gateway.settings import load_settings
+from gateway.storage.migrate import upgrade
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

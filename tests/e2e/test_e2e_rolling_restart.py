@@ -1,5 +1,5 @@
 """SIGTERM under load loses no claim and leaves none half-sent (a rolling restart; CONTRACT.md
-3.1, 4 and gateway/serving.py).
+3.1, 4 and gateway/web/serving.py).
 
 `gateway serve` on SQLite with `shutdown_delay_s = 3`: operator "opera" slow (so synchronous
 claims are in progress) and draining a queue while client threads keep submitting, and
@@ -45,7 +45,7 @@ from test_e2e_resilience import (
     wait_for,
 )
 
-from gateway.demo import sample_claim
+from gateway.demo.samples import sample_claim
 
 pytestmark = pytest.mark.slow
 SHUTDOWN_DELAY_S = 3

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from procs import dev_config, free_port, gateway, operator_toml, spawn, wait_http
 
-from gateway.demo import sample_claim
+from gateway.demo.samples import sample_claim
 
 pytestmark = pytest.mark.slow
 

@@ -44,7 +44,7 @@ from test_e2e_resilience import (
     write_gateway_config,
 )
 
-from gateway.demo import sample_claim
+from gateway.demo.samples import sample_claim
 
 pytestmark = pytest.mark.slow
 DATABASE = "gateway.db"

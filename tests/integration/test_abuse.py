@@ -10,13 +10,13 @@ import pytest
 from sqlmodel import select
 from synthetic import claim_body, rights_body
 
-from gateway.db import Database
-from gateway.keys_admin import create_key, revoke_key
-from gateway.metrics import REGISTRY
-from gateway.models import ApiKey, AuditEntry, utcnow
+from gateway.keys.admin import create_key, revoke_key
+from gateway.observability.metrics import REGISTRY
 from gateway.security.apikeys import InvalidKeyRequest, new_key
 from gateway.security.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.storage.db import Database
+from gateway.storage.models import ApiKey, AuditEntry, utcnow
 
 pytestmark = pytest.mark.anyio
 

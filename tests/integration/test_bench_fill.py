@@ -10,11 +10,11 @@ from sqlalchemy import create_engine, func, select
 from sqlmodel import Session
 
 from gateway.claims.presenter import payload_context
-from gateway.migrate import upgrade
-from gateway.models import Claim, ClaimHistory, Event
 from gateway.security.crypto import Cipher
 from gateway.security.keyring import load_keyring
 from gateway.settings import load_settings
+from gateway.storage.migrate import upgrade
+from gateway.storage.models import Claim, ClaimHistory, Event
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

@@ -21,8 +21,8 @@ from test_drain import gateway, wait_until
 
 from gateway.claims.service import LEASE_GRACE_S
 from gateway.main import requeue_held_claims
-from gateway.models import Claim, Receipt, utcnow
 from gateway.queue.drain import DrainWorker
+from gateway.storage.models import Claim, Receipt, utcnow
 
 pytestmark = pytest.mark.anyio
 DEADLINE_S = 0.4  # test_drain.FAST

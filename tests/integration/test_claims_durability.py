@@ -14,10 +14,10 @@ from sqlmodel import select
 from synthetic import claim_body
 
 from adapters.simulator import create_simulator
-from gateway.db import Database
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
-from gateway.models import Claim
+from gateway.storage.db import Database
+from gateway.storage.models import Claim
 
 pytestmark = pytest.mark.anyio
 

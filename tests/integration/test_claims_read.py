@@ -90,7 +90,7 @@ async def test_missing_or_bad_key_is_401(client, headers):
 
 
 async def test_a_revoked_key_stops_working_at_once(client, settings, pharmacy):
-    from gateway.keys_admin import revoke_key
+    from gateway.keys.admin import revoke_key
 
     assert (await client.get("/v1/claims", headers=pharmacy)).status_code == 200
     key_id = pharmacy["Authorization"].removeprefix("Bearer ").split(".")[0]
@@ -144,7 +144,7 @@ async def test_a_rejected_claim_cannot_be_cancelled(client, pharmacy):
 async def test_a_revoked_key_stores_no_claim_even_when_cached(client, settings, pharmacy,
                                                                simulators):
     """Claim submission reads keys from a cache, and confirms them when storing."""
-    from gateway.keys_admin import revoke_key
+    from gateway.keys.admin import revoke_key
 
     assert (await client.post("/v1/claims", json=claim_body("RV1"),
                               headers=pharmacy)).status_code == 201

@@ -13,8 +13,8 @@ from simulator_control import set_fault
 from sqlmodel import select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body
 
-from gateway.db import Database
-from gateway.models import AuditEntry, Claim
+from gateway.storage.db import Database
+from gateway.storage.models import AuditEntry, Claim
 
 pytestmark = pytest.mark.anyio
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -327,15 +327,15 @@ async def test_the_admin_sees_the_audit_trail_and_its_verification(app, settings
 
 async def test_the_demo_panel_breaks_and_mends_an_operator_and_sends_a_sample(
         app, pharmacist, simulators, settings):
-    from gateway.console.demo_controls import DemoControls
+    from gateway.demo.controls import DemoControls, mount
 
     async with browser(app, pharmacist) as http:
         assert 'id="demo"' not in (await http.get("/console/")).text
         assert (await http.post("/console/demo/sample", data={"csrf_token": "x"})
-                ).status_code in (403, 404)
-        app.state.demo = DemoControls(
+                ).status_code == 404  # the gateway alone has no demo routes
+        mount(app, DemoControls(
             simulators={"opera": "http://opera.test"}, finess="330001231",
-            transports={"opera": httpx.ASGITransport(simulators["opera"])})
+            transports={"opera": httpx.ASGITransport(simulators["opera"])}))
         try:
             page = (await http.get("/console/")).text
             assert 'id="demo"' in page and "Mettre opera en panne" in page
@@ -350,6 +350,15 @@ async def test_the_demo_panel_breaks_and_mends_an_operator_and_sends_a_sample(
             claim_id = re.search(r"claim=(clm_\w+)", sent.headers["location"]).group(1)
             queued = section((await http.get("/console/")).text, "section", "queued")
             assert f'data-claim-id="{claim_id}"' in queued
+            async with browser(app) as stranger:  # no session: nothing breaks, nothing sent
+                refused = await stranger.post("/console/demo/fault", data={
+                    "csrf_token": csrf(page), "operator": "opera", "mode": "ok"})
+                assert refused.status_code in (303, 401, 403)
+                assert refused.headers.get("location", "/console/login").startswith(
+                    "/console/login")
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(simulators["opera"]),
+                                         base_url="http://sim.test") as sim:
+                assert (await sim.get("/_faults")).json()["mode"] == "down"
         finally:
             del app.state.demo
     actions = [action for action, _, _ in audit_rows(settings)]

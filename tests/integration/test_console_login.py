@@ -21,10 +21,10 @@ from console_people import (
 )
 from sqlmodel import select
 
-from gateway.db import Database
+from gateway.cli.users import accounts_of
 from gateway.identity import login as login_module
-from gateway.models import AuditEntry, ConsoleSession, User, utcnow
-from gateway.users_cli import accounts_of
+from gateway.storage.db import Database
+from gateway.storage.models import AuditEntry, ConsoleSession, User, utcnow
 
 pytestmark = pytest.mark.anyio
 SECRET_SHOWN = re.compile(r'<code id="totp-secret">([A-Z2-7 ]+)</code>')
@@ -77,7 +77,7 @@ async def test_password_and_code_open_the_console_and_are_audited(app, settings)
 async def test_first_login_sets_a_password_enrols_totp_and_shows_recovery_codes_once(
         app, settings):
     accounts = accounts_of(settings)
-    from gateway.audit import cli_actor
+    from gateway.audit.trail import cli_actor
 
     user, one_time = write(settings, lambda s: accounts.create(
         s, cli_actor(), role="operations", name="Nadia", email="nadia@test.invalid"))
@@ -161,7 +161,7 @@ async def test_the_account_locks_and_only_an_unlock_opens_it(app, settings):
         right = await post_password(http, person.email, person.password)
         assert right.status_code == 403 and "verrouillé" in right.text
     assert ("console.login", person.user_id, "locked") in audit(settings)
-    from gateway.audit import cli_actor
+    from gateway.audit.trail import cli_actor
 
     write(settings, lambda s: accounts_of(settings).unlock(s, cli_actor(), person.user_id))
     async with browser(app) as http:
@@ -300,7 +300,7 @@ async def test_log_out_everywhere_ends_every_session_of_the_person(app, settings
 
 
 async def test_disabling_a_person_ends_their_sessions_at_once(app, settings):
-    from gateway.audit import cli_actor
+    from gateway.audit.trail import cli_actor
 
     person = make_person(settings, "operations")
     async with browser(app) as http:
@@ -371,8 +371,8 @@ async def test_the_first_unknown_account_is_audited_even_after_a_known_ones_fail
 
 
 async def test_the_purge_forgets_old_login_windows_and_sessions(app, settings):
-    from gateway.models import LoginThrottle
-    from gateway.retention import purge
+    from gateway.storage.models import LoginThrottle
+    from gateway.storage.retention import purge
 
     person = make_person(settings)
     async with browser(app) as http:
@@ -389,7 +389,7 @@ async def test_the_purge_forgets_old_login_windows_and_sessions(app, settings):
             session.add(row)
 
     write(settings, age)
-    from gateway.models import RightsLookup
+    from gateway.storage.models import RightsLookup
 
     today = f"{utcnow():%Y-%m-%d}"
     write(settings, lambda s: s.add_all([
@@ -408,7 +408,7 @@ async def test_a_session_ended_between_the_check_and_the_step_goes_back_to_the_l
     service says LoginGone, and the console answers with the login page, not a 500."""
     from fastapi import FastAPI
 
-    from gateway.audit import cli_actor
+    from gateway.audit.trail import cli_actor
     from gateway.console.errors import install_console_errors
     from gateway.errors import install_error_handlers
 

@@ -13,10 +13,10 @@ import pytest
 from console_people import log_in, make_person
 from sqlalchemy import text
 
-from gateway.db import Database
-from gateway.keys_admin import create_key, revoke_key
-from gateway.metrics import CREDENTIAL_TAMPER
-from gateway.models import utcnow
+from gateway.keys.admin import create_key, revoke_key
+from gateway.observability.metrics import CREDENTIAL_TAMPER
+from gateway.storage.db import Database
+from gateway.storage.models import utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -121,8 +121,8 @@ async def test_a_session_moved_to_another_person_by_hand_is_refused(app, setting
 async def test_a_person_altered_by_hand_is_refused(app, settings, column, value):
     person = make_person(settings)
     if column == "disabled_at":  # the forgery: re-enable a disabled account
-        from gateway.audit import cli_actor
-        from gateway.users_cli import accounts_of
+        from gateway.audit.trail import cli_actor
+        from gateway.cli.users import accounts_of
 
         database = Database(settings.database_url)
         database.write_now(lambda s: accounts_of(settings).disable(

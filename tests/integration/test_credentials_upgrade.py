@@ -12,11 +12,11 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from gateway.db import Database, sync_url
 from gateway.identity.credentials import CredentialKeys
-from gateway.migrate import alembic_config, upgrade
-from gateway.models import utcnow
 from gateway.security.apikeys import authenticate
+from gateway.storage.db import Database, sync_url
+from gateway.storage.migrate import alembic_config, upgrade
+from gateway.storage.models import utcnow
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 from structlog.testing import capture_logs
 from synthetic import claim_body
 
-from gateway.db import is_sqlite
+from gateway.storage.db import is_sqlite
 
 pytestmark = pytest.mark.anyio
 LINES = 40  # a payload of ~8 KB: its insert needs overflow pages, so pages the cap refuses

@@ -19,12 +19,12 @@ from simulator_control import set_fault
 from synthetic import claim_body
 
 from adapters.simulator import create_simulator
-from gateway.db import Database
-from gateway.deployment import read_deployment_id
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
-from gateway.migrate import upgrade
 from gateway.settings import Settings
+from gateway.storage.db import Database
+from gateway.storage.deployment import read_deployment_id
+from gateway.storage.migrate import upgrade
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "")
 pytestmark = [

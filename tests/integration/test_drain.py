@@ -13,10 +13,10 @@ from simulator_control import ledger, set_fault
 from synthetic import claim_body
 
 from gateway.claims import repository
-from gateway.db import Database
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
-from gateway.models import utcnow
+from gateway.storage.db import Database
+from gateway.storage.models import utcnow
 
 pytestmark = pytest.mark.anyio
 FAST = {"timeout_s": 0.2, "deadline_s": 0.4, "breaker_fail_max": 3, "breaker_reset_s": 0.3,

@@ -54,13 +54,13 @@ from starlette.routing import Route
 from synthetic import claim_body, nir_with_key, rights_body
 
 import gateway
-from gateway.db_health import DatabaseUnavailable
 from gateway.errors import GatewayError
-from gateway.keys_admin import create_key
-from gateway.models import Claim, WebhookCursor, utcnow
+from gateway.keys.admin import create_key
 from gateway.queue import repository as queue_repository
 from gateway.queue.drain import DrainWorker
 from gateway.settings import Settings, WebhookSettings
+from gateway.storage.health import DatabaseUnavailable
+from gateway.storage.models import Claim, WebhookCursor, utcnow
 from gateway.webhooks.delivery import Backoff
 from gateway.webhooks.repository import webhook_key
 from gateway.webhooks.signing import decode_secret, signed_headers

@@ -20,11 +20,11 @@ from sqlmodel import col
 from synthetic import PEOPLE, claim_body, rights_body
 
 from adapters.simulator import create_simulator
-from gateway.db import Database
-from gateway.logs import PersonalDataFilter, scrub
 from gateway.main import create_app
-from gateway.models import Claim, utcnow
-from gateway.retention import purge
+from gateway.observability.logs import PersonalDataFilter, scrub
+from gateway.storage.db import Database
+from gateway.storage.models import Claim, utcnow
+from gateway.storage.retention import purge
 
 pytestmark = pytest.mark.anyio
 SENTINEL = "Martin Claire 185077511512396 née le 14/07/1985"
@@ -65,7 +65,7 @@ def database_text(settings) -> str:
 
 
 async def test_an_operators_words_about_a_person_go_nowhere(chatty_app, settings, capsys):
-    from gateway.keys_admin import create_key
+    from gateway.keys.admin import create_key
 
     _, secret = create_key(settings, role="pharmacy", finess="330001231")
     pharmacy = {"Authorization": f"Bearer {secret}"}
@@ -159,7 +159,7 @@ def test_uvicorn_and_uncaught_errors_go_through_the_filter() -> None:
     nir = PEOPLE[0]["nir"]
     script = (
         "import logging\n"
-        "from gateway.logs import configure_logging\n"
+        "from gateway.observability.logs import configure_logging\n"
         "configure_logging('INFO')\n"
         "try:\n"
         f"    raise RuntimeError('bad row {nir}')\n"

@@ -28,12 +28,12 @@ from sqlmodel import select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 
 from gateway.claims.presenter import mask_nir
-from gateway.db import Database
 from gateway.identity.credentials import CredentialKeys
-from gateway.keys_admin import create_key
-from gateway.models import ConsoleSession, User
+from gateway.keys.admin import create_key
 from gateway.security import apikeys
 from gateway.security.keyring import load_credential_key
+from gateway.storage.db import Database
+from gateway.storage.models import ConsoleSession, User
 
 pytestmark = pytest.mark.anyio
 
@@ -673,14 +673,8 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         console_post(lambda w: f"/console/users/{w.people['A_session'].user_id}/disable"),
         Expect(303, redirects_to("/console/users")), admin_only=True,
         unchanged=a_session_alive),
-    # the demo controls exist only in an app built by `gateway demo`: 404 for any session
-    ("POST", "/console/demo/fault"): console(
-        "console-demo", console_post(lambda w: "/console/demo/fault",
-                                     {"operator": "opera", "mode": "down"}),
-        owners=(), **dict.fromkeys(CONSOLE_ACTORS, PAGE_404)),
-    ("POST", "/console/demo/sample"): console(
-        "console-demo", console_post(lambda w: "/console/demo/sample", {"operator": "opera"}),
-        owners=(), **dict.fromkeys(CONSOLE_ACTORS, PAGE_404)),
+    # the demo controls are not routes of the gateway: `gateway demo` mounts them on the
+    # app it builds (tests/integration/test_console.py checks who may use them there)
 }
 
 

@@ -9,9 +9,9 @@ from simulator_control import set_fault
 from sqlmodel import select
 from synthetic import PEOPLE, claim_body
 
-from gateway.db import Database
-from gateway.keys_admin import create_key
-from gateway.models import AuditEntry
+from gateway.keys.admin import create_key
+from gateway.storage.db import Database
+from gateway.storage.models import AuditEntry
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import pytest
 from simulator_control import set_fault
 from synthetic import claim_body
 
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 
 pytestmark = pytest.mark.anyio
 REASON = "bascule vers le site de secours"

@@ -9,9 +9,9 @@ from simulator_control import set_fault
 from sqlalchemy import create_engine, text
 from synthetic import PEOPLE, claim_body, rights_body
 
-from gateway.db import is_sqlite, sync_url
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
+from gateway.storage.db import is_sqlite, sync_url
 
 pytestmark = pytest.mark.anyio
 
@@ -90,7 +90,7 @@ async def test_no_personal_data_in_the_database_logs_or_answers(settings, simula
 def test_the_log_processor_drops_personal_keys(capsys):
     import structlog
 
-    from gateway.logs import configure_logging
+    from gateway.observability.logs import configure_logging
 
     configure_logging("INFO")
     structlog.get_logger("t").info("oops", nir=PEOPLE[0]["nir"], last_name="Martin",

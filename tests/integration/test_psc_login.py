@@ -17,16 +17,16 @@ from fastapi import FastAPI
 from sqlmodel import select
 
 from adapters.simulator import create_simulator
-from gateway.db import Database
 from gateway.identity.psc_simulator import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     create_psc_simulator,
 )
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.main import create_app
-from gateway.models import AuditEntry, User
 from gateway.settings import ProSanteConnectSettings
+from gateway.storage.db import Database
+from gateway.storage.models import AuditEntry, User
 
 pytestmark = pytest.mark.anyio
 ISSUER = "http://psc.test"
@@ -147,8 +147,8 @@ async def test_a_callback_from_another_browser_is_refused(psc_app, psc):
 
 
 async def test_a_disabled_psc_account_stays_out(psc_app, psc, settings):
-    from gateway.audit import cli_actor
-    from gateway.users_cli import accounts_of
+    from gateway.audit.trail import cli_actor
+    from gateway.cli.users import accounts_of
 
     async with browser(psc_app) as http:
         await psc_login(psc_app, psc, HERE[0], http)

@@ -9,10 +9,10 @@ from alembic import command
 from sqlalchemy import Connection, create_engine, delete, func, inspect, select, update
 from sqlmodel import Session
 
-from gateway.db import sync_url
-from gateway.migrate import alembic_config
-from gateway.models import Claim, Receipt, utcnow
 from gateway.receipts import repository
+from gateway.storage.db import sync_url
+from gateway.storage.migrate import alembic_config
+from gateway.storage.models import Claim, Receipt, utcnow
 
 NOW = utcnow()
 CLAIMS, RECEIPTS = Claim.__table__, Receipt.__table__  # type: ignore[attr-defined]

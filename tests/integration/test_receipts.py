@@ -10,7 +10,7 @@ from simulator_control import set_fault
 from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 from test_drain import gateway, wait_until
 
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.receipts.pages import ANTI_PHISHING_WARNING
 from gateway.receipts.signing import verify
 
@@ -83,7 +83,7 @@ async def test_cancelling_a_queued_claim_voids_its_receipt(settings, simulators)
 
 
 def ops_secret(settings):
-    from gateway.keys_admin import create_key
+    from gateway.keys.admin import create_key
 
     return create_key(settings, role="operations")[1]
 
@@ -131,7 +131,7 @@ async def test_the_print_page_is_the_pharmacys_and_shows_no_identity(settings, s
         for person in PEOPLE:
             for field in ("nir", "last_name", "first_name", "birth_date"):
                 assert person[field] not in text
-        from gateway.keys_admin import create_key
+        from gateway.keys.admin import create_key
         _, other = create_key(settings, role="pharmacy", finess="690000880")
         denied = await http.get(f"/console/receipts/{receipt['id']}/print",
                                 headers={"Authorization": f"Bearer {other}"})

@@ -15,13 +15,13 @@ from synthetic import PEOPLE, claim_body, rights_body
 from typer.testing import CliRunner
 
 from gateway.claims.presenter import payload_context
-from gateway.db import Database
-from gateway.models import AuditEntry, Claim, DataKey, RightsCacheEntry, User, utcnow
+from gateway.cli.security import security_app
 from gateway.security.crypto import Cipher
 from gateway.security.envelope import DataKeyStore, master_kid
 from gateway.security.keyring import KeyRing, load_keyring
 from gateway.security.reencrypt import reencrypt_all
-from gateway.security_cli import security_app
+from gateway.storage.db import Database
+from gateway.storage.models import AuditEntry, Claim, DataKey, RightsCacheEntry, User, utcnow
 
 pytestmark = pytest.mark.anyio
 

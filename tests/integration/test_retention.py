@@ -20,13 +20,13 @@ from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 from typer.testing import CliRunner
 
 from gateway.claims.presenter import payload_context
-from gateway.db import is_sqlite, sync_url
-from gateway.models import AuditEntry, Claim, DataKey, RightsCacheEntry, utcnow
-from gateway.retention import purge, purge_once, run_retention, wipe_wal
+from gateway.cli.security import security_app
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.security.envelope import DataKeyStore, master_kid
 from gateway.security.keyring import KeyRing, load_keyring
-from gateway.security_cli import security_app
+from gateway.storage.db import is_sqlite, sync_url
+from gateway.storage.models import AuditEntry, Claim, DataKey, RightsCacheEntry, utcnow
+from gateway.storage.retention import purge, purge_once, run_retention, wipe_wal
 
 pytestmark = pytest.mark.anyio
 FAST = {"timeout_s": 0.2, "deadline_s": 0.4, "breaker_fail_max": 3, "breaker_reset_s": 0.3,
@@ -241,7 +241,7 @@ async def test_the_scheduled_job_survives_a_failed_run(app, monkeypatch):
         if len(runs) == 3:
             stopping.set()
 
-    monkeypatch.setattr("gateway.retention.purge_once", flaky)
+    monkeypatch.setattr("gateway.storage.retention.purge_once", flaky)
     stopping = asyncio.Event()
     await asyncio.wait_for(run_retention(app.state.context, stopping, first_run_s=0.01,
                                          every_s=0.01), 5)

@@ -22,16 +22,16 @@ from sqlmodel import select
 from synthetic import OTHER_FINESS, claim_body, nir_with_key, rights_body
 from typer.testing import CliRunner
 
-from gateway.cli import app as cli
-from gateway.db import Database
+from gateway.cli.main import app as cli
 from gateway.identity.credentials import CredentialKeys
-from gateway.keys_admin import create_key, lift_key, list_key_lines
+from gateway.keys.admin import create_key, lift_key, list_key_lines
 from gateway.main import create_app
-from gateway.metrics import REGISTRY
-from gateway.models import ApiKey, AuditEntry, RightsLookup
+from gateway.observability.metrics import REGISTRY
 from gateway.security import abuse
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import load_credential_key
+from gateway.storage.db import Database
+from gateway.storage.models import ApiKey, AuditEntry, RightsLookup
 
 pytestmark = pytest.mark.anyio
 FINESS = "330001231"
@@ -275,7 +275,7 @@ async def test_a_suspension_cleared_by_hand_opens_nothing(settings, simulators):
 def test_days_gone_are_forgotten_at_a_keys_first_new_person_of_the_hour(settings):
     database = Database(settings.database_url)
     credentials = CredentialKeys(load_credential_key(settings))
-    from gateway.audit import AuditLog
+    from gateway.audit.trail import AuditLog
 
     audit_log = AuditLog.from_settings(settings)
     key_id, _ = create_key(settings, role="pharmacy", finess=FINESS)

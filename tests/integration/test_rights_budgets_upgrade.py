@@ -10,11 +10,11 @@ from datetime import date, timedelta
 from alembic import command
 from sqlalchemy import MetaData, Table, create_engine, text
 
-from gateway.db import Database, sync_url
 from gateway.identity.credentials import CredentialKeys
-from gateway.migrate import alembic_config, upgrade
-from gateway.models import utcnow
 from gateway.security.apikeys import authenticate, new_key
+from gateway.storage.db import Database, sync_url
+from gateway.storage.migrate import alembic_config, upgrade
+from gateway.storage.models import utcnow
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 NOW = utcnow()

@@ -46,7 +46,7 @@ from schemathesis.python import asgi as schemathesis_asgi  # noqa: E402
 from simulator_control import set_fault  # noqa: E402
 from synthetic import FINESS, claim_body  # noqa: E402
 
-from gateway.keys_admin import create_key  # noqa: E402
+from gateway.keys.admin import create_key  # noqa: E402
 from gateway.main import create_app  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 

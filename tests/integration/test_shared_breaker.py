@@ -19,10 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from gateway.metrics import REGISTRY
-from gateway.operators import Operator
+from gateway.observability.metrics import REGISTRY
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import Guard
+from gateway.resilience.operators import Operator
 from gateway.resilience.shared import MessageSeal, run_breaker_sync
 from gateway.settings import OperatorSettings
 

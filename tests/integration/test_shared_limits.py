@@ -13,7 +13,7 @@ import pytest
 from instances import REDIS_URL, instance, with_limits
 from synthetic import claim_body
 
-from gateway.keys_admin import create_key
+from gateway.keys.admin import create_key
 from gateway.security.limit_store import DatabaseWindows, RedisWindows
 
 pytestmark = pytest.mark.anyio

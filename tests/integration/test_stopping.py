@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from synthetic import claim_body
 
-from gateway.serving import GracefulServer, StopSignal
+from gateway.web.serving import GracefulServer, StopSignal
 
 pytestmark = pytest.mark.anyio
 

@@ -20,8 +20,8 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 from synthetic import OTHER_FINESS, claim_body
 
-from gateway.models import Event, WebhookCursor
 from gateway.settings import WebhookSettings
+from gateway.storage.models import Event, WebhookCursor
 from gateway.webhooks.delivery import Backoff
 from gateway.webhooks.repository import Pending, webhook_key
 from gateway.webhooks.signing import verify

@@ -16,14 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from gateway.audit import AuditLog
-from gateway.audit_anchors import Anchors, HttpSink
-from gateway.audit_cli import audit_app
-from gateway.audit_heads import HeadSigner, run_audit_heads
-from gateway.db import Database
-from gateway.migrate import upgrade
+from gateway.audit.anchors import Anchors, HttpSink
+from gateway.audit.heads import HeadSigner, run_audit_heads
+from gateway.audit.trail import AuditLog
+from gateway.cli.audit import audit_app
 from gateway.security.apikeys import Principal
 from gateway.settings import Settings, load_settings
+from gateway.storage.db import Database
+from gateway.storage.migrate import upgrade
 
 ACTOR = Principal(key_id="key_0123456789abcdef", role="operations", finess=None, operators=None)
 

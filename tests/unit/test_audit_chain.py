@@ -22,9 +22,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from gateway.audit import GENESIS, AuditLog, chain_hash
-from gateway.audit_cli import audit_app
-from gateway.audit_heads import (
+from gateway.audit.heads import (
     HeadKeys,
     HeadSigner,
     head_message,
@@ -32,13 +30,15 @@ from gateway.audit_heads import (
     run_audit_heads,
     verify_trail,
 )
-from gateway.db import Database
-from gateway.migrate import upgrade
-from gateway.models import AuditEntry, AuditHead, utcnow
+from gateway.audit.trail import GENESIS, AuditLog, chain_hash
+from gateway.cli.audit import audit_app
 from gateway.receipts.signing import ReceiptSigner
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import load_audit_head_key, load_audit_key
 from gateway.settings import ConfigError, Settings, load_settings
+from gateway.storage.db import Database
+from gateway.storage.migrate import upgrade
+from gateway.storage.models import AuditEntry, AuditHead, utcnow
 
 AUDIT_KEY = bytes(range(32))
 SEED = bytes([9]) * 32  # the audit head key

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from adapters.base import OperatorRejected, OperatorUnavailable
-from gateway.operators import Operator
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import BreakerOpen, DeadlineExceeded, Guard
+from gateway.resilience.operators import Operator
 from gateway.resilience.prober import probe_once
 from gateway.settings import OperatorSettings
 

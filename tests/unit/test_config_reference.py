@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from gateway import config_reference as reference
+from gateway.cli import config_reference as reference
 from gateway.settings import Settings, apply_env
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

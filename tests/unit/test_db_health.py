@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from structlog.testing import capture_logs
 
-from gateway.db import Database
-from gateway.db_health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
+from gateway.storage.db import Database
+from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
 
 
 def closed_port() -> int:

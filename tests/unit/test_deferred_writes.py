@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from gateway.audit import AuditLog
+from gateway.audit.trail import AuditLog
 from gateway.claims import repository
-from gateway.db import Database
-from gateway.deferred import stage
-from gateway.models import AuditEntry, Claim, Event, utcnow
+from gateway.storage.db import Database
+from gateway.storage.deferred import stage
+from gateway.storage.models import AuditEntry, Claim, Event, utcnow
 
 pytestmark = pytest.mark.anyio
 

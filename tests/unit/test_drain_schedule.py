@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.models import utcnow
 from gateway.queue.repository import CATCH_UP_S, drain_start
+from gateway.storage.models import utcnow
 
 
 def test_a_first_drain_starts_now():

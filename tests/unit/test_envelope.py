@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from gateway.db import Database
-from gateway.migrate import upgrade
-from gateway.models import DataKey, utcnow
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.security.envelope import (
     CURRENT_RECHECK_S,
@@ -22,6 +19,9 @@ from gateway.security.envelope import (
     shred,
 )
 from gateway.security.keyring import KeyRing
+from gateway.storage.db import Database
+from gateway.storage.migrate import upgrade
+from gateway.storage.models import DataKey, utcnow
 
 OLD, NEW, OTHER = b"o" * 32, b"n" * 32, b"x" * 32
 NIR = b"185077511512396"

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import Session, select
 
-from gateway.db import Database
-from gateway.deferred import stage
-from gateway.models import AuditEntry, Claim, ClaimHistory, Receipt, new_row, utcnow
+from gateway.storage.db import Database
+from gateway.storage.deferred import stage
+from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Receipt, new_row, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ def test_the_same_row_as_the_constructor(model, values) -> None:
 def test_the_first_row_of_a_process_reads_like_any_other() -> None:
     """Attribute access needs configured mappers; a constructor configures them, and so
     must `new_row` when it builds the first instance of a fresh process."""
-    code = ("from gateway.models import ClaimHistory, new_row, utcnow; "
+    code = ("from gateway.storage.models import ClaimHistory, new_row, utcnow; "
             "print(new_row(ClaimHistory, claim_id='clm_1', status='queued', at=utcnow()).status)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: S603
                          timeout=60, check=False)

@@ -20,6 +20,7 @@ from joserfc.errors import SecurityWarning, UnsupportedAlgorithmError
 from joserfc.jwk import OctKey
 from typer.testing import CliRunner
 
+from gateway.cli.receipts import receipt_app
 from gateway.receipts.signing import (
     _REGISTRY,
     REQUIRED_FIELDS,
@@ -28,7 +29,6 @@ from gateway.receipts.signing import (
     key_id,
     verify,
 )
-from gateway.receipts.verify_cli import receipt_app
 
 SEED = bytes(range(32))
 OLD_SEED = bytes(range(100, 132))

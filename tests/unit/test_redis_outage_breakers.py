@@ -24,9 +24,9 @@ from structlog.testing import capture_logs
 
 from gateway.events.notifier import EventHub
 from gateway.events.relay import relay_redis
-from gateway.operators import Operator
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import Guard
+from gateway.resilience.operators import Operator
 from gateway.resilience.shared import run_breaker_sync
 from gateway.settings import OperatorSettings
 from tests.e2e.private_redis import PrivateRedis, private_redis

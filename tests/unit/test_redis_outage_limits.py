@@ -21,9 +21,9 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from gateway.db_health import DatabaseUnavailable
 from gateway.security.limit_store import DatabaseWindows, RedisWindows, StoreUnavailable
 from gateway.security.ratelimit import SYNC_WAIT_S, RateLimiter
+from gateway.storage.health import DatabaseUnavailable
 from tests.e2e.private_redis import PrivateRedis, private_redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

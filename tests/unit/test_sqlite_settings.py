@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.db import create_engine
+from gateway.storage.db import create_engine
 
 
 def test_every_connection_is_durable_and_keeps_its_sub_journals_in_memory(

@@ -131,7 +131,8 @@ def test_a_nir_with_spaces_compacts_to_the_same_value(pair):
 
 
 corsican_nirs = st.builds(
-    lambda sex, year, month, place, order: nir_with_key(f"{sex}{year:02d}{month:02d}{place}{order:06d}"),
+    lambda sex, year, month, place, order:
+        nir_with_key(f"{sex}{year:02d}{month:02d}{place}{order:06d}"),
     st.sampled_from("12"), st.integers(0, 99), st.integers(1, 12), st.sampled_from(["2A", "2B"]),
     st.integers(0, 999999),
 )

@@ -1,0 +1,1 @@
+"""The audit trail, its signed heads and the anchors they are exported to."""

@@ -1,0 +1,1 @@
+"""The `gateway` command line: serve, demo, keys, users, queue, security, audit, receipts."""

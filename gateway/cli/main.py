@@ -1,0 +1,115 @@
+"""`gateway ...`: the command line of CONTRACT.md section 1.
+
+Exit status: 0 success, 2 bad usage (typer's own), 1 failure with a reason on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.cli.audit import audit_app
+from gateway.cli.keys import keys_app
+from gateway.cli.queue import queue_app
+from gateway.cli.receipts import receipt_app
+from gateway.cli.security import purge_command
+from gateway.cli.support import ConfigOption, fail, migrated_settings
+from gateway.cli.users import users_app
+from gateway.identity.psc_simulator import psc_simulator_command
+from gateway.settings import ConfigError
+
+app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(queue_app, name="queue")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(audit_app, name="audit")
+app.add_typer(users_app, name="users")
+app.command("psc-simulator")(psc_simulator_command)
+app.command("purge")(purge_command)
+
+DEVELOPMENT_WARNING = """\
+*** DEVELOPMENT MODE ***  missing keys are generated and kept under {data_dir}/ next to
+the database: anyone who can read that folder reads everything. Never serve real
+patients' data like this: set environment = "production" and give every key."""
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Start the gateway alone, configured by a TOML file."""
+    import uvicorn
+
+    from gateway.claims.service import LEASE_GRACE_S
+    from gateway.main import create_app, settle_heap
+    from gateway.web.serving import GracefulServer
+
+    settings = migrated_settings(config)
+    if settings.is_development:
+        typer.echo(DEVELOPMENT_WARNING.format(data_dir=settings.data_dir), err=True)
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
+    settle_heap()
+    # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
+    # log_config=None: uvicorn keeps the gateway's logging, whose filter masks personal data
+    # requests still running when the listener closes get until the longest operator
+    # deadline plus the lease grace; then they are cancelled and their claims queued
+    longest = max((op.deadline_s for op in settings.operators), default=0.0)
+    server = GracefulServer(uvicorn.Config(
+        application, host=host, port=port, log_level="warning", proxy_headers=False,
+        log_config=None, timeout_graceful_shutdown=math.ceil(longest + LEASE_GRACE_S),
+    ), application.state.stop_signal, settings.shutdown_delay_s)
+    server.run()
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = Path("var"),
+) -> None:
+    """The gateway on SQLite with two simulated operators, keys and a curl to paste."""
+    from gateway.demo.run import run_demo
+
+    try:
+        asyncio.run(run_demo(port=port, data_dir=data_dir))
+    except KeyboardInterrupt:
+        pass
+    except (ConfigError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option(help="port to listen on")],
+    name: Annotated[str, typer.Option(help="the operator's name")] = "simulator",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """One simulated operator speaking the reference protocol, with fault injection."""
+    import uvicorn
+
+    from adapters.simulator import create_simulator
+
+    uvicorn.run(create_simulator(name), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the database migrations."""
+    migrated_settings(config)
+    typer.echo("database is up to date")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""`gateway demo`: simulated operators, sample people and the console's demo panel."""

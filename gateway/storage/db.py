@@ -1,0 +1,300 @@
+"""Engines and units of work: SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL.
+
+Each unit of work is a plain function over a synchronous `Session`, run whole in a
+worker thread: one thread hop per transaction instead of one per statement keeps
+the event loop free and the claim path fast.
+
+SQLite's driver opens transactions lazily and in DEFERRED mode; a transaction that
+reads then writes would then fail at once with SQLITE_BUSY, ignoring the busy
+timeout. So the driver's own transaction handling is switched off and every
+transaction is begun here: IMMEDIATE for writers, DEFERRED for readers.
+
+On SQLite the writes of one process are also grouped: units of work waiting
+while a commit is under way run together in the next transaction, each in its
+own savepoint (one failing does not undo the others), and share one durable
+commit. A caller still gets its answer only once its work is committed.
+
+A work written with `deferred=True` stages its new rows (`gateway.storage.deferred`)
+instead of flushing them through the ORM: such works need no savepoint (they
+write nothing until the buffer is flushed), and their rows go in together, before
+the next ordinary work and before commit. If that insert fails, every work whose
+rows it held fails with it, and nothing else does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from gateway.storage.deferred import KEY as DEFERRED_KEY
+from gateway.storage.deferred import DeferredRows, FlushFirst
+from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
+
+T = TypeVar("T")
+Work = Callable[[Session], Any]
+MAX_GROUP = 64  # units of work sharing one SQLite commit
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sync_url(url: str) -> str:
+    """pysqlite for SQLite, psycopg (3) for PostgreSQL, whatever driver the URL named."""
+    parsed = make_url(url)
+    driver = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """The SQLite file's directory, and the file itself created owner-only (0600) before
+    SQLite makes it world-readable by the umask: it holds health data, and SQLite gives
+    its -wal and -shm files the main file's mode."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Durable WAL settings on every connection, and explicit BEGINs (see module doc)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        # WAL is persistent in the file; switching needs a lock, so only when not yet set.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Savepoints (each unit of a group commit has one) and the receipts' triggers
+        # make SQLite keep a sub-journal of the pages they change: in memory, not as a
+        # temporary file written for every queued claim (bytes written per queued claim
+        # measured: 78 -> 38 KB with a receipt, 45 -> 27 KB without).
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str) -> Engine:
+    ensure_sqlite_dir(url)
+    if is_sqlite(url):
+        engine = sa_create_engine(
+            sync_url(url),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+            # one per anyio worker thread (40): a read never opens, and a SQLite
+            # connection's first query never re-reads, the schema under load
+            pool_size=40, max_overflow=8,
+        )
+        configure_sqlite(engine)
+        return engine
+    return sa_create_engine(sync_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Database:
+    """The engine and its units of work; built once in the lifespan."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self._writers = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+        self._reader_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self._readers = sessionmaker(self._reader_engine, class_=Session, expire_on_commit=False)
+        self._grouped = is_sqlite(url)
+        self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.health = DatabaseHealth()
+
+    def unavailable(self, error: BaseException) -> BaseException:
+        """`error` as the caller should see it: DatabaseUnavailable (noted in `health`)
+        when it means the database cannot be used now, else unchanged."""
+        reason = unavailable_reason(error)
+        if reason is None:
+            return error
+        self.health.failed(reason)
+        if isinstance(error, DatabaseUnavailable):
+            return error
+        translated = DatabaseUnavailable(reason)
+        translated.__cause__ = error
+        return translated
+
+    @contextmanager
+    def _guarded(self, *, writes: bool) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            translated = self.unavailable(error)
+            if translated is error:
+                raise
+            raise translated from error
+        if writes:
+            self.health.wrote()
+
+    @property
+    def writes_one_at_a_time(self) -> bool:
+        """SQLite: a write transaction holds the database's write lock from its BEGIN
+        (IMMEDIATE), so whatever it reads stays true until it commits."""
+        return self._grouped
+
+    def write_now(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
+        """Run `work` in one committed transaction, in this thread."""
+        with self._guarded(writes=True), self._writers() as session, session.begin():
+            if not deferred:
+                return work(session)
+            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            try:
+                result = _run_deferred(buffer, work, session)
+            except FlushFirst:
+                buffer.rollback_to(0)
+                buffer.flush(session)
+                return work(session)
+            buffer.flush(session)
+            return result
+
+    def read_now(self, work: Callable[[Session], T]) -> T:
+        with self._guarded(writes=False), self._readers() as session, session.begin():
+            return work(session)
+
+    async def write(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
+        """Run `work` in a committed transaction, off the event loop; `deferred`: its new
+        rows are staged (see the module doc)."""
+        if not self._grouped:
+            return await anyio.to_thread.run_sync(
+                partial(self.write_now, work, deferred=deferred))
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, deferred, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            try:
+                outcomes, wrote = await anyio.to_thread.run_sync(
+                    self._write_group, [(work, deferred) for work, deferred, _ in batch])
+            except BaseException as exc:  # the commit itself failed: every work with it
+                outcomes = [(False, exc)] * len(batch)
+            else:
+                if wrote:  # a commit that changed nothing proves nothing about the disk
+                    self.health.wrote()
+            for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
+                if done.done():
+                    continue
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(self.unavailable(value))
+
+    def _write_group(self, works: list[tuple[Work, bool]]) -> tuple[list[tuple[bool, Any]], bool]:
+        """Run `works` in one SQLite transaction; their outcomes, and whether it changed rows.
+
+        A failure SQLite answers by rolling the whole transaction back (a full disk, an
+        I/O error) undoes the works before it too: the group then fails whole, rather
+        than report them stored."""
+        outcomes: list[tuple[bool, Any]] = []
+        held: list[int] = []  # outcomes of deferred works whose rows wait in the buffer
+        with self._writers() as session, session.begin():
+            raw = session.connection().connection.dbapi_connection
+            changes_before = raw.total_changes
+            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            for work, deferred in works:
+                if deferred:
+                    mark = buffer.mark()
+                    try:
+                        outcomes.append((True, _run_deferred(buffer, work, session)))
+                        held.append(len(outcomes) - 1)
+                        continue
+                    except FlushFirst:
+                        buffer.rollback_to(mark)  # run again below, as an ordinary work
+                    except Exception as exc:  # noqa: BLE001 - handed to that work's caller
+                        buffer.rollback_to(mark)
+                        outcomes.append((False, exc))
+                        _still_in_transaction(raw, exc)
+                        continue
+                _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
+                held = []
+                try:
+                    with session.begin_nested():
+                        result = work(session)
+                    # after the savepoint is released: its flush may still fail, and then
+                    # this work has one outcome, the failure
+                    outcomes.append((True, result))
+                except Exception as exc:  # noqa: BLE001 - handed to that work's caller
+                    outcomes.append((False, exc))
+                    _still_in_transaction(raw, exc)
+            _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
+            changed = raw.total_changes != changes_before
+        return outcomes, changed
+
+    def read_connection_now(self, work: Callable[[Connection], T]) -> T:
+        """A read on a bare connection, without an ORM session: for the per-request ones."""
+        with (self._guarded(writes=False), self._reader_engine.connect() as connection,
+              connection.begin()):
+            return work(connection)
+
+    async def read_connection(self, work: Callable[[Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(partial(self.read_connection_now, work))
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        return await anyio.to_thread.run_sync(partial(self.read_now, work))
+
+    async def ping(self) -> None:
+        await self.read(lambda session: session.execute(text("SELECT 1")).scalar_one())
+
+    async def dispose(self) -> None:
+        await anyio.to_thread.run_sync(self.engine.dispose)
+
+
+def _run_deferred(buffer: DeferredRows, work: Callable[[Session], T], session: Session) -> T:
+    buffer.active = True
+    try:
+        return work(session)
+    finally:
+        buffer.active = False
+
+
+def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
+    """After `error`, raise it if SQLite rolled the whole transaction back with it."""
+    if error is not None and not raw.in_transaction:
+        raise error
+
+
+def _flush_staged(session: Session, buffer: DeferredRows, held: list[int],
+                  outcomes: list[tuple[bool, Any]]) -> Exception | None:
+    """Insert the staged rows in a savepoint; if that fails, so do the works they came
+    from (the failure is returned)."""
+    if not buffer.rows:
+        buffer.flush(session)  # nothing to insert; forgets remembered reads
+        return None
+    try:
+        with session.begin_nested():
+            buffer.flush(session)
+    except Exception as exc:  # noqa: BLE001 - handed to those works' callers
+        for index in held:
+            outcomes[index] = (False, exc)
+        return exc
+    return None

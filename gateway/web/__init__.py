@@ -1,0 +1,1 @@
+"""The HTTP shell: middleware, dependencies, graceful serving, the API docs page."""
