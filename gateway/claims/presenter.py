@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.claims.payload import payload_context
 from gateway.claims.schemas import ClaimDetail, ClaimPublic, Coverage, HistoryItem, Rejection
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.storage.models import Claim, ClaimHistory, Receipt
 
 if TYPE_CHECKING:
     from gateway.receipts.issuer import ReceiptIssuer
-
-
-def payload_context(claim_id: str) -> str:
-    return f"claims:{claim_id}"
 
 
 NO_PERSONAL_DATA = "—"  # purged by retention, or its data key shredded

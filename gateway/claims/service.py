@@ -29,7 +29,8 @@ from ulid import ULID
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
 from gateway.claims import repository, transitions
 from gateway.claims.operator_texts import refusal_detail
-from gateway.claims.presenter import payload_context, to_public
+from gateway.claims.payload import payload_context
+from gateway.claims.presenter import to_public
 from gateway.claims.rules import check_claim_rules
 from gateway.claims.schemas import ClaimCreate, ClaimPublic
 from gateway.context import AppContext

@@ -25,7 +25,7 @@ from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.claims import transitions
 from gateway.claims.cancel import confirm_cancelled
 from gateway.claims.operator_texts import refusal_detail
-from gateway.claims.presenter import payload_context
+from gateway.claims.payload import payload_context
 from gateway.claims.service import LEASE_GRACE_S, wire_claim
 from gateway.context import AppContext
 from gateway.observability.metrics import CLAIM_OUTCOMES, DRAIN_RATE, DRAIN_SENT

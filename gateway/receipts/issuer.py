@@ -20,7 +20,7 @@ from ulid import ULID
 
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
-from gateway.claims.presenter import payload_context
+from gateway.claims.payload import payload_context
 from gateway.claims.schemas import ClaimCreate
 from gateway.observability.metrics import RECEIPTS
 from gateway.receipts import repository

@@ -17,20 +17,33 @@ import hmac
 import json
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.security.keyring import KeyRing
 
-if TYPE_CHECKING:
-    from gateway.security.envelope import DataKeyStore
-
 BLOB_VERSION = 1  # master key directly
 ENVELOPE_VERSION = 2  # a scope's data key
 NONCE_BYTES = 12
 TAG_BYTES = 16
+
+
+class DataKeys(Protocol):
+    """Where the data keys (DEKs) of scopes live: `security.envelope.DataKeyStore`."""
+
+    def key_for_scope(self, scope: str) -> tuple[str, AESGCM]:
+        """The scope's current DEK (made on first use): its id and cipher."""
+        ...
+
+    def key(self, dek_id: str) -> AESGCM:
+        """The DEK an envelope names; DecryptionError once shredded or unknown."""
+        ...
+
+    def forget(self, dek_ids: Iterable[str]) -> None:
+        """Drop shredded DEKs from any cache."""
+        ...
 
 
 class DecryptionError(Exception):
@@ -51,7 +64,7 @@ def _open(aead: AESGCM, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
 class Cipher:
     """Encrypts with a scope's data key (or the master key without a scope); decrypts both."""
 
-    def __init__(self, keyring: KeyRing, store: DataKeyStore | None = None) -> None:
+    def __init__(self, keyring: KeyRing, store: DataKeys | None = None) -> None:
         self._current_id = key_id(keyring.data_key)
         self._current = AESGCM(keyring.data_key)
         self._by_id = {

@@ -29,7 +29,7 @@ from sqlalchemy import Table, and_, func, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session, col
 
-from gateway.claims.presenter import payload_context
+from gateway.claims.payload import payload_context
 from gateway.rights.service import cache_context
 from gateway.security.crypto import BLOB_VERSION, Cipher, DecryptionError
 from gateway.security.envelope import CURRENT_RECHECK_S

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select
 from sqlmodel import Session
 
-from gateway.claims.presenter import payload_context
+from gateway.claims.payload import payload_context
 from gateway.security.crypto import Cipher
 from gateway.security.keyring import load_keyring
 from gateway.settings import load_settings

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 from typer.testing import CliRunner
 
-from gateway.claims.presenter import payload_context
+from gateway.claims.payload import payload_context
 from gateway.cli.security import security_app
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.security.envelope import DataKeyStore, master_kid
