@@ -116,17 +116,18 @@ def prefill(db_path: Path, target: int, total: int, batch: int) -> float:
 
 def db_queries(db_url: str) -> tuple[float, float, str]:
     """Median ms of one lease_batch (rolled back) and one depth query; the lease's plan."""
-    from sqlmodel import Session, col, select
+    from sqlmodel import col, select
 
     from gateway.queue import repository
     from gateway.storage.db import Database
     from gateway.storage.models import Claim, utcnow
+    from gateway.storage.unit import UnitOfWork
 
     db = Database(db_url)
     try:
         lease, depth = [], []
         for _ in range(REPEATS):
-            with Session(db.engine) as session:
+            with UnitOfWork(db.engine) as session:
                 session.begin()
                 t0 = time.perf_counter()
                 leased = repository.lease_batch(

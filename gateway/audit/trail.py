@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import KEY_BYTES, load_audit_key
 from gateway.settings import Settings
-from gateway.storage.deferred import buffer_of, last_audit_entry, stage
-from gateway.storage.models import AuditEntry, new_row, utcnow
+from gateway.storage.models import AuditEntry, new_row, table_of, utcnow
+from gateway.storage.unit import UnitOfWork
 
 GENESIS = "0" * 64
 AUDIT_LOCK = 0x61756469  # "audi"
@@ -45,22 +44,21 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256(f"{prev_hash}|{canonical(entry)}".encode()).hexdigest()
 
 
-def lock_chain(session: Session) -> None:
+def lock_chain(session: UnitOfWork) -> None:
     """Serialise writers of the chain (SQLite's IMMEDIATE transaction already does)."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
+    session.lock(AUDIT_LOCK)
 
 
-_ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
+_ENTRIES = table_of(AuditEntry)
 _HEAD = select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c.id.desc()).limit(1)
 
 
-def last_link(session: Session) -> tuple[int, str] | None:
+def last_link(session: UnitOfWork) -> tuple[int, str] | None:
     """The chain's head as (id, hash): two columns, not a whole row (this is on every claim).
-    An entry staged earlier in this transaction (`gateway.storage.deferred`) is the head."""
-    if (staged := last_audit_entry(session)) is not None:
-        return int(staged.id or 0), staged.entry_hash
-    if buffer_of(session) is None:
+    An entry staged earlier in this transaction is the head."""
+    if staged := session.staged(AuditEntry):
+        return int(staged[-1].id or 0), staged[-1].entry_hash
+    if not session.defers:
         session.flush()  # an entry added earlier in this unit of work is the head
     row = session.connection().execute(_HEAD).first()
     return (int(row[0]), str(row[1])) if row else None
@@ -122,7 +120,7 @@ class AuditLog:
         return hmac.new(self._key, entry_hash.encode(), hashlib.sha256).hexdigest()
 
     def append(
-        self, session: Session, actor: Principal, action: str, *,
+        self, session: UnitOfWork, actor: Principal, action: str, *,
         object_id: str | None = None, outcome: str = "ok", **details: Any,
     ) -> AuditEntry:
         """One entry in the caller's transaction: ids, counts and filters only."""
@@ -141,10 +139,10 @@ class AuditLog:
         )
         entry.entry_hash = chain_hash(entry.prev_hash, entry)
         entry.entry_mac = self.seal(entry.entry_hash)
-        stage(session, entry)
+        session.add(entry)
         return entry
 
-    def system(self, session: Session, action: str, object_id: str | None = None, *,
+    def system(self, session: UnitOfWork, action: str, object_id: str | None = None, *,
                outcome: str = "ok", **details: Any) -> AuditEntry:
         """An entry for what the gateway does on its own behalf (drain, purge, receipts)."""
         return self.append(session, SYSTEM, action, object_id=object_id, outcome=outcome,
@@ -153,13 +151,13 @@ class AuditLog:
     def verify_entries(self, entries: Iterable[AuditEntry]) -> Verification:
         return walk(entries, self.seal)
 
-    def verify_chain(self, session: Session) -> Verification:
+    def verify_chain(self, session: UnitOfWork) -> Verification:
         return self.verify_entries(
             session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
 
 
 def audit(
-    session: Session, actor: Principal, action: str, *, log: AuditLog,
+    session: UnitOfWork, actor: Principal, action: str, *, log: AuditLog,
     object_id: str | None = None, outcome: str = "ok", **details: Any,
 ) -> AuditEntry:
     """`log.append(...)` as a function, for call sites that prefer one."""
@@ -167,7 +165,7 @@ def audit(
 
 
 
-def verify(session: Session) -> Verification:
+def verify(session: UnitOfWork) -> Verification:
     """Hashes and links only, without the key: a quick look. The full check, with seals and
     signed heads, is `gateway.audit.heads.verify_trail` (what `gateway audit verify` runs)."""
     return walk(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all(), None)

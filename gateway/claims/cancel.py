@@ -7,7 +7,6 @@ confirms; when the operator cannot be reached the drain sends the cancellation l
 from __future__ import annotations
 
 import structlog
-from sqlmodel import Session
 
 from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.claims import repository
@@ -21,11 +20,12 @@ from gateway.receipts import lifecycle
 from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
 from gateway.storage.models import Claim
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
 
-def confirm_cancelled(session: Session, claim_id: str) -> Claim:
+def confirm_cancelled(session: UnitOfWork, claim_id: str) -> Claim:
     claim = repository.load(session, claim_id)
     claim.cancellation_pending = False
     repository.record(session, claim, "cancelled", f"cancelled by {claim.operator}")
@@ -36,7 +36,7 @@ def confirm_cancelled(session: Session, claim_id: str) -> Claim:
 async def cancel(*, ctx: AppContext, principal: Principal, claim_id: str) -> SubmitResult:
     """200 when cancelled, 202 while the operator has not confirmed."""
 
-    def request(session: Session) -> tuple[Claim, int | None]:
+    def request(session: UnitOfWork) -> tuple[Claim, int | None]:
         claim = own_claim(session, principal, claim_id)
         if claim.status in ("queued", "failed"):
             ctx.audit_log.append(session, principal, "claim.cancel", object_id=claim.id,

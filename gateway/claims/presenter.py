@@ -48,7 +48,7 @@ def to_public(
     """`nir`: the submitted one, when at hand, spares decrypting the payload to mask it."""
     return ClaimPublic(
         id=claim.id,
-        status=claim.status,  # type: ignore[arg-type]
+        status=claim.status,  # type: ignore[arg-type]  # stored as a ClaimStatus
         operator=claim.operator,
         invoice_number=claim.invoice_number,
         service_date=claim.service_date,
@@ -63,7 +63,7 @@ def to_public(
         operator_reference=claim.operator_reference,
         cancellation_pending=claim.cancellation_pending,
         coverage=Coverage(
-            decision=claim.coverage_decision,  # type: ignore[arg-type]
+            decision=claim.coverage_decision,  # type: ignore[arg-type]  # stored as one of them
             reason=claim.coverage_reason,
             receipt=receipt_summary(receipt, issuer) if receipt and issuer else None,
         ),

@@ -6,8 +6,6 @@ import base64
 import binascii
 from datetime import datetime
 
-from sqlmodel import Session
-
 from gateway.claims import repository
 from gateway.claims.presenter import to_detail, to_public
 from gateway.claims.schemas import ClaimDetail, ClaimPage
@@ -16,9 +14,10 @@ from gateway.errors import NotFound, ValidationFailed
 from gateway.receipts import repository as receipts_repository
 from gateway.security.apikeys import Principal
 from gateway.storage.models import Claim, ClaimHistory, Receipt
+from gateway.storage.unit import UnitOfWork
 
 
-def own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
+def own_claim(session: UnitOfWork, principal: Principal, claim_id: str) -> Claim:
     """The claim if it belongs to the caller's pharmacy; another's is a 404, never a 403."""
     claim = repository.get_own(session, claim_id=claim_id, finess=principal.finess or "")
     if claim is None:
@@ -27,7 +26,7 @@ def own_claim(session: Session, principal: Principal, claim_id: str) -> Claim:
 
 
 async def get(*, ctx: AppContext, principal: Principal, claim_id: str) -> ClaimDetail:
-    def load(session: Session) -> tuple[Claim, list[ClaimHistory], Receipt | None]:
+    def load(session: UnitOfWork) -> tuple[Claim, list[ClaimHistory], Receipt | None]:
         claim = own_claim(session, principal, claim_id)
         return (claim, repository.history(session, claim.id),
                 receipts_repository.of_claim(session, claim.id))
@@ -64,7 +63,7 @@ async def list_claims(
     limit: int,
 ) -> ClaimPage:
     before_id = decode_cursor(cursor) if cursor else None
-    def load(session: Session) -> tuple[list[Claim], dict[str, Receipt]]:
+    def load(session: UnitOfWork) -> tuple[list[Claim], dict[str, Receipt]]:
         claims = repository.list_own(
             session, finess=principal.finess or "", status=status, operator=operator,
             since=since, before_id=before_id, limit=limit + 1,

@@ -5,33 +5,35 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import bindparam, or_
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 from ulid import ULID
 
 from gateway.events import notifier
 from gateway.receipts import repository as receipts_repository
-from gateway.storage.deferred import FlushFirst, pending_claims, stage
 from gateway.storage.models import Claim, ClaimHistory, Event, new_row, utcnow
+from gateway.storage.unit import UnitOfWork
 
 
 def find_duplicate(
-    session: Session, *, finess: str, invoice_number: str, idempotency_key: str | None,
+    session: UnitOfWork, *, finess: str, invoice_number: str, idempotency_key: str | None,
     exposure_of: tuple[str, date] | None = None,
 ) -> list[Claim]:
     """Claims of this pharmacy holding this idempotency key or this invoice number.
 
     `exposure_of` (beneficiary hash, service date): the same statement also reads what
-    that beneficiary has been promised that day, for the receipt policy that follows.
+    that beneficiary has been promised that day, for the receipt policy that follows,
+    when the transaction is serialized (what it reads then stays true until it commits;
+    otherwise the policy reads it after taking its per-pharmacy lock).
     """
-    for staged in pending_claims(session):
+    for staged in session.staged(Claim):
         if staged.finess == finess and (
                 staged.invoice_number == invoice_number
                 or (idempotency_key is not None and staged.idempotency_key == idempotency_key)):
-            raise FlushFirst  # stored earlier in this transaction: answer from the database
+            session.require_flushed()  # stored earlier in this transaction: ask the database
     # Nearly every claim is new: ask for ids alone, load whole claims only when one exists.
     params = {"finess": finess, "invoice_number": invoice_number,
               "idempotency_key": idempotency_key}
-    if exposure_of is None:
+    if exposure_of is None or not session.serialized:
         found = session.connection().execute(_DUPLICATE_IDS, params).first()
         duplicate = found[0] if found else None
     else:
@@ -64,7 +66,7 @@ _DUPLICATE_AND_EXPOSURE = select(
 )
 
 
-def load(session: Session, claim_id: str) -> Claim:
+def load(session: UnitOfWork, claim_id: str) -> Claim:
     """A claim known to exist (claims are never deleted)."""
     claim = session.get(Claim, claim_id)
     if claim is None:
@@ -72,7 +74,7 @@ def load(session: Session, claim_id: str) -> Claim:
     return claim
 
 
-def get_own(session: Session, *, claim_id: str, finess: str) -> Claim | None:
+def get_own(session: UnitOfWork, *, claim_id: str, finess: str) -> Claim | None:
     result = session.exec(
         select(Claim).where(col(Claim.id) == claim_id, col(Claim.finess) == finess)
     )
@@ -80,7 +82,7 @@ def get_own(session: Session, *, claim_id: str, finess: str) -> Claim | None:
 
 
 def list_own(
-    session: Session,
+    session: UnitOfWork,
     *,
     finess: str,
     status: str | None,
@@ -102,7 +104,7 @@ def list_own(
     return list(result.all())
 
 
-def history(session: Session, claim_id: str) -> list[ClaimHistory]:
+def history(session: UnitOfWork, claim_id: str) -> list[ClaimHistory]:
     result = session.exec(
         select(ClaimHistory)
         .where(col(ClaimHistory.claim_id) == claim_id)
@@ -115,7 +117,7 @@ EVENT_STATUSES = frozenset({"accepted", "rejected", "queued", "failed", "cancell
 
 
 def record(
-    session: Session, claim: Claim, status: str, detail: str | None = None
+    session: UnitOfWork, claim: Claim, status: str, detail: str | None = None
 ) -> ClaimHistory:
     """Move a claim to `status`, append the step to its history and, when the status
     changes to one the pharmacy is told about, write the event (the outbox) in the
@@ -124,23 +126,23 @@ def record(
     changed = claim.status != status
     claim.status = status
     claim.updated_at = now
-    stage(session, claim)
+    session.add(claim)
     step = new_row(ClaimHistory, claim_id=claim.id, status=status, at=now, detail=detail)
-    stage(session, step)
+    session.add(step)
     if changed and status in EVENT_STATUSES:
         add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
     return step
 
 
-def add_history(session: Session, claim: Claim, detail: str) -> None:
+def add_history(session: UnitOfWork, claim: Claim, detail: str) -> None:
     """A step that does not change the claim's status (receipts, cancellation requests)."""
-    stage(session, new_row(ClaimHistory, claim_id=claim.id, status=claim.status,
+    session.add(new_row(ClaimHistory, claim_id=claim.id, status=claim.status,
                            at=utcnow(), detail=detail[:500]))
 
 
 def add_event(
-    session: Session, *, finess: str, type_: str, claim_id: str | None, at: datetime
+    session: UnitOfWork, *, finess: str, type_: str, claim_id: str | None, at: datetime
 ) -> None:
-    stage(session, new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
+    session.add(new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
                            claim_id=claim_id, at=at))
     notifier.note(session, finess)  # wakes the pharmacy's long-polls once committed

@@ -22,7 +22,6 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from ulid import ULID
 
@@ -52,9 +51,9 @@ from gateway.receipts import repository as receipts_repository
 from gateway.resilience.guard import BreakerOpen
 from gateway.resilience.operators import Operator
 from gateway.security.apikeys import Principal
-from gateway.storage.deferred import remember
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import Claim, Receipt, new_row, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
@@ -121,19 +120,18 @@ async def _store_or_replay(
 
     beneficiary_hash = ctx.cipher.index(*claim_in.beneficiary.index_parts)
     # A claim that will be queued gets a receipt decision, which reads the beneficiary's
-    # exposure that day: on SQLite, read it along with the duplicate check, in the same
-    # statement (the transaction holds the write lock from its start). On PostgreSQL the
-    # policy must read it after taking its per-pharmacy lock (gateway.receipts.issuer).
-    # (the daily cap counts the person: their NIR's hash, whatever birth date or rank)
+    # exposure that day: the duplicate check may read it in the same statement (the
+    # repository knows when that is safe). The daily cap counts the person: their NIR's
+    # hash, whatever birth date or rank.
     exposure_of = ((ctx.cipher.index("nir", claim_in.beneficiary.nir), claim_in.service_date)
-                   if ctx.db.writes_one_at_a_time and operator.settings.provisional != "none"
+                   if operator.settings.provisional != "none"
                    and not operator.breaker.is_closed else None)
 
-    def store(session: Session) -> tuple[Claim, Receipt | None] | SubmitResult:
+    def store(session: UnitOfWork) -> tuple[Claim, Receipt | None] | SubmitResult:
         # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.
-        if not remember(session, ("key", principal.key_id),
-                        lambda: is_live(session, principal, ctx.credentials)):
+        if not session.remember(("key", principal.key_id),
+                                lambda: is_live(session, principal, ctx.credentials)):
             raise invalid_key()
         existing = repository.find_duplicate(
             session, finess=claim_in.dispenser.finess,
@@ -219,7 +217,7 @@ def _new_claim(
 
 
 def _replay(
-    ctx: AppContext, session: Session, existing: list[Claim], request_hash: str,
+    ctx: AppContext, session: UnitOfWork, existing: list[Claim], request_hash: str,
     idempotency_key: str | None,
 ) -> SubmitResult:
     by_key = [c for c in existing if idempotency_key and c.idempotency_key == idempotency_key]
@@ -243,7 +241,7 @@ def _replay(
                         claim.first_http_status, replayed=True)
 
 
-def _replay_unanswered(ctx: AppContext, session: Session, claim: Claim) -> SubmitResult:
+def _replay_unanswered(ctx: AppContext, session: UnitOfWork, claim: Claim) -> SubmitResult:
     """The first request stored the claim but never answered. Until its deadline plus grace
     it still may: 409. After that it is dead (killed, its database gone meanwhile): a claim
     it left `pending` goes back to the queue, looked up before any resend, with its receipt
@@ -291,7 +289,7 @@ async def _send(
     return SubmitResult(to_public(settled, ctx.cipher), 201, replayed=False)
 
 
-async def _record_answer(ctx: AppContext, work: Callable[[Session], Claim]) -> Claim:
+async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim]) -> Claim:
     """Record what the operator said (or that it said nothing in time). The operator may
     already hold the claim, so a database blip (a restart, a failover) is waited out, as
     long as the lease lets this request answer; after that the claim is left `pending` for
@@ -305,7 +303,8 @@ async def _record_answer(ctx: AppContext, work: Callable[[Session], Claim]) -> C
     raise AssertionError("unreachable: tenacity reraises")
 
 
-def _first_answer(session: Session, claim_id: str, http_status: int, move) -> Claim:  # type: ignore[no-untyped-def]
+def _first_answer(session: UnitOfWork, claim_id: str, http_status: int,
+                  move: Callable[[Claim], object]) -> Claim:
     claim = repository.load(session, claim_id)
     claim.first_http_status = http_status
     move(claim)
@@ -326,7 +325,7 @@ async def _queue_unanswered(
     settings = operator.settings
     issued: list[Receipt] = []
 
-    def move(session: Session, claim: Claim) -> None:
+    def move(session: UnitOfWork, claim: Claim) -> None:
         if isinstance(error, BreakerOpen):
             transitions.enqueue(session, claim, f"queued: {error.reason}")
         else:

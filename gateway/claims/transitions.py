@@ -9,20 +9,19 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlmodel import Session
-
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
 from gateway.claims.operator_texts import message_for, safe_code, safe_reference
 from gateway.receipts import lifecycle
 from gateway.storage.models import Claim, ClaimHistory, utcnow
+from gateway.storage.unit import UnitOfWork
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0
 _rng = random.Random()  # noqa: S311 - jitter, not secrecy
 
 
-def settle(session: Session, claim: Claim, outcome: ClaimOutcome) -> None:
+def settle(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome) -> None:
     """The operator answered: accepted or rejected, for good."""
     claim.attempts += 1
     claim.lease_owner = claim.lease_until = None
@@ -41,7 +40,7 @@ def settle(session: Session, claim: Claim, outcome: ClaimOutcome) -> None:
 
 
 def enqueue(
-    session: Session, claim: Claim, detail: str, *, maybe_sent: bool = False
+    session: UnitOfWork, claim: Claim, detail: str, *, maybe_sent: bool = False
 ) -> ClaimHistory:
     """Into the queue, due now: nothing was tried yet, or the breaker stopped it."""
     now = utcnow()
@@ -53,7 +52,7 @@ def enqueue(
 
 
 def retry_later(
-    session: Session, claim: Claim, error: str, *, ambiguous: bool, max_attempts: int,
+    session: UnitOfWork, claim: Claim, error: str, *, ambiguous: bool, max_attempts: int,
     max_age: timedelta,
 ) -> str:
     """A failed attempt: back off with full jitter, or give up after too many or too long."""
@@ -73,7 +72,7 @@ def retry_later(
     return "queued"
 
 
-def refuse(session: Session, claim: Claim, error: str) -> None:
+def refuse(session: UnitOfWork, claim: Claim, error: str) -> None:
     """The operator refused the request itself (4xx): only operations staff can help."""
     claim.attempts += 1
     claim.last_error = error[:500]

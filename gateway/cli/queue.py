@@ -6,21 +6,24 @@ under the shell user's name. No personal data is printed.
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
-from sqlmodel import Session
 
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.cli.support import ConfigOption, fail, migrated_settings
 from gateway.errors import GatewayError
-from gateway.ops import service
 from gateway.ops.schemas import ReplayRequest
+from gateway.ops.service import Operations
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
 from gateway.settings import ConfigError, Settings
 from gateway.storage.db import Database
+from gateway.storage.unit import UnitOfWork
 
+T = TypeVar("T")
 queue_app = typer.Typer(help="List, pause, resume and replay operators' queues.",
                         no_args_is_help=True)
 
@@ -30,7 +33,7 @@ def actor() -> Principal:
     return cli_actor()
 
 
-def run(settings: Settings, work):  # type: ignore[no-untyped-def]
+def run(settings: Settings, work: Callable[[UnitOfWork], T]) -> T:
     database = Database(settings.database_url)
     try:
         return database.write_now(work)
@@ -38,6 +41,21 @@ def run(settings: Settings, work):  # type: ignore[no-untyped-def]
         raise fail(exc.detail) from None
     finally:
         database.engine.dispose()
+
+
+def act(settings: Settings, verb: Callable[[Operations], Awaitable[T]]) -> T:
+    """Run one operations verb against the database, as the API would (no drain to wake
+    here: the running gateways' drains find the claims at their next step)."""
+    async def acting() -> T:
+        database = Database(settings.database_url)
+        try:
+            return await verb(Operations(database, audit_log_of(settings)))
+        finally:
+            await database.dispose()
+    try:
+        return asyncio.run(acting())
+    except GatewayError as exc:
+        raise fail(exc.detail) from None
 
 
 def audit_log_of(settings: Settings) -> AuditLog:
@@ -61,7 +79,7 @@ def list_queue(
     """Per operator: paused, queued, pending, failed; or one operator's claims."""
     settings = migrated_settings(config)
     if operator is None:
-        def board(session: Session) -> list[str]:
+        def board(session: UnitOfWork) -> list[str]:
             depth = repository.depth(session)
             lines = []
             for op in settings.operators:
@@ -96,9 +114,7 @@ def pause(
     """Send nothing to OPERATOR until resumed: new claims are queued."""
     settings = migrated_settings(config)
     name = known(settings, operator)
-    audit_log = audit_log_of(settings)
-    run(settings, lambda s: service.pause(s, operator=name, actor=actor(), reason=reason,
-                                          audit_log=audit_log))
+    act(settings, lambda operations: operations.pause(name, actor=actor(), reason=reason))
     typer.echo(f"paused {name}")
 
 
@@ -107,9 +123,7 @@ def resume(operator: str, config: ConfigOption = None) -> None:
     """Resume sending to OPERATOR."""
     settings = migrated_settings(config)
     name = known(settings, operator)
-    audit_log = audit_log_of(settings)
-    run(settings, lambda s: service.resume(s, operator=name, actor=actor(),
-                                           audit_log=audit_log))
+    act(settings, lambda operations: operations.resume(name, actor=actor()))
     typer.echo(f"resumed {name}")
 
 
@@ -127,9 +141,9 @@ def replay(
     if status not in (None, "failed", "queued"):
         raise fail("--status must be failed or queued")
     claim_ids = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    # status is one of ReplayRequest's, checked above
     request = ReplayRequest(status=status, claim_ids=claim_ids, dry_run=dry_run)  # type: ignore[arg-type]
-    audit_log = audit_log_of(settings)
-    replay_id, count = run(settings, lambda s: service.replay(
-        s, operator=name, actor=actor(), request=request, audit_log=audit_log))
+    replay_id, count = act(settings, lambda operations: operations.replay(
+        name, actor=actor(), request=request))
     typer.echo(f"{'would requeue' if dry_run else 'requeued'} {count} claim(s)"
                + (f" (replay {replay_id})" if replay_id else ""))

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session, col, select
-
 from gateway.claims.presenter import to_public
 from gateway.claims.schemas import ClaimPublic
 from gateway.console import repository
 from gateway.console.views import hhmm
 from gateway.context import AppContext
+from gateway.ops import repository as ops_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.resilience.operators import Operator
-from gateway.storage.models import Claim, OperatorControl
+from gateway.storage.models import Claim, Receipt
+from gateway.storage.unit import UnitOfWork
 
 SHOWN = 100  # queued or failed claims listed; the count says how many more there are
 RECENT = 20
@@ -72,18 +72,14 @@ def operator_status(operator: Operator, paused: bool) -> OperatorStatus:
                           "pending", detail)
 
 
-def paused_operators(session: Session) -> set[str]:
-    return set(session.exec(
-        select(OperatorControl.operator).where(col(OperatorControl.paused).is_(True))).all())
-
-
 async def operator_statuses(ctx: AppContext) -> list[OperatorStatus]:
-    paused = await ctx.db.read(paused_operators)
+    paused = await ctx.db.read(ops_repository.paused_operators)
     return [operator_status(op, op.name in paused) for op in ctx.operators]
 
 
 async def load_dashboard(ctx: AppContext, finess: str) -> Dashboard:
-    def load(session: Session):  # type: ignore[no-untyped-def]
+    def load(session: UnitOfWork) -> tuple[dict[str, tuple[list[Claim], int]], dict[str, Receipt],
+                                          dict[str, int], set[str]]:
         lists = {
             "queued": (repository.claims_of_pharmacy(session, finess, repository.QUEUED,
                                                      limit=SHOWN, oldest_first=True),
@@ -97,7 +93,7 @@ async def load_dashboard(ctx: AppContext, finess: str) -> Dashboard:
         ids = [claim.id for claims, _ in lists.values() for claim in claims]
         return (lists, receipts_repository.of_claims(session, ids),
                 receipts_repository.outstanding_by_operator(session, finess),
-                paused_operators(session))
+                ops_repository.paused_operators(session))
 
     lists, receipts, outstanding, paused = await ctx.db.read(load)
 

@@ -24,10 +24,10 @@ from gateway.context import AppContext
 from gateway.errors import NotFound
 from gateway.identity.sessions import ConsoleUser
 from gateway.keys import service as keys_service
-from gateway.ops import service
 from gateway.ops.board import board
 from gateway.ops.endpoints import known_operator
 from gateway.ops.schemas import OperatorPublic, QueuedClaim, ReplayRequest
+from gateway.ops.service import Operations, ReplayRunning
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.web.deps import ContextDep
@@ -59,21 +59,15 @@ async def board_rows(ctx: AppContext, principal: Principal) -> list[BoardRow]:
         if operator is None or not principal.may_operate(entry.name):
             continue
         worker = ctx.drains.get(entry.name)
-        draining = worker is not None and entry.state == "closed" and not entry.paused
+        draining = entry.state == "closed" and not entry.paused
         rows.append(BoardRow(entry, operator_status(operator, entry.paused).words,
-                             worker.current_rate() if draining else 0.0))
+                             worker.current_rate() if worker is not None and draining else 0.0))
     return rows
 
 
 def back(notice: str, operator: str, **extra: int) -> RedirectResponse:
     query = urlencode({"notice": notice, "operator": operator, **extra})
     return RedirectResponse(f"/console/operations?{query}", status_code=303)
-
-
-def wake(ctx: AppContext, operator: str) -> None:
-    worker = ctx.drains.get(operator)
-    if worker is not None:
-        worker.wake.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +115,14 @@ async def pause(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
     operator = known_operator(ctx, user.principal, name)
     if not reason.strip():
         return back("reason_missing", operator)
-    await ctx.db.write(lambda s: service.pause(s, operator=operator, actor=user.principal,
-                                               reason=reason.strip(), audit_log=ctx.audit_log))
+    await Operations.of(ctx).pause(operator, actor=user.principal, reason=reason.strip())
     return back("paused", operator)
 
 
 @router.post("/operations/{name}/resume", dependencies=StaffOnly)
 async def resume(ctx: ContextDep, user: CsrfUserDep, name: OperatorName) -> RedirectResponse:
     operator = known_operator(ctx, user.principal, name)
-    await ctx.db.write(lambda s: service.resume(s, operator=operator, actor=user.principal,
-                                                audit_log=ctx.audit_log))
-    wake(ctx, operator)
+    await Operations.of(ctx).resume(operator, actor=user.principal)
     return back("resumed", operator)
 
 
@@ -143,9 +134,8 @@ async def replay_count(request: Request, ctx: ContextDep, user: CsrfUserDep,
     operator = known_operator(ctx, user.principal, name)
     ask = ReplayRequest(status=status, dry_run=True)
     try:
-        _, count = await ctx.db.write(lambda s: service.replay(
-            s, operator=operator, actor=user.principal, request=ask, audit_log=ctx.audit_log))
-    except service.ReplayRunning:
+        _, count = await Operations.of(ctx).replay(operator, actor=user.principal, request=ask)
+    except ReplayRunning:
         return back("replay_running", operator)
     return render(request, "replay_confirm.html", user=user, operator=operator,
                   status=status, count=count)
@@ -157,11 +147,9 @@ async def replay_confirm(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
     operator = known_operator(ctx, user.principal, name)
     ask = ReplayRequest(status=status, dry_run=False)
     try:
-        _, count = await ctx.db.write(lambda s: service.replay(
-            s, operator=operator, actor=user.principal, request=ask, audit_log=ctx.audit_log))
-    except service.ReplayRunning:
+        _, count = await Operations.of(ctx).replay(operator, actor=user.principal, request=ask)
+    except ReplayRunning:
         return back("replay_running", operator)
-    wake(ctx, operator)
     return back("replayed", operator, count=count)
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, literal, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import col
 
-from gateway.storage.models import LoginThrottle, User, utcnow
+from gateway.storage.models import LoginThrottle, User, table_of, utcnow
+from gateway.storage.unit import UnitOfWork
 
-_THROTTLE = LoginThrottle.__table__  # type: ignore[attr-defined]
-_USERS = User.__table__  # type: ignore[attr-defined]
+_THROTTLE = table_of(LoginThrottle)
+_USERS = table_of(User)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +29,11 @@ class AddressWindow:
     reported: bool  # the window's aggregate audit entry is written
 
 
-def take_address_place(session: Session, bucket: str, window_s: int) -> AddressWindow:
+def take_address_place(session: UnitOfWork, bucket: str, window_s: int) -> AddressWindow:
     """Count one attempt for this address (a new window once the last one is over)."""
     now = utcnow()
     expired = _THROTTLE.c.window_started_at < now - timedelta(seconds=window_s)
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_THROTTLE)
+    insert = session.insert(_THROTTLE)
     statement = insert.values(bucket=bucket, window_started_at=now, failures=1,
                               unknown_failures=0, reported=False).on_conflict_do_update(
         index_elements=["bucket"],
@@ -51,13 +50,13 @@ def take_address_place(session: Session, bucket: str, window_s: int) -> AddressW
     return AddressWindow(int(row[0]), row[1], bool(row[2]))
 
 
-def give_address_place_back(session: Session, bucket: str) -> None:
+def give_address_place_back(session: UnitOfWork, bucket: str) -> None:
     session.execute(update(_THROTTLE).where(_THROTTLE.c.bucket == bucket,
                                             _THROTTLE.c.failures > 0)
                     .values(failures=_THROTTLE.c.failures - 1))
 
 
-def first_unknown(session: Session, bucket: str) -> bool:
+def first_unknown(session: UnitOfWork, bucket: str) -> bool:
     """Count an attempt naming no account; True for the window's first one."""
     row = session.execute(update(_THROTTLE).where(_THROTTLE.c.bucket == bucket)
                           .values(unknown_failures=_THROTTLE.c.unknown_failures + 1)
@@ -65,12 +64,12 @@ def first_unknown(session: Session, bucket: str) -> bool:
     return row is not None and int(row[0]) == 1
 
 
-def mark_reported(session: Session, bucket: str) -> None:
+def mark_reported(session: UnitOfWork, bucket: str) -> None:
     session.execute(update(_THROTTLE).where(_THROTTLE.c.bucket == bucket)
                     .values(reported=True))
 
 
-def take_account_place(session: Session, user_id: str, lock_after: int) -> int | None:
+def take_account_place(session: UnitOfWork, user_id: str, lock_after: int) -> int | None:
     """Count one attempt against the account; None when it is locked (or every allowed
     attempt is already taken by attempts in flight): then nothing is checked."""
     statement = (update(_USERS)
@@ -82,20 +81,19 @@ def take_account_place(session: Session, user_id: str, lock_after: int) -> int |
     return int(row[0]) if row else None
 
 
-def lock_if_exhausted(session: Session, user_id: str, lock_after: int) -> bool:
+def lock_if_exhausted(session: UnitOfWork, user_id: str, lock_after: int) -> bool:
     """After a failure: lock the account once its count reached the limit."""
-    result = session.execute(update(_USERS).where(
+    return bool(session.changed(update(_USERS).where(
         _USERS.c.id == user_id, _USERS.c.locked_at.is_(None),
-        _USERS.c.failed_logins >= lock_after).values(locked_at=utcnow()))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+        _USERS.c.failed_logins >= lock_after).values(locked_at=utcnow())))
 
 
-def clear_account(session: Session, user_id: str) -> None:
+def clear_account(session: UnitOfWork, user_id: str) -> None:
     """A success: the failures so far are forgotten."""
     session.execute(update(_USERS).where(_USERS.c.id == user_id)
                     .values(failed_logins=0, last_login_at=utcnow()))
 
 
-def unlock(session: Session, user_id: str) -> None:
+def unlock(session: UnitOfWork, user_id: str) -> None:
     session.execute(update(_USERS).where(col(User.id) == user_id)
                     .values(failed_logins=0, locked_at=None))

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlmodel import Session, select
-
 from gateway.context import AppContext
+from gateway.ops import repository as ops_repository
 from gateway.ops.schemas import OperatorPublic, OperatorState
 from gateway.queue import repository
 from gateway.security.apikeys import Principal
 from gateway.storage.models import OperatorControl
+from gateway.storage.unit import UnitOfWork
 
 FULL_DETAIL = frozenset({"operations", "admin"})
 
 
-def controls_of(session: Session) -> dict[str, OperatorControl]:
-    return {row.operator: row for row in session.exec(select(OperatorControl)).all()}
-
-
 async def board(ctx: AppContext) -> list[OperatorPublic]:
     """Every operator in full: for operations code that has already checked the caller."""
-    def load(session: Session) -> tuple[dict[str, dict[str, object]], dict[str, OperatorControl]]:
-        return repository.depth(session), controls_of(session)
+    def load(session: UnitOfWork
+             ) -> tuple[dict[str, dict[str, object]], dict[str, OperatorControl]]:
+        return repository.depth(session), ops_repository.controls(session)
 
     depth, controls = await ctx.db.read(load)
     operators = []
@@ -37,11 +34,12 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
         breaker = operator.breaker
         operators.append(OperatorPublic(
             name=operator.name,
-            state=breaker.state,  # type: ignore[arg-type]
+            state=breaker.state,
             state_since=breaker.since,
             paused=bool(control and control.paused),
             paused_by=control.paused_by if control else None,
             pause_reason=control.pause_reason if control else None,
+            # repository.depth() types its counts and instant as object: hence the ignores
             queued=int(stats.get("queued", 0)),  # type: ignore[call-overload]
             pending=int(stats.get("pending", 0)),  # type: ignore[call-overload]
             failed=int(stats.get("failed", 0)),  # type: ignore[call-overload]
@@ -54,10 +52,10 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
 
 async def states(ctx: AppContext) -> list[OperatorState]:
     """Every operator's state and pause, and nothing else (no queue is counted)."""
-    controls = await ctx.db.read(controls_of)
+    controls = await ctx.db.read(ops_repository.controls)
     return [OperatorState(
         name=operator.name,
-        state=operator.breaker.state,  # type: ignore[arg-type]
+        state=operator.breaker.state,
         state_since=operator.breaker.since,
         paused=bool((control := controls.get(operator.name)) and control.paused),
     ) for operator in ctx.operators]

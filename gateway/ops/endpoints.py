@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query
 from gateway.claims.queries import decode_cursor, encode_cursor
 from gateway.context import AppContext
 from gateway.errors import Forbidden, NotFound, problem_responses
-from gateway.ops import service
 from gateway.ops.board import board, board_for
 from gateway.ops.schemas import (
     OperatorPublic,
@@ -22,7 +21,7 @@ from gateway.ops.schemas import (
     ReplayPublic,
     ReplayRequest,
 )
-from gateway.queue import repository
+from gateway.ops.service import Operations
 from gateway.security.apikeys import Principal
 from gateway.web.deps import ContextDep, PrincipalDep, rate_limited, require
 
@@ -57,8 +56,7 @@ async def pause(name: str, ctx: ContextDep, principal: OperationsDep,
                 request: PauseRequest | None = None) -> OperatorPublic:
     operator = known_operator(ctx, principal, name)
     reason = request.reason if request else ""
-    await ctx.db.write(lambda s: service.pause(s, operator=operator, actor=principal,
-                                               reason=reason, audit_log=ctx.audit_log))
+    await Operations.of(ctx).pause(operator, actor=principal, reason=reason)
     return next(o for o in await board(ctx) if o.name == operator)
 
 
@@ -66,11 +64,7 @@ async def pause(name: str, ctx: ContextDep, principal: OperationsDep,
              responses=problem_responses(401, 403, 404), summary="Resume sending")
 async def resume(name: str, ctx: ContextDep, principal: OperationsDep) -> OperatorPublic:
     operator = known_operator(ctx, principal, name)
-    await ctx.db.write(lambda s: service.resume(s, operator=operator, actor=principal,
-                                                audit_log=ctx.audit_log))
-    worker = ctx.drains.get(operator)
-    if worker is not None:
-        worker.wake.set()
+    await Operations.of(ctx).resume(operator, actor=principal)
     return next(o for o in await board(ctx) if o.name == operator)
 
 
@@ -80,12 +74,8 @@ async def resume(name: str, ctx: ContextDep, principal: OperationsDep) -> Operat
 async def replay(name: str, request: ReplayRequest, ctx: ContextDep,
                  principal: OperationsDep) -> ReplayPublic:
     operator = known_operator(ctx, principal, name)
-    replay_id, count = await ctx.db.write(
-        lambda s: service.replay(s, operator=operator, actor=principal, request=request,
-                                 audit_log=ctx.audit_log))
-    worker = ctx.drains.get(operator)
-    if worker is not None and not request.dry_run:
-        worker.wake.set()
+    replay_id, count = await Operations.of(ctx).replay(operator, actor=principal,
+                                                       request=request)
     return ReplayPublic(replay_id=replay_id, count=count, dry_run=request.dry_run)
 
 
@@ -96,7 +86,7 @@ async def replay(name: str, request: ReplayRequest, ctx: ContextDep,
 async def replay_progress(name: str, ctx: ContextDep,
                           principal: OperationsDep) -> ReplayProgress:
     operator = known_operator(ctx, principal, name)
-    progress = await ctx.db.write(lambda s: service.latest_replay(s, operator))
+    progress = await Operations.of(ctx).latest_replay(operator)
     if progress is None:
         raise NotFound(f"no replay of {operator!r} yet")
     return progress
@@ -113,8 +103,7 @@ async def queue(
 ) -> QueuePage:
     operator = known_operator(ctx, principal, name)
     after = decode_cursor(cursor) if cursor else None
-    claims = await ctx.db.read(lambda s: repository.queue_of(
-        s, operator, limit=limit + 1, after_id=after))
+    claims = await Operations.of(ctx).queue(operator, limit=limit + 1, after_id=after)
     page = claims[:limit]
     return QueuePage(
         claims=[QueuedClaim(id=c.id, invoice_number=c.invoice_number, status=c.status,

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, col, select
-
 from gateway.claims import transitions
+from gateway.queue import repository
 from gateway.storage.models import Claim
+from gateway.storage.unit import UnitOfWork
 
 if TYPE_CHECKING:
     from gateway.receipts.issuer import ReceiptIssuer
@@ -28,39 +28,21 @@ if TYPE_CHECKING:
 SENDER_GONE = "its sender stopped before an answer was recorded: queued, looked up first"
 
 
-def requeue(session: Session, claim: Claim, receipts: ReceiptIssuer,
+def requeue(session: UnitOfWork, claim: Claim, receipts: ReceiptIssuer,
             settings: OperatorSettings, detail: str = SENDER_GONE) -> None:
     transitions.enqueue(session, claim, detail, maybe_sent=True)
     receipts.cover(session, claim, settings)
-
-
-def expired(session: Session, operator: str, now: datetime, limit: int) -> list[Claim]:
-    """This operator's pending claims whose lease has run out, locked (PostgreSQL) so two
-    sweeping instances never take the same one."""
-    query = select(Claim).where(
-        col(Claim.operator) == operator, col(Claim.status) == "pending",
-        col(Claim.lease_until) < now,
-    ).order_by(col(Claim.lease_until)).limit(limit).with_for_update(skip_locked=True)
-    return list(session.exec(query).all())
-
-
-def owned(session: Session, owner: str) -> list[Claim]:
-    """The pending claims this process still holds."""
-    query = select(Claim).where(
-        col(Claim.status) == "pending", col(Claim.lease_owner) == owner,
-    ).with_for_update()
-    return list(session.exec(query).all())
 
 
 def lease_has_expired(claim: Claim, now: datetime) -> bool:
     return claim.status == "pending" and (claim.lease_until is None or claim.lease_until < now)
 
 
-def requeue_owned(session: Session, owner: str, receipts: ReceiptIssuer,
+def requeue_owned(session: UnitOfWork, owner: str, receipts: ReceiptIssuer,
                   settings_of: Callable[[str], OperatorSettings | None]) -> int:
     """At shutdown: every claim this process still holds `pending` goes back to the queue
     (its send may have begun), so none waits for its lease to expire."""
-    claims = owned(session, owner)
+    claims = repository.held_by(session, owner)
     for claim in claims:
         if (settings := settings_of(claim.operator)) is not None:
             requeue(session, claim, receipts, settings, "the gateway stopped while sending: "

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 import structlog
-from sqlmodel import Session
 
 from adapters.base import OperatorRejected, OperatorUnavailable
 from gateway.claims import transitions
@@ -36,6 +37,7 @@ from gateway.resilience.operators import Operator
 from gateway.security.crypto import DecryptionError
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import Claim, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 IDLE_S = 0.5
@@ -145,11 +147,11 @@ class DrainWorker:
             return 0
         self._swept_at = time.monotonic()
         name, now = self.operator.name, utcnow()
-        if not await self.ctx.db.read(lambda s: bool(abandoned.expired(s, name, now, 1))):
+        if not await self.ctx.db.read(lambda s: bool(repository.lease_expired(s, name, now, 1))):
             return 0
 
-        def requeue_expired(session: Session) -> int:
-            claims = abandoned.expired(session, name, utcnow(), SWEEP_BATCH)
+        def requeue_expired(session: UnitOfWork) -> int:
+            claims = repository.lease_expired(session, name, utcnow(), SWEEP_BATCH)
             for claim in claims:
                 abandoned.requeue(session, claim, self.ctx.receipts, self.operator.settings)
             return len(claims)
@@ -239,10 +241,10 @@ class DrainWorker:
         DRAIN_SENT.labels(self.operator.name).inc()
         await self._finish(claim.id, lambda s, c: transitions.settle(s, c, outcome))
 
-    async def _finish(self, claim_id: str, move) -> None:  # type: ignore[no-untyped-def]
+    async def _finish(self, claim_id: str, move: Callable[[UnitOfWork, Claim], object]) -> None:
         owner = self.ctx.instance_id
 
-        def apply(session: Session) -> str | None:
+        def apply(session: UnitOfWork) -> str | None:
             claim = repository.load_leased(session, claim_id, owner)
             if claim is None:
                 return None  # our lease expired and another sender took over
@@ -261,9 +263,9 @@ class DrainWorker:
         for claim in claims:
             try:
                 await self.operator.guard.call(
-                    lambda c=claim: self.operator.adapter.cancel_claim(c.id), idempotent=True)
+                    partial(self.operator.adapter.cancel_claim, claim.id), idempotent=True)
             except (OperatorUnavailable, OperatorRejected):
                 return False
-            await self.ctx.db.write(lambda session, c=claim: confirm_cancelled(session, c.id))
+            await self.ctx.db.write(partial(confirm_cancelled, claim_id=claim.id))
             CLAIM_OUTCOMES.labels(name, "cancelled").inc()
         return bool(claims)

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from gateway.storage.deferred import remember
-from gateway.storage.models import Claim, OperatorControl
+from gateway.storage.models import Claim, OperatorControl, table_of
+from gateway.storage.unit import UnitOfWork
 
 CATCH_UP_S = 1.0
 
@@ -30,32 +28,30 @@ class Lease:
     send_at: datetime
 
 
-def control(session: Session, operator: str, *, for_update: bool = False) -> OperatorControl:
+def control(session: UnitOfWork, operator: str, *, for_update: bool = False) -> OperatorControl:
     """The operator's control row, created on first use (safely when instances race)."""
     query = select(OperatorControl).where(col(OperatorControl.operator) == operator)
     if for_update:
         query = query.with_for_update()
     row = session.exec(query).first()
     if row is None:
-        insert = (pg_insert if session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
-                  else sqlite_insert)
-        session.execute(insert(OperatorControl).values(operator=operator, paused=False)
+        session.execute(session.insert(OperatorControl).values(operator=operator, paused=False)
                         .on_conflict_do_nothing(index_elements=["operator"]))
         row = session.exec(query.execution_options(populate_existing=True)).one()
     return row
 
 
-_CONTROLS = OperatorControl.__table__  # type: ignore[attr-defined]
+_CONTROLS = table_of(OperatorControl)
 # Core, not an ORM select (~150 µs more): read once per transaction that queues claims
 _PAUSED = select(_CONTROLS.c.paused).where(_CONTROLS.c.operator == bindparam("operator"))
 
 
-def is_paused(session: Session, operator: str) -> bool:
+def is_paused(session: UnitOfWork, operator: str) -> bool:
     def read() -> bool:
         row = session.connection().execute(_PAUSED, {"operator": operator}).first()
         return bool(row and row.paused)
 
-    return remember(session, ("paused", operator), read)
+    return session.remember(("paused", operator), read)
 
 
 
@@ -71,7 +67,7 @@ def drain_start(next_send_at: datetime | None, now: datetime) -> datetime:
 
 
 def lease_batch(
-    session: Session, *, operator: str, owner: str, limit: int, now: datetime,
+    session: UnitOfWork, *, operator: str, owner: str, limit: int, now: datetime,
     interval_s: float, send_timeout_s: float,
 ) -> list[Lease]:
     """Lease the oldest due claims and give each a send time `interval_s` apart.
@@ -103,29 +99,27 @@ def lease_batch(
     return leases
 
 
-def make_due(session: Session, operator: str, now: datetime) -> int:
+def make_due(session: UnitOfWork, operator: str, now: datetime) -> int:
     """After a recovery the whole backlog is due again, so it drains oldest first."""
-    result = session.execute(
+    return session.changed(
         update(Claim)
         .where(col(Claim.operator) == operator, col(Claim.status) == "queued",
                col(Claim.next_attempt_at) > now)
         .values(next_attempt_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def renew_lease(session: Session, claim_id: str, owner: str, until: datetime) -> bool:
+def renew_lease(session: UnitOfWork, claim_id: str, owner: str, until: datetime) -> bool:
     """Extend our lease just before sending; False if it expired and another sender took it."""
-    result = session.execute(
+    return bool(session.changed(
         update(Claim)
         .where(col(Claim.id) == claim_id, col(Claim.status) == "pending",
                col(Claim.lease_owner) == owner)
         .values(lease_until=until)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    ))
 
 
-def load_leased(session: Session, claim_id: str, owner: str) -> Claim | None:
+def load_leased(session: UnitOfWork, claim_id: str, owner: str) -> Claim | None:
     """The claim if this owner still holds its lease (else another sender took it over)."""
     claim = session.get(Claim, claim_id, with_for_update=True)
     if claim is None or claim.status != "pending" or claim.lease_owner != owner:
@@ -133,20 +127,19 @@ def load_leased(session: Session, claim_id: str, owner: str) -> Claim | None:
     return claim
 
 
-def release_unsent(session: Session, claim_ids: list[str], owner: str) -> int:
+def release_unsent(session: UnitOfWork, claim_ids: list[str], owner: str) -> int:
     """Give leased claims back to the queue untouched (breaker opened, paused, stopping)."""
     if not claim_ids:
         return 0
-    result = session.execute(
+    return session.changed(
         update(Claim)
         .where(col(Claim.id).in_(claim_ids), col(Claim.status) == "pending",
                col(Claim.lease_owner) == owner)
         .values(status="queued", lease_owner=None, lease_until=None)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def depth(session: Session) -> dict[str, dict[str, object]]:
+def depth(session: UnitOfWork) -> dict[str, dict[str, object]]:
     """Per operator: queued, pending and failed counts and the oldest queued instant."""
     rows = session.exec(
         select(Claim.operator, Claim.status, func.count(), func.min(Claim.queued_at))
@@ -163,7 +156,8 @@ def depth(session: Session) -> dict[str, dict[str, object]]:
     return stats
 
 
-def queue_of(session: Session, operator: str, *, limit: int, after_id: str | None) -> list[Claim]:
+def queue_of(session: UnitOfWork, operator: str, *, limit: int,
+             after_id: str | None) -> list[Claim]:
     query = select(Claim).where(col(Claim.operator) == operator,
                                 col(Claim.status).in_(["queued", "pending", "failed"]))
     if after_id:
@@ -171,9 +165,28 @@ def queue_of(session: Session, operator: str, *, limit: int, after_id: str | Non
     return list(session.exec(query.order_by(col(Claim.id)).limit(limit)).all())
 
 
-def pending_cancellations(session: Session, operator: str, limit: int) -> list[Claim]:
+def pending_cancellations(session: UnitOfWork, operator: str, limit: int) -> list[Claim]:
     return list(session.exec(
         select(Claim).where(col(Claim.operator) == operator, col(Claim.status) == "accepted",
                             col(Claim.cancellation_pending).is_(True))
         .order_by(col(Claim.updated_at)).limit(limit)
     ).all())
+
+
+def lease_expired(session: UnitOfWork, operator: str, now: datetime,
+                  limit: int) -> list[Claim]:
+    """This operator's pending claims whose lease has run out (their sender is gone),
+    locked (PostgreSQL) so two sweeping instances never take the same one."""
+    query = select(Claim).where(
+        col(Claim.operator) == operator, col(Claim.status) == "pending",
+        col(Claim.lease_until) < now,
+    ).order_by(col(Claim.lease_until)).limit(limit).with_for_update(skip_locked=True)
+    return list(session.exec(query).all())
+
+
+def held_by(session: UnitOfWork, owner: str) -> list[Claim]:
+    """The pending claims this process still holds, locked."""
+    query = select(Claim).where(
+        col(Claim.status) == "pending", col(Claim.lease_owner) == owner,
+    ).with_for_update()
+    return list(session.exec(query).all())

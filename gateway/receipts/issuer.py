@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import zlib
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import text
-from sqlmodel import Session
 from ulid import ULID
 
 from gateway.audit.trail import AuditLog
@@ -27,11 +24,10 @@ from gateway.receipts import repository
 from gateway.receipts.policy import CachedRights, Coverage, Exposure, decide
 from gateway.receipts.signing import ReceiptSigner
 from gateway.rights import repository as rights_repository
-from gateway.rights.service import cache_context
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.settings import OperatorSettings, Settings
-from gateway.storage.deferred import stage
 from gateway.storage.models import Claim, ClaimHistory, Receipt, new_row, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +57,7 @@ class ReceiptIssuer:
     def print_url(self, receipt_id: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}/console/receipts/{receipt_id}/print"
 
-    def cover(self, session: Session, claim: Claim, operator: OperatorSettings,
+    def cover(self, session: UnitOfWork, claim: Claim, operator: OperatorSettings,
               claim_in: ClaimCreate | None = None, *, audit: bool = True,
               step: ClaimHistory | None = None) -> Receipt | None:
         """Decide once, when the claim is first queued; store the decision and any receipt.
@@ -75,9 +71,7 @@ class ReceiptIssuer:
         if claim_in is None:
             body = self.cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
             claim_in = ClaimCreate.model_validate(body)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                            {"k": zlib.crc32(f"receipts:{claim.finess}".encode())})
+        session.lock(f"receipts:{claim.finess}")  # one receipt decision per pharmacy at once
         offer = operator.provisional
         with session.no_autoflush:  # keep `step` pending so its detail can still grow
             coverage = self._decide(session, claim, claim_in, offer)
@@ -86,7 +80,7 @@ class ReceiptIssuer:
             {"basis": coverage.basis, "amc_cents": coverage.amc_cents,
              "patient_due_cents": coverage.patient_due_cents, "figures": coverage.figures},
             sort_keys=True)[:2000]
-        stage(session, claim)
+        session.add(claim)
         receipt = None
         if coverage.decision == "provisional":
             receipt = self._issue(session, claim, coverage, audit=audit)
@@ -100,7 +94,7 @@ class ReceiptIssuer:
             claims_repository.add_history(session, claim, note)
         return receipt
 
-    def _decide(self, session: Session, claim: Claim, claim_in: ClaimCreate,
+    def _decide(self, session: UnitOfWork, claim: Claim, claim_in: ClaimCreate,
                 offer: str) -> Coverage:
         return decide(
             claim_in, offer=offer, caps=self.settings.provisional,
@@ -114,7 +108,7 @@ class ReceiptIssuer:
             ) if offer != "none" else Exposure(0, 0),
         )
 
-    def _cached_rights(self, session: Session, claim: Claim) -> CachedRights | None:
+    def _cached_rights(self, session: UnitOfWork, claim: Claim) -> CachedRights | None:
         """What this pharmacy learnt of the beneficiary: its own rights lookups and
         accepted claims only, never another pharmacy's."""
         since = utcnow() - timedelta(days=self.settings.provisional.rights_cache_days)
@@ -125,7 +119,7 @@ class ReceiptIssuer:
         if entry is not None:
             try:
                 answer = self.cipher.decrypt_json(
-                    entry.answer_enc, context=cache_context(
+                    entry.answer_enc, context=rights_repository.cache_context(
                         claim.finess, claim.beneficiary_hash, claim.insurer_number))
             except DecryptionError:  # its data key was shredded: no cached answer
                 answer = None
@@ -150,7 +144,7 @@ class ReceiptIssuer:
                     guarantees[line["code"]] = max(guarantees.get(line["code"], 0), percent)
         return CachedRights(True, guarantees) if accepted else None
 
-    def _issue(self, session: Session, claim: Claim, coverage: Coverage, *,
+    def _issue(self, session: UnitOfWork, claim: Claim, coverage: Coverage, *,
                audit: bool) -> Receipt:
         now = utcnow()
         expires = now + timedelta(days=self.settings.provisional.receipt_validity_days)
@@ -172,7 +166,7 @@ class ReceiptIssuer:
             basis=coverage.basis or "", status=repository.OPEN, kid=self.signer.kid,
             token=token, issued_at=now, expires_at=expires, updated_at=now,
         )
-        stage(session, receipt)
+        session.add(receipt)
         claims_repository.add_event(session, finess=claim.finess, type_="receipt.issued",
                                     claim_id=claim.id, at=now)
         if audit:  # else the caller's audit entry and log line name the receipt

@@ -6,59 +6,59 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from sqlalchemy import bindparam, func
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from gateway.storage.deferred import pending_receipts, remember
-from gateway.storage.models import Claim, Receipt, ReceiptExposure
+from gateway.storage.models import Claim, Receipt, ReceiptExposure, table_of
+from gateway.storage.unit import UnitOfWork
 
 OPEN = "provisional"
 
 
 # Core statements on the table: these run on every queued claim, on SQLite's single
 # writer, and an ORM select costs ~150 µs more than the query itself.
-_RECEIPTS = Receipt.__table__  # type: ignore[attr-defined]
+_RECEIPTS = table_of(Receipt)
 _BENEFICIARY_DAY = select(func.coalesce(func.sum(_RECEIPTS.c.amc_cents), 0)).where(
     _RECEIPTS.c.beneficiary_hash == bindparam("beneficiary_hash"),
     _RECEIPTS.c.service_date == bindparam("service_date"), _RECEIPTS.c.status != "void")
 # The same sum, for a read that runs anyway to carry as a column (bind parameters
 # `beneficiary_hash` and `service_date`): see `seed_exposure_of_beneficiary`.
 BENEFICIARY_DAY_SUM = _BENEFICIARY_DAY.scalar_subquery()
-_EXPOSURE = ReceiptExposure.__table__  # type: ignore[attr-defined]
+_EXPOSURE = table_of(ReceiptExposure)
 _OUTSTANDING = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0)).where(
     _EXPOSURE.c.finess == bindparam("finess"))
 
 
-def exposure_of_beneficiary(session: Session, nir_hash: str, service_date: date) -> int:
+def exposure_of_beneficiary(session: UnitOfWork, nir_hash: str, service_date: date) -> int:
     """AMC cents promised to this person (their NIR's keyed hash, stored in the receipts'
     `beneficiary_hash`) for this service date (void ones excepted)."""
     def stored() -> int:
         return int(session.connection().execute(_BENEFICIARY_DAY, {
             "beneficiary_hash": nir_hash, "service_date": service_date}).scalar_one())
 
-    staged = sum(r.amc_cents for r in pending_receipts(session)
+    staged = sum(r.amc_cents for r in session.staged(Receipt)
                  if r.beneficiary_hash == nir_hash and r.service_date == service_date)
-    return remember(session, ("beneficiary", nir_hash, service_date), stored) + staged
+    return session.remember(("beneficiary", nir_hash, service_date), stored) + staged
 
 
-def seed_exposure_of_beneficiary(session: Session, nir_hash: str,
+def seed_exposure_of_beneficiary(session: UnitOfWork, nir_hash: str,
                                  service_date: date, stored: int) -> None:
     """Hand over the stored sum read along with another query (`BENEFICIARY_DAY_SUM`),
     so that `exposure_of_beneficiary` in the same transaction needs no statement of its
     own: one statement fewer per queued claim on SQLite's single writer."""
-    remember(session, ("beneficiary", nir_hash, service_date), lambda: stored)
+    session.remember(("beneficiary", nir_hash, service_date), lambda: stored)
 
 
-def outstanding_of_pharmacy(session: Session, finess: str) -> int:
+def outstanding_of_pharmacy(session: UnitOfWork, finess: str) -> int:
     """AMC cents of this pharmacy's receipts still provisional: a row per operator to add,
     kept by the database (`ReceiptExposure`), plus the receipts staged and not yet inserted."""
     def stored() -> int:
         return int(session.connection().execute(_OUTSTANDING, {"finess": finess}).scalar_one())
 
-    staged = sum(r.amc_cents for r in pending_receipts(session) if r.finess == finess)
-    return remember(session, ("outstanding", finess), stored) + staged
+    staged = sum(r.amc_cents for r in session.staged(Receipt) if r.finess == finess)
+    return session.remember(("outstanding", finess), stored) + staged
 
 
-def outstanding_by_operator(session: Session, finess: str | None = None) -> dict[str, int]:
+def outstanding_by_operator(session: UnitOfWork, finess: str | None = None) -> dict[str, int]:
     """Open receipts' AMC cents per operator, for one pharmacy or all; operators owed
     nothing are left out."""
     query = select(ReceiptExposure.operator, func.sum(ReceiptExposure.outstanding_cents)).where(
@@ -69,7 +69,7 @@ def outstanding_by_operator(session: Session, finess: str | None = None) -> dict
             for op, total in session.exec(query.group_by(ReceiptExposure.operator)).all()}
 
 
-def of_claims(session: Session, claim_ids: Iterable[str]) -> dict[str, Receipt]:
+def of_claims(session: UnitOfWork, claim_ids: Iterable[str]) -> dict[str, Receipt]:
     ids = list(claim_ids)
     if not ids:
         return {}
@@ -77,12 +77,12 @@ def of_claims(session: Session, claim_ids: Iterable[str]) -> dict[str, Receipt]:
     return {row.claim_id: row for row in rows}
 
 
-def of_claim(session: Session, claim_id: str) -> Receipt | None:
+def of_claim(session: UnitOfWork, claim_id: str) -> Receipt | None:
     return session.exec(select(Receipt).where(col(Receipt.claim_id) == claim_id)).first()
 
 
 def accepted_claims_of(
-    session: Session, finess: str, beneficiary_hash: str, insurer_number: str,
+    session: UnitOfWork, finess: str, beneficiary_hash: str, insurer_number: str,
     since: datetime,
 ) -> list[Claim]:
     """This pharmacy's recent accepted claims: evidence of rights when its rights cache

@@ -7,20 +7,25 @@ import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session, col
+from sqlmodel import col
 
-from gateway.storage.models import RightsCacheEntry, RightsLookup
+from gateway.storage.models import RightsCacheEntry, RightsLookup, table_of
+from gateway.storage.unit import UnitOfWork
 
 Cell = tuple[str, str]  # (scope, period) of a budget
 PURGE_LOCK = zlib.crc32(b"rights_lookups:purge")
 
 
+def cache_context(finess: str, beneficiary_hash: str, insurer_number: str) -> str:
+    """What an entry's encryption is bound to: moved to another pharmacy's row, it opens
+    no more."""
+    return f"rights:{finess}:{beneficiary_hash}:{insurer_number}"
+
+
 def get(
-    session: Session, *, finess: str, beneficiary_hash: str, insurer_number: str,
+    session: UnitOfWork, *, finess: str, beneficiary_hash: str, insurer_number: str,
     not_before: datetime,
 ) -> RightsCacheEntry | None:
     """This pharmacy's cached answer; another pharmacy's is never read."""
@@ -33,7 +38,7 @@ def get(
 
 
 def put(
-    session: Session, *, finess: str, beneficiary_hash: str, insurer_number: str,
+    session: UnitOfWork, *, finess: str, beneficiary_hash: str, insurer_number: str,
     answer_enc: bytes, as_of: datetime, data_key_id: str | None,
 ) -> None:
     entry = session.execute(select(RightsCacheEntry).where(
@@ -50,7 +55,7 @@ def put(
 
 # --- the lookup budgets --------------------------------------------------------------
 
-_LOOKUPS = RightsLookup.__table__  # type: ignore[attr-defined]
+_LOOKUPS = table_of(RightsLookup)
 
 
 def _in_cells(cells: Iterable[Cell]) -> ColumnElement[bool]:
@@ -58,24 +63,21 @@ def _in_cells(cells: Iterable[Cell]) -> ColumnElement[bool]:
                  for scope, period in cells))
 
 
-def lock_scopes(session: Session, scopes: Sequence[str]) -> None:
+def lock_scopes(session: UnitOfWork, scopes: Sequence[str]) -> None:
     """PostgreSQL: one counter at a time per scope, in a fixed order (no deadlock), until
     the transaction ends; SQLite's IMMEDIATE transaction already serialises."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
     for scope in sorted(scopes):
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                        {"k": zlib.crc32(f"rights_lookups:{scope}".encode())})
+        session.lock(f"rights_lookups:{scope}")
 
 
-def counted_in(session: Session, *, subject: str, cells: Sequence[Cell]) -> set[Cell]:
+def counted_in(session: UnitOfWork, *, subject: str, cells: Sequence[Cell]) -> set[Cell]:
     """The cells that already count this person."""
     rows = session.execute(select(_LOOKUPS.c.scope, _LOOKUPS.c.period).where(
         _LOOKUPS.c.subject == subject, _in_cells(cells))).all()
     return {(row.scope, row.period) for row in rows}
 
 
-def counts(session: Session, *, cells: Sequence[Cell]) -> dict[Cell, int]:
+def counts(session: UnitOfWork, *, cells: Sequence[Cell]) -> dict[Cell, int]:
     """Distinct people counted in each cell (absent: none)."""
     rows = session.execute(
         select(_LOOKUPS.c.scope, _LOOKUPS.c.period, func.count())
@@ -83,24 +85,21 @@ def counts(session: Session, *, cells: Sequence[Cell]) -> dict[Cell, int]:
     return {(scope, period): int(count) for scope, period, count in rows}
 
 
-def count_in(session: Session, *, subject: str, cells: Sequence[Cell]) -> None:
+def count_in(session: UnitOfWork, *, subject: str, cells: Sequence[Cell]) -> None:
     """Insert if absent: a person already counted in a cell is not counted twice."""
     values = [{"scope": scope, "period": period, "subject": subject} for scope, period in cells]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(_LOOKUPS).values(values).on_conflict_do_nothing())
+    session.execute(session.insert(_LOOKUPS).values(values).on_conflict_do_nothing())
 
 
-def forget_before(session: Session, day: str) -> None:
+def forget_before(session: UnitOfWork, day: str) -> None:
     """Delete the cells of the days before `day` (hours sort after their day's label, so
     an hour label `YYYY-MM-DDTHH` of an earlier day is below it too). On PostgreSQL one
     instance at a time; the others skip it this time."""
-    if session.get_bind().dialect.name == "postgresql" and not session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PURGE_LOCK}).scalar_one():
+    if not session.try_lock(PURGE_LOCK):
         return
     session.execute(delete(_LOOKUPS).where(_LOOKUPS.c.period < day))
 
 
-def forget_scopes(session: Session, scopes: Sequence[str]) -> None:
+def forget_scopes(session: UnitOfWork, scopes: Sequence[str]) -> None:
     """Start these budgets afresh (a lifted suspension)."""
     session.execute(delete(_LOOKUPS).where(_LOOKUPS.c.scope.in_(scopes)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import structlog
-from sqlmodel import Session
 
 from adapters.base import OperatorRejected, OperatorUnavailable, RightsRequest
 from gateway.claims.operator_texts import refusal_detail
@@ -18,14 +17,9 @@ from gateway.security import abuse
 from gateway.security.apikeys import Principal
 from gateway.security.crypto import DecryptionError
 from gateway.storage.models import utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
-
-
-def cache_context(finess: str, beneficiary_hash: str, insurer_number: str) -> str:
-    """What an entry's encryption is bound to: moved to another pharmacy's row, it opens
-    no more."""
-    return f"rights:{finess}:{beneficiary_hash}:{insurer_number}"
 
 
 async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) -> RightsPublic:
@@ -40,7 +34,7 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
     finess = principal.finess or ""
     beneficiary_hash = ctx.cipher.index(*request.beneficiary.index_parts)
     insurer = request.amc.insurer_number
-    context = cache_context(finess, beneficiary_hash, insurer)
+    context = repository.cache_context(finess, beneficiary_hash, insurer)
     wire = RightsRequest(body=request.model_dump(mode="json", by_alias=True))
     try:
         answer = await operator.guard.call(lambda: operator.adapter.check_rights(wire),
@@ -62,7 +56,7 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
                           valid_to=answer.valid_to, guarantees=answer.guarantees)
     plain = public.model_dump(mode="json")
 
-    def remember(session: Session) -> None:
+    def remember(session: UnitOfWork) -> None:
         # Encrypted inside the write: a new month's data key commits with the entry.
         answer_enc = ctx.cipher.encrypt_json(plain, context=context, scope=f"rights:{now:%Y-%m}")
         repository.put(session, finess=finess, beneficiary_hash=beneficiary_hash,
@@ -77,7 +71,7 @@ async def check(*, ctx: AppContext, request: RightsCheck, principal: Principal) 
 
 async def _charge(ctx: AppContext, principal: Principal, nir_hash: str, operator: str) -> None:
     """Count the person in the budgets; over one, the lookup stops here (429, audited)."""
-    def charge(session: Session) -> abuse.Refusal | None:
+    def charge(session: UnitOfWork) -> abuse.Refusal | None:
         refusal = abuse.admit(session, principal=principal, subject=nir_hash,
                               limits=ctx.settings.limits, credentials=ctx.credentials,
                               audit_log=ctx.audit_log)

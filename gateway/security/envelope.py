@@ -39,18 +39,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from gateway.security.crypto import DecryptionError, key_id
 from gateway.security.keyring import KeyRing
 from gateway.storage.db import Database
-from gateway.storage.models import DataKey, utcnow
+from gateway.storage.models import DataKey, table_of, utcnow
+from gateway.storage.unit import UnitOfWork
 
 T = TypeVar("T")
 WRAP_NONCE_BYTES = 12
 RECHECK_S = 300.0
 CURRENT_RECHECK_S = 5.0  # at most this long after a rotation, new records use a retired DEK
-DATA_KEYS = DataKey.__table__  # type: ignore[attr-defined]
+DATA_KEYS = table_of(DataKey)
 
 
 def master_kid(master: bytes) -> str:
@@ -94,7 +95,7 @@ class MasterKeys:
             raise DecryptionError(f"data key {dek_id} altered") from exc
 
 
-def rewrap_data_keys(session: Session, keyring: KeyRing) -> int:
+def rewrap_data_keys(session: UnitOfWork, keyring: KeyRing) -> int:
     """Re-wrap every live DEK not yet under the current master; records stay as they are."""
     masters = MasterKeys(keyring)
     rows = session.scalars(select(DataKey).where(
@@ -108,25 +109,23 @@ def rewrap_data_keys(session: Session, keyring: KeyRing) -> int:
     return len(rows)
 
 
-def retire_data_keys(session: Session, *, now: datetime) -> int:
+def retire_data_keys(session: UnitOfWork, *, now: datetime) -> int:
     """Retire every live DEK: still decrypts, never encrypts again (new records get new DEKs)."""
-    result = session.execute(
+    return session.changed(
         update(DataKey).where(col(DataKey.wrapped).is_not(None), col(DataKey.retired_at).is_(None))
         .values(retired_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def shred(session: Session, dek_ids: Iterable[str], *, now: datetime) -> int:
+def shred(session: UnitOfWork, dek_ids: Iterable[str], *, now: datetime) -> int:
     """Erase the wrapped keys: what they encrypted can no longer be read by anyone."""
     ids = list(dek_ids)
     if not ids:
         return 0
-    result = session.execute(
+    return session.changed(
         update(DataKey).where(col(DataKey.id).in_(ids), col(DataKey.wrapped).is_not(None))
         .values(wrapped=None, shredded_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

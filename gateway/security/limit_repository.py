@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
 
-from gateway.storage.models import LongPollSlot, RateWindow
+from gateway.storage.models import LongPollSlot, RateWindow, table_of
+from gateway.storage.unit import UnitOfWork
 
-_WINDOWS = RateWindow.__table__  # type: ignore[attr-defined]
-_SLOTS = LongPollSlot.__table__  # type: ignore[attr-defined]
+_WINDOWS = table_of(RateWindow)
+_SLOTS = table_of(LongPollSlot)
 IN_CHUNK = 500  # buckets per `IN (...)`: far under every backend's parameter limit
 
 Hit = tuple[str, int, int]  # bucket, slot start (epoch s), requests
 
 
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
-def add_hits(session: Session, hits: Sequence[Hit], buckets: Collection[str],
+def add_hits(session: UnitOfWork, hits: Sequence[Hit], buckets: Collection[str],
              since: int) -> dict[str, dict[int, int]]:
     """Add these requests to their slots; every instance's count per slot of these buckets
     from `since` on; slots (and long-poll slots) long gone are deleted on the way."""
     if hits:
-        insert = _insert(session, _WINDOWS)
+        insert = session.insert(_WINDOWS)
         session.execute(insert.on_conflict_do_update(
             index_elements=["bucket", "window_start"],
             set_={"hits": _WINDOWS.c.hits + insert.excluded.hits},
@@ -46,11 +39,11 @@ def add_hits(session: Session, hits: Sequence[Hit], buckets: Collection[str],
     return totals
 
 
-def take_slot(session: Session, bucket: str, *, limit: int, holder: str, now: float,
+def take_slot(session: UnitOfWork, bucket: str, *, limit: int, holder: str, now: float,
               expires_at: float) -> bool:
     """Take a free or expired slot among the bucket's `limit`; False when all are held.
     Each attempt is one atomic upsert, so concurrent instances never share a slot."""
-    insert = _insert(session, _SLOTS)
+    insert = session.insert(_SLOTS)
     for slot in range(limit):
         taken = session.execute(insert.values(
             bucket=bucket, slot=slot, holder=holder, expires_at=expires_at,
@@ -64,5 +57,5 @@ def take_slot(session: Session, bucket: str, *, limit: int, holder: str, now: fl
     return False
 
 
-def give_slot(session: Session, bucket: str, holder: str) -> None:
+def give_slot(session: UnitOfWork, bucket: str, holder: str) -> None:
     session.execute(delete(_SLOTS).where(_SLOTS.c.bucket == bucket, _SLOTS.c.holder == holder))

@@ -27,14 +27,22 @@ from typing import Any
 
 from sqlalchemy import Table, and_, func, or_, select, text, update
 from sqlalchemy.engine import Row
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from gateway.claims.payload import payload_context
-from gateway.rights.service import cache_context
+from gateway.rights.repository import cache_context
 from gateway.security.crypto import BLOB_VERSION, Cipher, DecryptionError
 from gateway.security.envelope import CURRENT_RECHECK_S
 from gateway.storage.db import Database, is_sqlite
-from gateway.storage.models import Claim, DataKey, RightsCacheEntry, User, utcnow
+from gateway.storage.models import (
+    Claim,
+    DataKey,
+    RightsCacheEntry,
+    User,
+    table_of,
+    utcnow,
+)
+from gateway.storage.unit import UnitOfWork
 
 SETTLE_S = 3 * CURRENT_RECHECK_S  # every running instance has stopped using retired DEKs
 BATCH = 200
@@ -56,17 +64,16 @@ class EncryptedColumn:
 
 ENCRYPTED_COLUMNS = (
     EncryptedColumn(
-        "claims.payload_enc", Claim.__table__, "payload_enc",  # type: ignore[attr-defined]
+        "claims.payload_enc", table_of(Claim), "payload_enc",
         lambda row: payload_context(row.id),
         lambda row: f"claims:{row.finess}:{row.created_at:%Y-%m}", ("finess", "created_at")),
     EncryptedColumn(
-        "rights_cache.answer_enc", RightsCacheEntry.__table__,  # type: ignore[attr-defined]
-        "answer_enc",
+        "rights_cache.answer_enc", table_of(RightsCacheEntry), "answer_enc",
         lambda row: cache_context(row.finess, row.beneficiary_hash, row.insurer_number),
         lambda row: f"rights:{row.as_of:%Y-%m}",
         ("finess", "beneficiary_hash", "insurer_number", "as_of")),
     EncryptedColumn(
-        "users.profile_enc", User.__table__, "profile_enc",  # type: ignore[attr-defined]
+        "users.profile_enc", table_of(User), "profile_enc",
         lambda row: f"user:{row.id}", None, ()),
 )
 
@@ -90,14 +97,14 @@ class Batch:
     tally: Tally
 
 
-def retired_keys(session: Session) -> dict[str, str]:
+def retired_keys(session: UnitOfWork) -> dict[str, str]:
     """Live retired DEKs: id -> scope."""
-    rows = session.execute(select(DataKey.id, DataKey.scope).where(
+    rows = session.execute(select(col(DataKey.id), col(DataKey.scope)).where(
         col(DataKey.retired_at).is_not(None), col(DataKey.wrapped).is_not(None))).all()
     return {row.id: row.scope for row in rows}
 
 
-def last_retirement(session: Session) -> datetime | None:
+def last_retirement(session: UnitOfWork) -> datetime | None:
     return session.execute(select(func.max(DataKey.retired_at)).where(
         col(DataKey.wrapped).is_not(None))).scalar_one_or_none()
 
@@ -117,7 +124,7 @@ def reencrypt_batch(db: Database, cipher: Cipher, column: EncryptedColumn,
     """One short transaction: up to `size` rows after `after`, in id order."""
     table = column.table
 
-    def work(session: Session) -> Batch:
+    def work(session: UnitOfWork) -> Batch:
         sqlite = is_sqlite(db.url)
         if sqlite:  # the old ciphertext must not linger in free pages
             session.execute(text("PRAGMA secure_delete=ON"))
@@ -136,8 +143,8 @@ def reencrypt_batch(db: Database, cipher: Cipher, column: EncryptedColumn,
     return db.write_now(work)
 
 
-def _move(session: Session, cipher: Cipher, column: EncryptedColumn, retired: dict[str, str],
-          row: Row[Any], tally: Tally) -> None:
+def _move(session: UnitOfWork, cipher: Cipher, column: EncryptedColumn, retired: dict[str, str],
+          row: Row[*tuple[Any, ...]], tally: Tally) -> None:
     blob: bytes = row[1]
     dek_id = cipher.data_key_of(blob)
     if (dek_id is not None and dek_id not in retired) or cipher.on_current_master(blob):
@@ -159,9 +166,8 @@ def _move(session: Session, cipher: Cipher, column: EncryptedColumn, retired: di
     values: dict[str, Any] = {column.blob: fresh}
     if column.legacy_scope is not None:
         values["data_key_id"] = cipher.data_key_of(fresh)
-    done = session.execute(update(table).where(
-        table.c.id == row.id, table.c[column.blob] == blob).values(values))
-    if done.rowcount:  # type: ignore[attr-defined]
+    if session.changed(update(table).where(
+            table.c.id == row.id, table.c[column.blob] == blob).values(values)):
         tally.reencrypted += 1
     else:
         tally.skipped += 1  # the gateway rewrote or purged it meanwhile

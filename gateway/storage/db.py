@@ -1,8 +1,9 @@
 """Engines and units of work: SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL.
 
-Each unit of work is a plain function over a synchronous `Session`, run whole in a
-worker thread: one thread hop per transaction instead of one per statement keeps
-the event loop free and the claim path fast.
+Each unit of work is a plain function over a synchronous `UnitOfWork` (an ORM
+session, `gateway.storage.unit`), run whole in a worker thread: one thread hop per
+transaction instead of one per statement keeps the event loop free and the claim path
+fast.
 
 SQLite's driver opens transactions lazily and in DEFERRED mode; a transaction that
 reads then writes would then fail at once with SQLITE_BUSY, ignoring the busy
@@ -14,10 +15,10 @@ while a commit is under way run together in the next transaction, each in its
 own savepoint (one failing does not undo the others), and share one durable
 commit. A caller still gets its answer only once its work is committed.
 
-A work written with `deferred=True` stages its new rows (`gateway.storage.deferred`)
-instead of flushing them through the ORM: such works need no savepoint (they
-write nothing until the buffer is flushed), and their rows go in together, before
-the next ordinary work and before commit. If that insert fails, every work whose
+A work run with `deferred=True` stages its new rows (`gateway.storage.deferred`: its
+unit of work's `add` does it) instead of flushing them through the ORM: such works need
+no savepoint (they write nothing until the buffer is flushed), and their rows go in
+together, before the next ordinary work and before commit. If that insert fails, every work whose
 rows it held fails with it, and nothing else does.
 """
 
@@ -25,25 +26,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
 
-from gateway.storage.deferred import KEY as DEFERRED_KEY
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
+from gateway.storage.unit import UnitOfWork
 
 T = TypeVar("T")
-Work = Callable[[Session], Any]
+Work = Callable[[UnitOfWork], Any]
 MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -120,9 +121,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self._writers = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+        self._writers = sessionmaker(self.engine, class_=UnitOfWork, expire_on_commit=False)
         self._reader_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._readers = sessionmaker(self._reader_engine, class_=Session, expire_on_commit=False)
+        self._readers = sessionmaker(self._reader_engine, class_=UnitOfWork, expire_on_commit=False)
         self._grouped = is_sqlite(url)
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -153,18 +154,12 @@ class Database:
         if writes:
             self.health.wrote()
 
-    @property
-    def writes_one_at_a_time(self) -> bool:
-        """SQLite: a write transaction holds the database's write lock from its BEGIN
-        (IMMEDIATE), so whatever it reads stays true until it commits."""
-        return self._grouped
-
-    def write_now(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
+    def write_now(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False) -> T:
         """Run `work` in one committed transaction, in this thread."""
         with self._guarded(writes=True), self._writers() as session, session.begin():
             if not deferred:
                 return work(session)
-            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            buffer = session.staging = DeferredRows()
             try:
                 result = _run_deferred(buffer, work, session)
             except FlushFirst:
@@ -174,11 +169,11 @@ class Database:
             buffer.flush(session)
             return result
 
-    def read_now(self, work: Callable[[Session], T]) -> T:
+    def read_now(self, work: Callable[[UnitOfWork], T]) -> T:
         with self._guarded(writes=False), self._readers() as session, session.begin():
             return work(session)
 
-    async def write(self, work: Callable[[Session], T], *, deferred: bool = False) -> T:
+    async def write(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False) -> T:
         """Run `work` in a committed transaction, off the event loop; `deferred`: its new
         rows are staged (see the module doc)."""
         if not self._grouped:
@@ -218,9 +213,10 @@ class Database:
         outcomes: list[tuple[bool, Any]] = []
         held: list[int] = []  # outcomes of deferred works whose rows wait in the buffer
         with self._writers() as session, session.begin():
-            raw = session.connection().connection.dbapi_connection
+            # grouped writes are SQLite's alone: the driver's connection is a sqlite3 one
+            raw = cast(sqlite3.Connection, session.connection().connection.dbapi_connection)
             changes_before = raw.total_changes
-            buffer = session.info[DEFERRED_KEY] = DeferredRows()
+            buffer = session.staging = DeferredRows()
             for work, deferred in works:
                 if deferred:
                     mark = buffer.mark()
@@ -259,7 +255,7 @@ class Database:
     async def read_connection(self, work: Callable[[Connection], T]) -> T:
         return await anyio.to_thread.run_sync(partial(self.read_connection_now, work))
 
-    async def read(self, work: Callable[[Session], T]) -> T:
+    async def read(self, work: Callable[[UnitOfWork], T]) -> T:
         return await anyio.to_thread.run_sync(partial(self.read_now, work))
 
     async def ping(self) -> None:
@@ -269,7 +265,8 @@ class Database:
         await anyio.to_thread.run_sync(self.engine.dispose)
 
 
-def _run_deferred(buffer: DeferredRows, work: Callable[[Session], T], session: Session) -> T:
+def _run_deferred(buffer: DeferredRows, work: Callable[[UnitOfWork], T],
+                  session: UnitOfWork) -> T:
     buffer.active = True
     try:
         return work(session)
@@ -283,7 +280,7 @@ def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
         raise error
 
 
-def _flush_staged(session: Session, buffer: DeferredRows, held: list[int],
+def _flush_staged(session: UnitOfWork, buffer: DeferredRows, held: list[int],
                   outcomes: list[tuple[bool, Any]]) -> Exception | None:
     """Insert the staged rows in a savepoint; if that fails, so do the works they came
     from (the failure is returned)."""

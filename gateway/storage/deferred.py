@@ -7,29 +7,30 @@ run with `deferred=True` stages its new rows here instead; they are inserted wit
 one `executemany` per table before the next ordinary work of the transaction runs,
 and always before commit, so the outcome is the same as `session.add`.
 
-The few reads such a work makes about rows it may have staged itself (duplicate
-check, exposure sums, the audit chain's head) look here first: `pending_claims`,
-`pending_receipts`, `last_audit_entry`. Reads whose answer cannot change while
-rows are staged are kept for the life of the buffer (`remember`).
+Repositories never see this buffer: they `add` rows to their unit of work and ask it
+for what it `staged` (`gateway.storage.unit`). The few reads about rows a work may have
+staged itself (duplicate check, exposure sums, the audit chain's head) ask both. Reads
+whose answer cannot change while rows are staged are kept for the life of the buffer
+(`remember`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, inspect
+from sqlalchemy import Table
 from sqlmodel import Session, SQLModel
 
-from gateway.storage.models import AuditEntry, Claim, Receipt
+from gateway.storage.models import table_of
 
 T = TypeVar("T")
-KEY = "deferred_rows"
 
 
 class FlushFirst(Exception):  # noqa: N818 - a signal to the runner, not an error
-    """The work needs rows staged earlier in its transaction to be in the database."""
+    """The work needs rows staged earlier in its transaction to be in the database
+    (raised by `UnitOfWork.require_flushed`, caught by `Database`'s runner)."""
 
 
 class DeferredRows:
@@ -62,10 +63,10 @@ class DeferredRows:
         """`read()` once per buffer life: for answers only a flushed work could change."""
         if key not in self._remembered:
             self._remembered[key] = read()
-        return self._remembered[key]  # type: ignore[no-any-return]
+        return cast(T, self._remembered[key])  # what `read` returned for this key
 
     def of_type(self, kind: type[T]) -> list[T]:
-        return self._by_type.get(kind, [])  # type: ignore[return-value]
+        return cast(list[T], self._by_type.get(kind, []))  # filed by type in `add`
 
     def flush(self, session: Session) -> None:
         """Insert every staged row, parents before children, one executemany per run of
@@ -74,7 +75,7 @@ class DeferredRows:
         self._remembered.clear()
         by_table: dict[str, list[dict[str, Any]]] = {}
         for row in staged:
-            table = row.__table__  # type: ignore[attr-defined]
+            table = table_of(type(row))
             columns, keys = _columns_of(table)
             state = row.__dict__  # what the ORM itself reads at insert; no attribute events
             values = {column: state.get(column) for column in columns}
@@ -105,39 +106,3 @@ def _same_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         run.append(values)
     if run:
         yield run
-
-
-def buffer_of(session: Session) -> DeferredRows | None:
-    """The active buffer of this session's transaction, or None outside a deferred work."""
-    buffer: DeferredRows | None = session.info.get(KEY)
-    return buffer if buffer is not None and buffer.active else None
-
-
-def stage(session: Session, row: SQLModel) -> None:
-    """`session.add(row)`, held back while a deferred work runs and the row is new."""
-    buffer = buffer_of(session)
-    if buffer is None or inspect(row).persistent:
-        session.add(row)
-    else:
-        buffer.add(row)
-
-
-def pending_claims(session: Session) -> list[Claim]:
-    buffer = buffer_of(session)
-    return buffer.of_type(Claim) if buffer else []
-
-
-def pending_receipts(session: Session) -> list[Receipt]:
-    buffer = buffer_of(session)
-    return buffer.of_type(Receipt) if buffer else []
-
-
-def last_audit_entry(session: Session) -> AuditEntry | None:
-    buffer = buffer_of(session)
-    entries = buffer.of_type(AuditEntry) if buffer else []
-    return entries[-1] if entries else None
-
-
-def remember(session: Session, key: tuple[Any, ...], read: Callable[[], T]) -> T:
-    buffer = buffer_of(session)
-    return buffer.remember(key, read) if buffer else read()

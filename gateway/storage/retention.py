@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import anyio.to_thread
 import structlog
 from sqlalchemy import delete, select, text, update
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from gateway.audit.trail import SYSTEM, AuditLog
 from gateway.context import AppContext
@@ -40,6 +41,7 @@ from gateway.storage.models import (
     RightsLookup,
     utcnow,
 )
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 PURGEABLE_STATUSES = ("accepted", "rejected", "cancelled", "failed")
@@ -53,6 +55,12 @@ FIRST_RUN_S = 60.0
 EVERY_S = 3600.0
 
 
+class PurgeCounts(TypedDict):
+    claims: int
+    rights_cache: int
+    data_keys: int
+
+
 @dataclass(frozen=True, slots=True)
 class PurgeReport:
     claims: int
@@ -60,34 +68,31 @@ class PurgeReport:
     data_keys: int
     shredded: tuple[str, ...] = ()
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> PurgeCounts:
         return {"claims": self.claims, "rights_cache": self.rights_cache,
                 "data_keys": self.data_keys}
 
 
 def purge(
-    session: Session, *, now: datetime, retention_days: int, rights_cache_days: int
+    session: UnitOfWork, *, now: datetime, retention_days: int, rights_cache_days: int
 ) -> PurgeReport:
     """Purge what the policy says, in the caller's transaction; return the counts."""
-    dialect = session.bind.dialect.name if session.bind is not None else ""
-    if dialect == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PURGE_LOCK})
-    if dialect == "sqlite":
+    session.lock(PURGE_LOCK)
+    if session.serialized:  # SQLite: purged rows are overwritten on disk
         session.execute(text("PRAGMA secure_delete=ON"))
     claims = _purge_claims(session, cutoff=now - timedelta(days=retention_days), now=now)
-    rights = session.execute(delete(RightsCacheEntry).where(
+    rights = session.changed(delete(RightsCacheEntry).where(
         col(RightsCacheEntry.as_of) < now - timedelta(days=rights_cache_days)))
     _purge_login_bookkeeping(session, now)
     unused = _unused_data_keys(session, now)
     shredded = shred(session, unused, now=now)
-    if dialect == "sqlite":
+    if session.serialized:
         session.execute(text("PRAGMA secure_delete=OFF"))
-    return PurgeReport(claims, int(rights.rowcount or 0), shredded,  # type: ignore[attr-defined]
-                       tuple(unused))
+    return PurgeReport(claims, rights, shredded, tuple(unused))
 
 
-def _purge_claims(session: Session, *, cutoff: datetime, now: datetime) -> int:
-    rows = session.execute(select(Claim.id, Claim.status).where(
+def _purge_claims(session: UnitOfWork, *, cutoff: datetime, now: datetime) -> int:
+    rows = session.execute(select(col(Claim.id), col(Claim.status)).where(
         col(Claim.status).in_(PURGEABLE_STATUSES), col(Claim.updated_at) < cutoff,
         col(Claim.purged_at).is_(None), col(Claim.cancellation_pending).is_(False),
     )).all()
@@ -110,7 +115,7 @@ def _purge_claims(session: Session, *, cutoff: datetime, now: datetime) -> int:
     return len(rows)
 
 
-def _purge_login_bookkeeping(session: Session, now: datetime) -> None:
+def _purge_login_bookkeeping(session: UnitOfWork, now: datetime) -> None:
     """Login windows, console sessions and rights-budget cells long over: one row per
     address or person ever seen would otherwise grow without end (an attacker rotating
     addresses makes it grow fast), even once lookups stop."""
@@ -122,15 +127,15 @@ def _purge_login_bookkeeping(session: Session, now: datetime) -> None:
         | (col(ConsoleSession.created_at) < now - SESSIONS_KEPT)))
 
 
-def _unused_data_keys(session: Session, now: datetime, *, retired_before: datetime | None = None,
+def _unused_data_keys(session: UnitOfWork, now: datetime, *, retired_before: datetime | None = None,
                       retired_only: bool = False) -> list[str]:
     """Live data keys no record refers to, whose month is over or that were retired (before
     `retired_before`, by default RETIRED_GRACE ago): no new record will use them."""
-    by_claims = select(Claim.data_key_id).where(col(Claim.data_key_id).is_not(None))
-    by_rights = select(RightsCacheEntry.data_key_id).where(
+    by_claims = select(col(Claim.data_key_id)).where(col(Claim.data_key_id).is_not(None))
+    by_rights = select(col(RightsCacheEntry.data_key_id)).where(
         col(RightsCacheEntry.data_key_id).is_not(None))
-    rows = session.execute(select(DataKey.id, DataKey.scope, DataKey.created_at,
-                                  DataKey.retired_at).where(
+    rows = session.execute(select(col(DataKey.id), col(DataKey.scope), col(DataKey.created_at),
+                                  col(DataKey.retired_at)).where(
         col(DataKey.wrapped).is_not(None),
         col(DataKey.id).not_in(by_claims), col(DataKey.id).not_in(by_rights),
     )).all()
@@ -140,15 +145,14 @@ def _unused_data_keys(session: Session, now: datetime, *, retired_before: dateti
             or (not retired_only and month_over(row.scope, row.created_at, now))]
 
 
-def shred_retired(session: Session, *, now: datetime, retired_before: datetime) -> list[str]:
+def shred_retired(session: UnitOfWork, *, now: datetime, retired_before: datetime) -> list[str]:
     """After a re-encryption: shred the DEKs retired before `retired_before` that no record
     uses any more (securely erased on SQLite, as by the purge)."""
-    sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
-    if sqlite:
+    if session.serialized:  # SQLite
         session.execute(text("PRAGMA secure_delete=ON"))
     unused = _unused_data_keys(session, now, retired_before=retired_before, retired_only=True)
     shred(session, unused, now=now)
-    if sqlite:
+    if session.serialized:
         session.execute(text("PRAGMA secure_delete=OFF"))
     return unused
 
@@ -165,7 +169,7 @@ def month_over(scope: str, created_at: datetime, now: datetime) -> bool:
 
 
 def purge_audited(
-    session: Session, settings: Settings, *, now: datetime, actor: Principal,
+    session: UnitOfWork, settings: Settings, *, now: datetime, actor: Principal,
     audit_log: AuditLog, audit_empty: bool = True,
 ) -> PurgeReport:
     """The policy of these settings, audited in the same transaction."""

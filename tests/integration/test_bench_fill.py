@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
-from sqlmodel import Session
 
 from gateway.claims.payload import payload_context
 from gateway.security.crypto import Cipher
@@ -15,6 +14,7 @@ from gateway.security.keyring import load_keyring
 from gateway.settings import load_settings
 from gateway.storage.migrate import upgrade
 from gateway.storage.models import Claim, ClaimHistory, Event
+from gateway.storage.unit import UnitOfWork
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -32,7 +32,7 @@ def test_the_drain_benchmark_fills_a_queue_the_gateway_can_send(tmp_path: Path,
 
     cipher = Cipher(load_keyring(load_settings(config)))
     engine = create_engine(url)
-    with Session(engine) as session:
+    with UnitOfWork(engine) as session:
         claims = session.exec(select(Claim)).scalars().all()
         assert [c.status for c in claims] == ["queued"] * 3
         assert {c.operator for c in claims} == {"opera"}

@@ -7,12 +7,12 @@ from datetime import date, timedelta
 
 from alembic import command
 from sqlalchemy import Connection, create_engine, delete, func, inspect, select, update
-from sqlmodel import Session
 
 from gateway.receipts import repository
 from gateway.storage.db import sync_url
 from gateway.storage.migrate import alembic_config
 from gateway.storage.models import Claim, Receipt, utcnow
+from gateway.storage.unit import UnitOfWork
 
 NOW = utcnow()
 CLAIMS, RECEIPTS = Claim.__table__, Receipt.__table__  # type: ignore[attr-defined]
@@ -48,7 +48,7 @@ def add_receipts(connection: Connection, issued: list[tuple[str, str, int, str]]
 
 def kept(connection: Connection) -> dict[str, dict[str, int]]:
     """What the cap and the exposure endpoint read, per pharmacy."""
-    with Session(bind=connection) as session:
+    with UnitOfWork(bind=connection) as session:
         return {finess: repository.outstanding_by_operator(session, finess)
                 for finess in ("330001231", "690000880")}
 
@@ -74,7 +74,7 @@ def test_every_change_of_a_receipt_moves_the_outstanding_total(database_url: str
         add_receipts(connection, ISSUED)
         assert kept(connection) == {"330001231": {"opera": 3_750, "santex": 700},
                                     "690000880": {"opera": 4_000}}
-        with Session(bind=connection) as session:
+        with UnitOfWork(bind=connection) as session:
             assert repository.outstanding_of_pharmacy(session, "330001231") == 4_450
         steps = [
             lambda: set_receipt(connection, 0, status="honored"),    # the operator accepted

@@ -12,13 +12,13 @@ import asyncio
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import col, func, select
 
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository
 from gateway.storage.db import Database
-from gateway.storage.deferred import stage
 from gateway.storage.models import AuditEntry, Claim, Event, utcnow
+from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.anyio
 
@@ -31,8 +31,8 @@ async def database(database_url, anyio_backend):
 
 
 def staging(event_id: str, *, fail: bool = False):
-    def work(session: Session) -> str:
-        stage(session, Event(event_id=event_id, finess="330001231", type="claim.queued",
+    def work(session: UnitOfWork) -> str:
+        session.add(Event(event_id=event_id, finess="330001231", type="claim.queued",
                              claim_id=None, at=utcnow()))
         if fail:
             raise ValueError("this work changed its mind")
@@ -41,7 +41,7 @@ def staging(event_id: str, *, fail: bool = False):
     return work
 
 
-def event_ids(session: Session) -> list[str]:
+def event_ids(session: UnitOfWork) -> list[str]:
     return list(session.exec(select(Event.event_id).order_by(col(Event.id))).all())
 
 
@@ -71,7 +71,7 @@ async def test_a_failing_deferred_work_leaves_nothing_and_spares_the_others(data
 async def test_an_ordinary_work_sees_rows_staged_before_it(database):
     if not database.url.startswith("sqlite"):
         pytest.skip("only SQLite runs several works in one transaction")
-    def count(session: Session) -> int:
+    def count(session: UnitOfWork) -> int:
         return int(session.exec(select(func.count()).select_from(Event)).one())
 
     answers = await asyncio.gather(
@@ -83,7 +83,7 @@ async def test_an_ordinary_work_sees_rows_staged_before_it(database):
 
 
 async def test_a_failed_insert_fails_the_works_it_held_and_no_other(database):
-    def ordinary(session: Session) -> str:
+    def ordinary(session: UnitOfWork) -> str:
         session.add(Event(event_id="evt_ordinary", finess="330001231", type="claim.queued",
                           claim_id=None, at=utcnow()))
         return "ordinary"
@@ -107,7 +107,7 @@ async def test_a_failed_insert_fails_the_works_it_held_and_no_other(database):
 async def test_the_audit_chain_stays_whole_across_deferred_and_ordinary_appends(database):
     log = AuditLog(b"k" * 32)
 
-    def append(session: Session) -> int:
+    def append(session: UnitOfWork) -> int:
         return log.system(session, "test.append").id or 0
 
     answers = await asyncio.gather(*(
@@ -132,11 +132,11 @@ async def test_a_duplicate_of_a_staged_claim_is_found(database):
     if not database.url.startswith("sqlite"):
         pytest.skip("only SQLite runs several works in one transaction")
 
-    def store(session: Session) -> str:
-        stage(session, a_claim("D1"))
+    def store(session: UnitOfWork) -> str:
+        session.add(a_claim("D1"))
         return "stored"
 
-    def look(session: Session) -> list[str]:
+    def look(session: UnitOfWork) -> list[str]:
         return [c.id for c in repository.find_duplicate(
             session, finess="330001231", invoice_number="D1", idempotency_key=None)]
 
@@ -150,7 +150,7 @@ async def test_a_work_whose_savepoint_fails_on_release_has_one_outcome(database)
     released, after it returned: that failure is its only outcome, and the works
     grouped with it still get their own answers (the group once had more outcomes than
     works, and the flusher failed every caller)."""
-    def clashing(session: Session) -> str:
+    def clashing(session: UnitOfWork) -> str:
         session.add(Event(event_id="evt_same", finess="330001231", type="claim.queued",
                           claim_id=None, at=utcnow()))
         return "returned"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import create_engine, event
-from sqlmodel import Session
 
 from gateway.receipts import repository
+from gateway.storage.unit import UnitOfWork
 
 
 def plans(sqlite_url: str) -> list[str]:
@@ -20,7 +20,7 @@ def plans(sqlite_url: str) -> list[str]:
     def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         sent.append((statement, parameters))
 
-    with Session(engine) as session:
+    with UnitOfWork(engine) as session:
         repository.exposure_of_beneficiary(session, "b" * 64, date(2026, 11, 29))
         repository.outstanding_of_pharmacy(session, "330001231")
         cursor = session.connection().connection.driver_connection.cursor()

@@ -9,11 +9,11 @@ from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import inspect
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from gateway.storage.db import Database
-from gateway.storage.deferred import stage
 from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Receipt, new_row, utcnow
+from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.anyio
 
@@ -81,15 +81,15 @@ async def database(database_url, anyio_backend):
 async def test_stored_and_read_back(database, deferred: bool) -> None:
     claim_id = f"clm_{'d' if deferred else 'a'}"
 
-    def store(session: Session) -> None:
-        stage(session, new_row(Claim, **claim_values(claim_id)))
-        stage(session, new_row(Receipt, **receipt_values(claim_id)))
-        stage(session, new_row(ClaimHistory, claim_id=claim_id, status="queued", at=NOW,
+    def store(session: UnitOfWork) -> None:
+        session.add(new_row(Claim, **claim_values(claim_id)))
+        session.add(new_row(Receipt, **receipt_values(claim_id)))
+        session.add(new_row(ClaimHistory, claim_id=claim_id, status="queued", at=NOW,
                                detail="received"))
 
     await database.write(store, deferred=deferred)
 
-    def read(session: Session) -> tuple[Claim, Receipt, ClaimHistory]:
+    def read(session: UnitOfWork) -> tuple[Claim, Receipt, ClaimHistory]:
         return (session.get(Claim, claim_id),
                 session.exec(select(Receipt).where(Receipt.claim_id == claim_id)).one(),
                 session.exec(select(ClaimHistory).where(ClaimHistory.claim_id == claim_id)).one())

@@ -1,0 +1,103 @@
+"""The unit of work every repository receives: an ORM session that knows how it writes.
+
+A unit of work is a function of one `UnitOfWork`, run whole in one transaction by
+`Database.read`/`Database.write`. Repositories use it like any SQLModel session:
+`add` a new row, query, update. What differs is hidden here, so that the fast path is
+the obvious one:
+
+- A write run with `deferred=True` (the claim intake) stages its new rows instead of
+  flushing them one by one through the ORM (`gateway.storage.deferred`); `add` does the
+  staging, the runner inserts them together. A read about rows that work may have
+  staged itself asks `staged(Model)` as well as the database.
+- When a read cannot be answered while rows are staged (a duplicate among them), the
+  work calls `require_flushed()`: the runner inserts the staged rows and runs the work
+  again from the start, unstaged. A deferred work must therefore act only through its
+  unit of work, so that running it twice is running it once.
+- `serialized` says whether the transaction holds the database's only write lock from
+  its first statement (SQLite, BEGIN IMMEDIATE): then what it reads stays true until it
+  commits, and no row lock is needed. Where PostgreSQL needs one, `lock` takes an
+  advisory lock held until the transaction ends (nothing to do on SQLite), and
+  `insert` is the dialect's INSERT, with its ON CONFLICT clauses. Repositories use these;
+  services never ask which database they run on.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar, cast
+
+from sqlalchemy import CursorResult, Delete, Update, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel
+
+from gateway.storage.deferred import DeferredRows, FlushFirst
+
+T = TypeVar("T")
+
+
+class UnitOfWork(Session):
+    """A session whose new rows may be staged; see the module doc."""
+
+    staging: DeferredRows | None = None  # set by `Database` for the works it defers
+
+    @property
+    def serialized(self) -> bool:
+        """The transaction holds the database's single write lock from its start."""
+        return self.bind is not None and self.bind.dialect.name == "sqlite"
+
+    @property
+    def defers(self) -> bool:
+        """A deferred work is running: new rows are staged, not flushed."""
+        return self.staging is not None and self.staging.active
+
+    def add(self, instance: object, _warn: bool = True) -> None:
+        """Add a row: staged while a deferred work runs and the row is new."""
+        if self.staging is not None and self.staging.active and isinstance(
+                instance, SQLModel) and not inspect(instance).persistent:
+            self.staging.add(instance)
+        else:
+            super().add(instance, _warn=_warn)
+
+    def staged(self, kind: type[T]) -> list[T]:
+        """Rows of `kind` this transaction staged and has not inserted yet."""
+        return self.staging.of_type(kind) if self.staging is not None and self.staging.active \
+            else []
+
+    def remember(self, key: tuple[Any, ...], read: Callable[[], T]) -> T:
+        """`read()` once while rows are staged (an answer only an insert could change);
+        every time otherwise."""
+        if self.staging is not None and self.staging.active:
+            return self.staging.remember(key, read)
+        return read()
+
+    def lock(self, key: int | str) -> None:
+        """Until the transaction ends, one transaction at a time holds `key` (a string is
+        hashed to the lock's number). Serialized transactions already are one at a time."""
+        if not self.serialized:
+            self.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(key)})
+
+    def try_lock(self, key: int | str) -> bool:
+        """`lock` if nobody holds `key` now; False, without waiting, if somebody does."""
+        if self.serialized:
+            return True
+        return bool(self.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                 {"k": lock_number(key)}).scalar_one())
+
+    def insert(self, table: Any) -> postgresql.Insert | sqlite.Insert:
+        """The dialect's INSERT into `table` (a model or a Table): it has `on_conflict_*`."""
+        return (sqlite.insert if self.serialized else postgresql.insert)(table)
+
+    def changed(self, statement: Update | Delete) -> int:
+        """Run an UPDATE or DELETE: how many rows it changed."""
+        result = self.execute(statement)
+        return int(cast(CursorResult[Any], result).rowcount or 0)  # Result is a CursorResult
+
+    def require_flushed(self) -> NoReturn:
+        """Stop this work: it needs the rows staged earlier in its transaction to be in
+        the database. The runner inserts them and runs the work again, unstaged."""
+        raise FlushFirst
+
+
+def lock_number(key: int | str) -> int:
+    return key if isinstance(key, int) else zlib.crc32(key.encode())
