@@ -21,6 +21,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy gateway adapters
 
 openapi: $(STAMP)
 	$(BIN)/python scripts/export_openapi.py

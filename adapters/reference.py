@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import httpx
@@ -154,7 +154,7 @@ def _malformed(what: str) -> OperatorUnavailable:
     return OperatorUnavailable(f"malformed answer to {what}", ambiguous=True)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

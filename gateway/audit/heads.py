@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.audit.anchors import Anchors, head_of
 from gateway.audit.trail import AuditLog, Verification, last_link, lock_chain
@@ -42,6 +42,7 @@ from gateway.storage.db import Database
 from gateway.storage.deployment import ensure_deployment_id, read_deployment_id
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import AuditEntry, AuditHead, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 INTERVAL_S = 300.0
@@ -83,7 +84,7 @@ class HeadSigner:
         return {"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": self.kid,
                 "x": _b64(self.public_raw)}
 
-    def sign(self, session: Session) -> AuditHead | None:
+    def sign(self, session: UnitOfWork) -> AuditHead | None:
         """Sign the current head in this transaction; None when empty or already signed."""
         lock_chain(session)
         link = last_link(session)
@@ -196,7 +197,7 @@ def worst(chain: Verification, found: tuple[int, str] | None,
     return Verification(False, checked, entry_id, problem)
 
 
-def verify_trail(session: Session, *, audit_log: AuditLog, keys: HeadKeys) -> Verification:
+def verify_trail(session: UnitOfWork, *, audit_log: AuditLog, keys: HeadKeys) -> Verification:
     """The chain (hashes, links, seals) and every signed head; the lowest broken entry wins."""
     entries = list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
     chain = audit_log.verify_entries(entries)
@@ -224,7 +225,7 @@ class AnchorReport:
     forged: list[str]
 
 
-def verify_anchors(session: Session, lines: list[tuple[int, dict[str, Any] | None]], *,
+def verify_anchors(session: UnitOfWork, lines: list[tuple[int, dict[str, Any] | None]], *,
                    audit_log: AuditLog, keys: HeadKeys) -> AnchorReport:
     """The chain and its heads, then every anchored head against the chain."""
     entries = list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())

@@ -314,7 +314,7 @@ def default_of(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
     if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
+        value = info.default_factory()  # type: ignore[call-arg]  # ours take no argument
     else:
         value = info.default
     return "unset" if value is None else f"`{toml_value(value)}`"

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.cli.support import ConfigOption, fail, migrated_settings
@@ -29,6 +28,7 @@ from gateway.settings import ConfigError, Settings
 from gateway.storage.db import Database
 from gateway.storage.models import utcnow
 from gateway.storage.retention import PurgeReport, purge_audited, shred_retired, wipe_wal
+from gateway.storage.unit import UnitOfWork
 
 security_app = typer.Typer(help="Retention and data key rotation.", no_args_is_help=True)
 
@@ -48,7 +48,7 @@ def purge_command(
     settings = migrated_settings(config)
     audit_log = audit_log_of(settings)
 
-    def work(session: Session) -> PurgeReport:
+    def work(session: UnitOfWork) -> PurgeReport:
         savepoint = session.begin_nested() if dry_run else None
         report = purge_audited(session, settings, now=utcnow(), actor=cli_actor(),
                                audit_log=audit_log)
@@ -108,7 +108,7 @@ def rotate_data_key_command(
         database.engine.dispose()
 
 
-def _rotate(session: Session, keyring: KeyRing, audit_log: AuditLog, *,
+def _rotate(session: UnitOfWork, keyring: KeyRing, audit_log: AuditLog, *,
             resume: bool) -> tuple[int, int | None]:
     """Re-wrap, then retire every live key; with `resume`, a rotation whose retired keys
     are still live is finished instead (None: nothing retired), unless the master changed."""
@@ -129,7 +129,7 @@ def _reencrypt(database: Database, keyring: KeyRing, audit_log: AuditLog, *,
                           echo=typer.echo)
     retired_at = database.read_now(last_retirement) or utcnow()
 
-    def finish(session: Session) -> list[str]:
+    def finish(session: UnitOfWork) -> list[str]:
         shredded = shred_retired(session, now=utcnow(), retired_before=retired_at)
         audit_log.append(session, cli_actor(), "keys.reencrypt", reencrypted=tally.reencrypted,
                          unreadable=tally.unreadable, shredded=len(shredded))

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
-from sqlmodel import Session
 
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.cli.support import ConfigOption, fail, migrated_settings
@@ -21,6 +20,7 @@ from gateway.security.crypto import Cipher
 from gateway.security.keyring import load_credential_key, load_keyring
 from gateway.settings import Settings
 from gateway.storage.db import Database
+from gateway.storage.unit import UnitOfWork
 
 T = TypeVar("T")
 users_app = typer.Typer(help="People's console accounts.", no_args_is_help=True)
@@ -33,7 +33,7 @@ def accounts_of(settings: Settings) -> Accounts:
                     frozenset(operator.name for operator in settings.operators))
 
 
-def _run(config: ConfigOption, work: Callable[[Accounts, Session], T]) -> T:
+def _run(config: ConfigOption, work: Callable[[Accounts, UnitOfWork], T]) -> T:
     settings = migrated_settings(config)
     accounts = accounts_of(settings)
     db = Database(settings.database_url)
@@ -70,7 +70,7 @@ def create(
 @users_app.command("list")
 def list_users(config: ConfigOption = None) -> None:
     """One line per account: id, role, FINESS or operators, name, e-mail, state, created."""
-    def lines(accounts: Accounts, session: Session) -> list[str]:
+    def lines(accounts: Accounts, session: UnitOfWork) -> list[str]:
         out = []
         for user in users.all_users(session):
             who = users.profile(user, accounts.cipher)

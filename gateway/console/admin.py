@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session
 
 from gateway.audit.heads import head_keys_of, verify_trail
 from gateway.audit.trail import Verification
@@ -19,6 +18,7 @@ from gateway.console.views import render
 from gateway.console.web import role_in
 from gateway.identity.sessions import ConsoleUser
 from gateway.storage.models import AuditEntry
+from gateway.storage.unit import UnitOfWork
 from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -57,7 +57,7 @@ def verdict(result: Verification) -> str:
 async def audit_page(request: Request, ctx: ContextDep, user: AdminDep) -> HTMLResponse:
     keys = head_keys_of(ctx.settings)  # the audit head keys, and the receipt keys (legacy)
 
-    def load(session: Session) -> tuple[list[AuditEntry], Verification]:
+    def load(session: UnitOfWork) -> tuple[list[AuditEntry], Verification]:
         return (repository.latest_audit(session, limit=SHOWN),
                 verify_trail(session, audit_log=ctx.audit_log, keys=keys))
 

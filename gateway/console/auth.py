@@ -33,6 +33,7 @@ from gateway.identity.passwords import MAX_LENGTH, WeakPassword
 from gateway.security.apikeys import Principal
 from gateway.security.proxies import client_address
 from gateway.storage.models import ConsoleSession
+from gateway.storage.unit import UnitOfWork
 from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -205,7 +206,7 @@ async def second_step(request: Request, ctx: ContextDep, row: PendingDep,
 
 @router.post("/logout")
 async def logout(ctx: ContextDep, user: CsrfUserDep) -> RedirectResponse:
-    def stop(session):  # type: ignore[no-untyped-def]
+    def stop(session: UnitOfWork) -> None:
         sessions.end(session, user.token_hash, ctx.credentials)
         ctx.audit_log.append(session, user.principal, "console.logout",
                              object_id=user.user_id)

@@ -7,7 +7,8 @@ place, so it must be called after it. A session that is missing or expired
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,7 +43,7 @@ def is_console(request: Request) -> bool:
 
 
 def error_page(request: Request, status: int, exc: Exception,
-               headers: dict[str, str] | None = None) -> Response:
+               headers: Mapping[str, str] | None = None) -> Response:
     title, text = CSRF_PAGE if isinstance(exc, CsrfRefused) else PAGES.get(status, FALLBACK)
     response = render(request, "error.html", user=None, status_code=status, title=title,
                       text=text, status=status, demo=None)
@@ -54,8 +55,8 @@ def error_page(request: Request, status: int, exc: Exception,
 
 def install_console_errors(app: FastAPI) -> None:
     """HTML error pages for /console/* (403, 404 and the rest); JSON elsewhere, as before."""
-    previous: dict[type[Exception], Handler] = {
-        kind: app.exception_handlers[kind]
+    previous: dict[type[Exception], Handler] = {  # install_error_handlers' are all async
+        kind: cast(Handler, app.exception_handlers[kind])
         for kind in (GatewayError, StarletteHTTPException, RequestValidationError, Exception)
         if kind in app.exception_handlers
     }

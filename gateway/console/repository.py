@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import col, func, select
 
 from gateway.storage.models import AuditEntry, Claim
+from gateway.storage.unit import UnitOfWork
 
 QUEUED = ("queued", "pending")
 SETTLED = ("accepted", "rejected", "cancelled")
 
 
 def claims_of_pharmacy(
-    session: Session, finess: str, statuses: Sequence[str], *, limit: int, oldest_first: bool,
+    session: UnitOfWork, finess: str, statuses: Sequence[str], *, limit: int, oldest_first: bool,
 ) -> list[Claim]:
     order = col(Claim.queued_at) if oldest_first else col(Claim.updated_at).desc()
     return list(session.exec(
@@ -22,21 +23,21 @@ def claims_of_pharmacy(
     ).all())
 
 
-def count_of_pharmacy(session: Session, finess: str, statuses: Sequence[str]) -> int:
+def count_of_pharmacy(session: UnitOfWork, finess: str, statuses: Sequence[str]) -> int:
     return int(session.exec(
         select(func.count()).select_from(Claim)
         .where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))
     ).one())
 
 
-def failed_of_operator(session: Session, operator: str, *, limit: int) -> list[Claim]:
+def failed_of_operator(session: UnitOfWork, operator: str, *, limit: int) -> list[Claim]:
     return list(session.exec(
         select(Claim).where(col(Claim.operator) == operator, col(Claim.status) == "failed")
         .order_by(col(Claim.updated_at).desc(), col(Claim.id)).limit(limit)
     ).all())
 
 
-def latest_audit(session: Session, *, limit: int) -> list[AuditEntry]:
+def latest_audit(session: UnitOfWork, *, limit: int) -> list[AuditEntry]:
     return list(session.exec(
         select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
     ).all())

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session
 
 from gateway.console.views import render
 from gateway.console.web import CsrfUserDep, NotForThisRole, role_in
@@ -22,6 +21,7 @@ from gateway.errors import NotFound
 from gateway.identity import users
 from gateway.identity.admin import UnknownUser
 from gateway.identity.sessions import ConsoleUser
+from gateway.storage.unit import UnitOfWork
 from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console/users", include_in_schema=False)
@@ -43,7 +43,7 @@ class AccountRow:
     last_login_at: datetime | None
 
 
-def rows_of(ctx: AppContext, session: Session) -> list[AccountRow]:
+def rows_of(ctx: AppContext, session: UnitOfWork) -> list[AccountRow]:
     rows = []
     for user in users.all_users(session):
         who = users.profile(user, ctx.cipher)

@@ -8,6 +8,7 @@ served over HTTPS. Every form carries the session's CSRF token; a POST without i
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,7 +71,7 @@ ConsoleUserDep = Annotated[ConsoleUser, Depends(current_user)]
 RefreshingUserDep = Annotated[ConsoleUser, Depends(refreshing_user)]
 
 
-def role_in(*roles: str, refresh: bool = False):  # type: ignore[no-untyped-def]
+def role_in(*roles: str, refresh: bool = False) -> Callable[[ConsoleUser], Awaitable[ConsoleUser]]:
     """A dependency: the person, if their role is one of `roles`; `refresh` for the
     page's background refresh (see `refreshing_user`)."""
     def allowed(user: ConsoleUser) -> ConsoleUser:

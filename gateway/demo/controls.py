@@ -50,10 +50,10 @@ class DemoControls:
 
 
 async def demo_of(request: Request) -> DemoControls:
-    demo = getattr(request.app.state, "demo", None)
+    demo: DemoControls | None = getattr(request.app.state, "demo", None)
     if demo is None:
         raise NotFound("the demo controls exist only under `gateway demo`")
-    return demo  # type: ignore[no-any-return]
+    return demo
 
 
 DemoDep = Annotated[DemoControls, Depends(demo_of)]
@@ -96,7 +96,7 @@ async def demo_sample(
     body = sample_claim(fresh_invoice_number())
     body["dispenser"] = {"finess": principal.finess}
     if operator in demo.insurers:
-        body["amc"] = {**body["amc"], "insurer_number": demo.insurers[operator]}  # type: ignore[dict-item]
+        body["amc"] = {**body["amc"], "insurer_number": demo.insurers[operator]}
     result = await submit(ctx=ctx, principal=principal,
                           claim_in=ClaimCreate.model_validate(body), idempotency_key=None)
     await ctx.db.write(lambda s: ctx.audit_log.append(

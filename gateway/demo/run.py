@@ -59,9 +59,11 @@ def demo_settings(data_dir: Path, port: int, simulator_ports: dict[str, int],
         database_url=f"sqlite:///{data_dir / 'gateway.db'}",
         public_url=f"http://127.0.0.1:{port}",
         data_dir=data_dir,
-        pro_sante_connect=psc,
+        # sections as dicts, as a config file gives them, for pydantic to validate: hence the
+        # ignores below (mypy expects the section models)
+        pro_sante_connect=psc,  # type: ignore[arg-type]
         operators=[
-            {"name": name, "adapter": "reference", "insurers": insurers,
+            {"name": name, "adapter": "reference", "insurers": insurers,  # type: ignore[misc]
              "base_url": f"http://127.0.0.1:{simulator_ports[name]}", "provisional": provisional,
              "timeout_s": 1.0, "deadline_s": 2.0}
             for name, insurers, provisional in DEMO_OPERATORS
@@ -78,11 +80,12 @@ def demo_accounts(settings: Settings) -> list[tuple[str, str, str, str]]:
     from gateway.identity import second_factor, sessions, users
     from gateway.identity.passwords import hash_password, one_time_password
     from gateway.storage.db import Database
+    from gateway.storage.unit import UnitOfWork
 
     accounts = accounts_of(settings)
     created: list[tuple[str, str, str, str]] = []
 
-    def ensure(session):  # type: ignore[no-untyped-def]
+    def ensure(session: UnitOfWork) -> None:
         for role, name, email, finess in DEMO_PEOPLE:
             user = users.by_email(session, accounts.cipher, email)
             if user is None:

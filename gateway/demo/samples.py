@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 DEMO_FINESS = "330001231"
 
 
-def sample_claim(invoice_number: str) -> dict[str, object]:
+def sample_claim(invoice_number: str) -> dict[str, Any]:
     """A synthetic claim (valid checksums, nobody real) dated today."""
     today = datetime.now(UTC).date()
     return {

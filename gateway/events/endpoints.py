@@ -78,5 +78,6 @@ async def events(
     return EventPage(
         events=[EventPublic(id=e.event_id, type=e.type, claim_id=e.claim_id,
                             at=e.at.isoformat(), message=MESSAGES.get(e.type)) for e in found],
+        # the events found were read from the database: their id is set
         next=encode(found[-1].id if found else position),  # type: ignore[arg-type]
     )

@@ -22,12 +22,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from gateway.storage.unit import UnitOfWork
+
 log = structlog.get_logger(__name__)
 KEY = "event_finess"  # session.info: pharmacies with new events in this transaction
 CHANNEL = "gateway_events"  # PostgreSQL: per database, so per deployment
 
 
-def note(session: Session, finess: str) -> None:
+def note(session: UnitOfWork, finess: str) -> None:
     """An event of this pharmacy is written in this session's transaction."""
     noted: set[str] | None = session.info.get(KEY)
     if noted is None:
@@ -86,7 +88,7 @@ class EventHub:
         """After a relay reconnects: notifications may have been missed meanwhile."""
         self.wake(list(self._waiters))
 
-    def _after_commit(self, session: Session) -> None:
+    def _after_commit(self, session: UnitOfWork) -> None:
         """Runs in the thread that committed: hand the pharmacies to the event loop. Also
         called as each savepoint is released (SQLite's group commit), before the real
         commit: those are skipped, a waiter woken then would read nothing yet."""

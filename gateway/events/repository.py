@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.storage.models import Event
+from gateway.storage.unit import UnitOfWork
 
 
-def page(session: Session, finess: str, after: int, limit: int) -> list[Event]:
+def page(session: UnitOfWork, finess: str, after: int, limit: int) -> list[Event]:
     """This pharmacy's events after position `after`, oldest first."""
     return list(session.exec(
         select(Event).where(col(Event.finess) == finess, col(Event.id) > after)

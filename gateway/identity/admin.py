@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
-
 from gateway.audit.trail import AuditLog
 from gateway.identity import sessions, throttle, users
 from gateway.identity.credentials import CredentialKeys
@@ -18,6 +16,7 @@ from gateway.identity.passwords import hash_password, one_time_password
 from gateway.security.apikeys import Principal
 from gateway.security.crypto import Cipher
 from gateway.storage.models import User, utcnow
+from gateway.storage.unit import UnitOfWork
 
 
 class UnknownUser(LookupError):
@@ -33,7 +32,7 @@ class Accounts:
     audit_log: AuditLog
     known_operators: frozenset[str]
 
-    def create(self, session: Session, actor: Principal, *, role: str, name: str, email: str,
+    def create(self, session: UnitOfWork, actor: Principal, *, role: str, name: str, email: str,
                finess: str | None = None, operators: list[str] | None = None,
                rpps: str | None = None) -> tuple[User, str]:
         """A new account and its one-time password; an e-mail already used is refused."""
@@ -50,17 +49,17 @@ class Accounts:
                               psc_linked=user.rpps is not None)
         return user, password
 
-    def _get(self, session: Session, user_id: str) -> User:
+    def _get(self, session: UnitOfWork, user_id: str) -> User:
         user = session.get(User, user_id) if users.USER_ID.fullmatch(user_id) else None
         if user is None:
             raise UnknownUser(user_id)
         return user
 
-    def _reseal(self, session: Session, user: User) -> None:
+    def _reseal(self, session: UnitOfWork, user: User) -> None:
         users.seal(user, self.credentials)
         session.add(user)
 
-    def disable(self, session: Session, actor: Principal, user_id: str) -> int:
+    def disable(self, session: UnitOfWork, actor: Principal, user_id: str) -> int:
         """Returns how many open sessions were ended."""
         user = self._get(session, user_id)
         if user.disabled_at is None:
@@ -71,7 +70,7 @@ class Accounts:
                               sessions_ended=ended)
         return ended
 
-    def reset_password(self, session: Session, actor: Principal, user_id: str) -> str:
+    def reset_password(self, session: UnitOfWork, actor: Principal, user_id: str) -> str:
         user = self._get(session, user_id)
         password = one_time_password()
         user.password_hash, user.password_one_time = hash_password(password), True
@@ -81,7 +80,7 @@ class Accounts:
                               sessions_ended=ended)
         return password
 
-    def reset_mfa(self, session: Session, actor: Principal, user_id: str) -> None:
+    def reset_mfa(self, session: UnitOfWork, actor: Principal, user_id: str) -> None:
         user = self._get(session, user_id)
         user.totp_secret_enc, user.totp_enabled, user.recovery_codes = None, False, "[]"
         self._reseal(session, user)
@@ -89,12 +88,12 @@ class Accounts:
         self.audit_log.append(session, actor, "user.reset_mfa", object_id=user.id,
                               sessions_ended=ended)
 
-    def unlock(self, session: Session, actor: Principal, user_id: str) -> None:
+    def unlock(self, session: UnitOfWork, actor: Principal, user_id: str) -> None:
         user = self._get(session, user_id)
         throttle.unlock(session, user.id)
         self.audit_log.append(session, actor, "user.unlock", object_id=user.id)
 
-    def log_out_everywhere(self, session: Session, actor: Principal, user_id: str) -> int:
+    def log_out_everywhere(self, session: UnitOfWork, actor: Principal, user_id: str) -> int:
         ended = sessions.end_all(session, user_id, self.credentials)
         self.audit_log.append(session, actor, "console.logout_everywhere", object_id=user_id,
                               sessions_ended=ended)

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 
 import anyio
-from sqlmodel import Session
 
 from gateway.context import AppContext
 from gateway.errors import GatewayError
@@ -21,6 +20,7 @@ from gateway.identity.passwords import check_new_password, hash_password, verify
 from gateway.observability.metrics import CONSOLE_LOGINS
 from gateway.security.apikeys import Principal
 from gateway.storage.models import ConsoleSession, User
+from gateway.storage.unit import UnitOfWork
 
 ANONYMOUS = Principal(key_id="anonymous", role="pharmacy", finess=None, operators=None)
 CODE_MAX = 64
@@ -58,7 +58,7 @@ def address_bucket(ctx: AppContext, address: str) -> str:
     return ctx.cipher.index("login-address", address)
 
 
-def _take_places(ctx: AppContext, session: Session, bucket: str,
+def _take_places(ctx: AppContext, session: UnitOfWork, bucket: str,
                  user: User | None) -> _Places:
     """Both places (address, then account) before anything is checked."""
     limits = ctx.settings.console
@@ -81,7 +81,7 @@ def _take_places(ctx: AppContext, session: Session, bucket: str,
     return _Places(bucket, user.id, user.password_hash)
 
 
-def _failed(ctx: AppContext, session: Session, places: _Places, action: str) -> Refused:
+def _failed(ctx: AppContext, session: UnitOfWork, places: _Places, action: str) -> Refused:
     """Record a failure: per account (and lock it at the limit), or aggregated."""
     limits = ctx.settings.console
     if places.user_id is None:
@@ -95,7 +95,7 @@ def _failed(ctx: AppContext, session: Session, places: _Places, action: str) -> 
     return Refused("locked" if locked else "bad_credentials")
 
 
-def _succeeded(session: Session, places: _Places) -> None:
+def _succeeded(session: UnitOfWork, places: _Places) -> None:
     throttle.give_address_place_back(session, places.bucket)
     if places.user_id is not None:
         throttle.clear_account(session, places.user_id)
@@ -108,7 +108,7 @@ class LoginGone(GatewayError):
     status, type, title = 303, "login-required", "Please log in again"
 
 
-def _both(session: Session, row: ConsoleSession) -> tuple[User, ConsoleSession]:
+def _both(session: UnitOfWork, row: ConsoleSession) -> tuple[User, ConsoleSession]:
     user = session.get(User, row.user_id)
     live = session.get(ConsoleSession, row.token_hash)
     if user is None or live is None or live.ended_at is not None:
@@ -126,7 +126,7 @@ async def with_password(ctx: AppContext, *, email: str, password: str,
                         address: str) -> Started | Refused:
     bucket = address_bucket(ctx, address)
 
-    def take(session: Session) -> _Places:
+    def take(session: UnitOfWork) -> _Places:
         user = users.by_email(session, ctx.cipher, email) if email else None
         return _take_places(ctx, session, bucket, user)
 
@@ -139,7 +139,7 @@ async def with_password(ctx: AppContext, *, email: str, password: str,
         return Refused("locked")
     ok = await anyio.to_thread.run_sync(verify_password, places.password_hash, password)
 
-    def finish(session: Session) -> Started | Refused:
+    def finish(session: UnitOfWork) -> Started | Refused:
         if not ok or places.user_id is None:
             return _failed(ctx, session, places, "console.login")
         user = session.get(User, places.user_id)
@@ -165,7 +165,7 @@ async def change_password(ctx: AppContext, *, row: ConsoleSession, password: str
     check_new_password(password, confirmation)
     hashed = await anyio.to_thread.run_sync(hash_password, password)
 
-    def store(session: Session) -> str:
+    def store(session: UnitOfWork) -> str:
         user, live = _both(session, row)
         user.password_hash, user.password_one_time = hashed, False
         users.seal(user, ctx.credentials)
@@ -182,7 +182,7 @@ async def change_password(ctx: AppContext, *, row: ConsoleSession, password: str
 async def enrolment_secret(ctx: AppContext, *, row: ConsoleSession) -> tuple[str, str]:
     """The TOTP secret being enrolled (made once, kept sealed) and the account's label."""
 
-    def load(session: Session) -> tuple[str, str]:
+    def load(session: UnitOfWork) -> tuple[str, str]:
         user, _ = _both(session, row)
         context = f"totp:{user.id}"
         secret = (ctx.credentials.open(user.totp_secret_enc, context=context)
@@ -203,7 +203,7 @@ async def _second_step(ctx: AppContext, *, row: ConsoleSession, code: str, addre
     bucket = address_bucket(ctx, address)
     code = code.strip()[:CODE_MAX]
 
-    def take(session: Session) -> _Places:
+    def take(session: UnitOfWork) -> _Places:
         return _take_places(ctx, session, bucket, session.get(User, row.user_id))
 
     places = await ctx.db.write(take)
@@ -212,7 +212,7 @@ async def _second_step(ctx: AppContext, *, row: ConsoleSession, code: str, addre
     if places.locked or places.user_id is None:
         return Refused("locked")
 
-    def check(session: Session) -> Enrolled | Refused:
+    def check(session: UnitOfWork) -> Enrolled | Refused:
         user, live = _both(session, row)
         secret = (ctx.credentials.open(user.totp_secret_enc, context=f"totp:{user.id}")
                   if user.totp_secret_enc else None)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.storage.models import User
+from gateway.storage.unit import UnitOfWork
 
 
-def is_live(session: Session, principal: Principal, credentials: CredentialKeys) -> bool:
+def is_live(session: UnitOfWork, principal: Principal, credentials: CredentialKeys) -> bool:
     """Neither revoked, expired, disabled nor altered by hand."""
     if users.USER_ID.fullmatch(principal.key_id):
         user = session.get(User, principal.key_id)

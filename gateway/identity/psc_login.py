@@ -9,7 +9,7 @@ every login, so a professional who left the pharmacy no longer enters it.
 from __future__ import annotations
 
 from sqlalchemy import select as core_select
-from sqlmodel import Session
+from sqlmodel import col
 
 from gateway.context import AppContext
 from gateway.identity import sessions, users
@@ -18,6 +18,7 @@ from gateway.identity.psc import Professional
 from gateway.observability.metrics import CONSOLE_LOGINS
 from gateway.security.apikeys import Principal
 from gateway.storage.models import ApiKey, User, utcnow
+from gateway.storage.unit import UnitOfWork
 
 PSC = Principal(key_id="psc", role="admin", finess=None, operators=None)
 
@@ -26,16 +27,16 @@ def provisioned_index(ctx: AppContext, rpps: str, finess: str) -> str:
     return ctx.cipher.index("user-psc", rpps, finess)
 
 
-def served_pharmacies(session: Session) -> set[str]:
+def served_pharmacies(session: UnitOfWork) -> set[str]:
     """FINESS of the pharmacies this gateway serves: with a live key or an account."""
-    keys = session.execute(core_select(ApiKey.finess).where(  # type: ignore[call-overload]
-        ApiKey.finess.is_not(None), ApiKey.revoked_at.is_(None))).scalars()  # type: ignore[union-attr]
-    people = session.execute(core_select(User.finess).where(  # type: ignore[call-overload]
-        User.finess.is_not(None))).scalars()  # type: ignore[union-attr]
+    keys = session.execute(core_select(col(ApiKey.finess)).where(
+        col(ApiKey.finess).is_not(None), col(ApiKey.revoked_at).is_(None))).scalars()
+    people = session.execute(core_select(col(User.finess)).where(
+        col(User.finess).is_not(None))).scalars()
     return set(keys) | set(people)
 
 
-def _admitted(ctx: AppContext, session: Session, who: Professional) -> User | None:
+def _admitted(ctx: AppContext, session: UnitOfWork, who: Professional) -> User | None:
     linked = [u for u in users.by_rpps(session, who.rpps)
               if u.disabled_at is None and users.genuine(u, ctx.credentials)]
     for user in linked:  # an admin's link first; a provisioned one only while still true
@@ -64,7 +65,7 @@ def _admitted(ctx: AppContext, session: Session, who: Professional) -> User | No
 
 
 async def with_psc(ctx: AppContext, who: Professional) -> Started | Refused:
-    def admit(session: Session) -> Started | Refused:
+    def admit(session: UnitOfWork) -> Started | Refused:
         user = _admitted(ctx, session, who)
         if user is None:
             ctx.audit_log.append(session, PSC, "console.login_psc", outcome="refused",

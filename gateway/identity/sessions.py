@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys, legacy_digest, tampered
 from gateway.security.apikeys import Principal
 from gateway.settings import ConsoleSettings
 from gateway.storage.models import ConsoleSession, User, utcnow
+from gateway.storage.unit import UnitOfWork
 
 ACTIVE = "active"
 STAGES = ("password", "enrol", "second_factor", ACTIVE)
@@ -43,7 +44,7 @@ def _seal(row: ConsoleSession, credentials: CredentialKeys) -> None:
     row.row_mac = credentials.mac("console_session", mac_fields(row))
 
 
-def open_session(session: Session, user: User, *, stage: str, method: str,
+def open_session(session: UnitOfWork, user: User, *, stage: str, method: str,
                  credentials: CredentialKeys) -> tuple[str, ConsoleSession]:
     """A new session at `stage`; returns the cookie's token (never stored) and the row."""
     token = secrets.token_urlsafe(32)
@@ -56,7 +57,7 @@ def open_session(session: Session, user: User, *, stage: str, method: str,
     return token, row
 
 
-def find(session: Session, token: str, *, credentials: CredentialKeys,
+def find(session: UnitOfWork, token: str, *, credentials: CredentialKeys,
          limits: ConsoleSettings) -> tuple[ConsoleSession, User] | None:
     """The live session behind a cookie and its person, whatever its stage."""
     row = session.get(ConsoleSession, credentials.digest(token))
@@ -83,7 +84,7 @@ def find(session: Session, token: str, *, credentials: CredentialKeys,
     return row, user
 
 
-def resume(session: Session, token: str, *, credentials: CredentialKeys,
+def resume(session: UnitOfWork, token: str, *, credentials: CredentialKeys,
            limits: ConsoleSettings, touch: bool = True) -> ConsoleUser | None:
     """The person behind an active session; `touch` (a person's own request) keeps it alive,
     the dashboard's background refresh does not."""
@@ -98,7 +99,7 @@ def resume(session: Session, token: str, *, credentials: CredentialKeys,
                        row.method)
 
 
-def advance(session: Session, row: ConsoleSession, stage: str,
+def advance(session: UnitOfWork, row: ConsoleSession, stage: str,
             credentials: CredentialKeys) -> None:
     row.stage = stage
     row.last_seen_at = utcnow()
@@ -106,20 +107,20 @@ def advance(session: Session, row: ConsoleSession, stage: str,
     session.add(row)
 
 
-def end_row(session: Session, row: ConsoleSession, credentials: CredentialKeys) -> None:
+def end_row(session: UnitOfWork, row: ConsoleSession, credentials: CredentialKeys) -> None:
     if row.ended_at is None:
         row.ended_at = utcnow()
         _seal(row, credentials)
         session.add(row)
 
 
-def end(session: Session, token_hash: str, credentials: CredentialKeys) -> None:
+def end(session: UnitOfWork, token_hash: str, credentials: CredentialKeys) -> None:
     row = session.get(ConsoleSession, token_hash)
     if row is not None:
         end_row(session, row, credentials)
 
 
-def end_all(session: Session, user_id: str, credentials: CredentialKeys) -> int:
+def end_all(session: UnitOfWork, user_id: str, credentials: CredentialKeys) -> int:
     """Every open session of this person ends now; returns how many."""
     rows = session.exec(select(ConsoleSession).where(
         ConsoleSession.user_id == user_id, col(ConsoleSession.ended_at).is_(None))).all()

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.domain.identifiers import check_finess, check_rpps
 from gateway.identity.credentials import CredentialKeys, tampered
@@ -21,6 +21,7 @@ from gateway.identity.passwords import hash_password, one_time_password
 from gateway.security.apikeys import Principal, Role
 from gateway.security.crypto import Cipher
 from gateway.storage.models import User, utcnow
+from gateway.storage.unit import UnitOfWork
 
 UserRole = Literal["pharmacist", "operations", "admin"]
 USER_ROLES: tuple[UserRole, ...] = ("pharmacist", "operations", "admin")
@@ -131,20 +132,20 @@ def new_user(
     return user, password
 
 
-def by_email(session: Session, cipher: Cipher, email: str) -> User | None:
+def by_email(session: UnitOfWork, cipher: Cipher, email: str) -> User | None:
     return session.exec(select(User).where(User.email_index == email_index(cipher, email))
                         ).first()
 
 
-def by_email_index(session: Session, index: str) -> User | None:
+def by_email_index(session: UnitOfWork, index: str) -> User | None:
     return session.exec(select(User).where(User.email_index == index)).first()
 
 
-def by_rpps(session: Session, rpps: str) -> list[User]:
+def by_rpps(session: UnitOfWork, rpps: str) -> list[User]:
     return list(session.exec(select(User).where(User.rpps == rpps)).all())
 
 
-def all_users(session: Session) -> list[User]:
+def all_users(session: UnitOfWork) -> list[User]:
     return list(session.exec(select(User).order_by(col(User.created_at))).all())
 
 

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlmodel import Session
-
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.identity.credentials import CredentialKeys
 from gateway.keys import service as keys_service
@@ -16,11 +14,12 @@ from gateway.security.keyring import load_credential_key
 from gateway.settings import Settings
 from gateway.storage.db import Database
 from gateway.storage.models import utcnow
+from gateway.storage.unit import UnitOfWork
 
 T = TypeVar("T")
 
 
-def _once(settings: Settings, work: Callable[[Session], T]) -> T:
+def _once(settings: Settings, work: Callable[[UnitOfWork], T]) -> T:
     db = Database(settings.database_url)
     try:
         return db.write_now(work)
@@ -42,7 +41,7 @@ def create_key(
                                   expires_at=expires_at, credentials=credentials)
     audit_log = AuditLog.from_settings(settings)
 
-    def store(session: Session) -> None:
+    def store(session: UnitOfWork) -> None:
         session.add(row)
         audit_log.append(session, cli_actor(), "key.create", object_id=row.id, role=row.role,
                          finess=row.finess, operators=row.operators,
@@ -72,7 +71,7 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
     audit_log = AuditLog.from_settings(settings)
     credentials = CredentialKeys(load_credential_key(settings))
 
-    def revoke(session: Session) -> bool:
+    def revoke(session: UnitOfWork) -> bool:
         found = apikeys.revoke(session, key_id, credentials)
         audit_log.append(session, cli_actor(), "key.revoke", object_id=key_id[:64],
                          outcome="ok" if found else "unknown_key")
@@ -87,7 +86,7 @@ def lift_key(settings: Settings, key_id: str) -> bool | None:
     audit_log = AuditLog.from_settings(settings)
     credentials = CredentialKeys(load_credential_key(settings))
 
-    def lift(session: Session) -> bool | None:
+    def lift(session: UnitOfWork) -> bool | None:
         found = keys_service.lift(session, key_id=key_id, actor=cli_actor(),
                                   audit_log=audit_log, credentials=credentials)
         return None if found is None else found[1]

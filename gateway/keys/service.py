@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from gateway.audit.trail import AuditLog
 from gateway.claims.repository import add_event
 from gateway.identity.credentials import CredentialKeys
@@ -11,9 +9,10 @@ from gateway.rights import repository as rights_repository
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.storage.models import ApiKey, utcnow
+from gateway.storage.unit import UnitOfWork
 
 
-def lift(session: Session, *, key_id: str, actor: Principal, audit_log: AuditLog,
+def lift(session: UnitOfWork, *, key_id: str, actor: Principal, audit_log: AuditLog,
          credentials: CredentialKeys) -> tuple[ApiKey, bool] | None:
     """Lift the key's suspension, audited as `key.lift` by `actor`: the key and whether it
     was suspended, or None for no such key.

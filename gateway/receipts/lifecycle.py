@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import structlog
-from sqlmodel import Session
 
 from gateway.claims import repository as claims_repository
 from gateway.receipts import repository
 from gateway.storage.models import Claim, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 EVENT_OF = {"honored": "receipt.honored", "contested": "receipt.contested"}
 
 
-def follow(session: Session, claim: Claim) -> None:
+def follow(session: UnitOfWork, claim: Claim) -> None:
     """After the claim's status changed: move its open receipt, if it has one."""
     new_status = {"accepted": "honored", "rejected": "contested",
                   "cancelled": "void"}.get(claim.status)

@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, cast
 
 import pybreaker
 
 from adapters.base import OperatorUnavailable
 
+BreakerState = Literal["closed", "open", "half_open"]
 NEVER = 10**9  # seconds: pybreaker must never half-open on its own
 STABLE_AFTER_S = 300.0  # closed this long, the next trip starts from the base open time
 
@@ -78,9 +80,9 @@ class OperatorBreaker:
         self.last_success_at: datetime | None = None
 
     @property
-    def state(self) -> str:
-        """closed, open or half_open."""
-        return str(self.breaker.current_state).replace("-", "_")
+    def state(self) -> BreakerState:
+        """closed, open or half_open: pybreaker's state names, in Python's spelling."""
+        return cast(BreakerState, str(self.breaker.current_state).replace("-", "_"))
 
     @property
     def is_closed(self) -> bool:
@@ -92,7 +94,7 @@ class OperatorBreaker:
 
     def next_open_time(self) -> float:
         """The open time for this trip: doubled per repeated trip, capped, with ±20 % jitter."""
-        base = min(self.reset_s * 2 ** max(self.trips - 1, 0), self.reset_max_s)
+        base: float = min(self.reset_s * 2 ** max(self.trips - 1, 0), self.reset_max_s)
         return base * self._rng.uniform(0.8, 1.2)
 
     # Transitions, whether seen here or learnt from another instance.
@@ -153,7 +155,9 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def __init__(self, owner: OperatorBreaker) -> None:
         self.owner = owner
 
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
+    def state_change(self, cb: pybreaker.CircuitBreaker,
+                     old_state: pybreaker.CircuitBreakerState | None,
+                     new_state: pybreaker.CircuitBreakerState) -> None:
         previous = str(old_state.name).replace("-", "_") if old_state else "closed"
         self.owner._changed(previous, str(new_state.name).replace("-", "_"))
 

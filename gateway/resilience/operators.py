@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -48,7 +48,7 @@ class OperatorDirectory:
     def get(self, name: str) -> Operator | None:
         return self._operators.get(name)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Operator]:
         return iter(self._operators.values())
 
     async def aclose(self) -> None:

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
-from sqlmodel import Session
 
 from gateway.audit.trail import AuditLog
 from gateway.claims.repository import add_event
@@ -31,6 +30,7 @@ from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.settings import LimitsSettings
 from gateway.storage.models import utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 Kind = Literal["key", "pharmacy"]
@@ -95,7 +95,7 @@ def budgets_of(principal: Principal, limits: LimitsSettings, now: datetime) -> l
 
 
 def admit(
-    session: Session, *, principal: Principal, subject: str, limits: LimitsSettings,
+    session: UnitOfWork, *, principal: Principal, subject: str, limits: LimitsSettings,
     credentials: CredentialKeys, audit_log: AuditLog, now: datetime | None = None,
 ) -> Refusal | None:
     """Count this person in every budget of the key and its pharmacy, in the caller's
@@ -120,7 +120,7 @@ def admit(
     return None
 
 
-def _suspend(session: Session, principal: Principal, budget: Budget,
+def _suspend(session: UnitOfWork, principal: Principal, budget: Budget,
              credentials: CredentialKeys, audit_log: AuditLog) -> bool:
     if not apikeys.suspend(session, principal.key_id, budget.reason, credentials):
         return False

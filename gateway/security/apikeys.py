@@ -19,13 +19,15 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from gateway.domain.identifiers import check_finess
 from gateway.errors import Forbidden
 from gateway.identity.credentials import CredentialKeys, tampered
-from gateway.storage.models import ApiKey, utcnow
+from gateway.storage.models import ApiKey, table_of, utcnow
+from gateway.storage.unit import UnitOfWork
 
 Role = Literal["pharmacy", "operations", "admin"]
 ROLES: tuple[Role, ...] = ("pharmacy", "operations", "admin")
@@ -113,12 +115,12 @@ def new_key(
     return row, secret
 
 
-_KEY_COLUMNS = ApiKey.__table__.c  # type: ignore[attr-defined]
-_BY_ID = select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
-                _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
-                _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
-                _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac,
-                ).where(_KEY_COLUMNS.id == bindparam("key_id"))
+_KEY_COLUMNS = table_of(ApiKey).c
+_BY_ID = core_select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
+                     _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
+                     _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
+                     _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac,
+                     ).where(_KEY_COLUMNS.id == bindparam("key_id"))
 
 
 def _genuine(row: Any, credentials: CredentialKeys) -> bool:
@@ -151,18 +153,18 @@ def authenticate(connection: Connection | Session, secret: str,
     if row.suspended_at is not None:
         raise suspended()
     return Principal(
-        key_id=row.id, role=row.role,  # type: ignore[arg-type]
+        key_id=row.id, role=row.role,
         finess=row.finess,
         operators=frozenset(row.operators.split(",")) if row.operators else None,
     )
 
 
-def list_keys(session: Session) -> list[ApiKey]:
+def list_keys(session: UnitOfWork) -> list[ApiKey]:
     result = session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))
     return list(result.all())
 
 
-def revoke(session: Session, key_id: str, credentials: CredentialKeys) -> bool:
+def revoke(session: UnitOfWork, key_id: str, credentials: CredentialKeys) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None:
         return False
@@ -186,7 +188,7 @@ def is_live(connection: Connection | Session, key_id: str,
     return live
 
 
-def suspend(session: Session, key_id: str, reason: str,
+def suspend(session: UnitOfWork, key_id: str, reason: str,
             credentials: CredentialKeys) -> bool:
     """Suspend pending review; False when it already was (the first reason stays)."""
     row = session.get(ApiKey, key_id)
@@ -198,7 +200,7 @@ def suspend(session: Session, key_id: str, reason: str,
     return True
 
 
-def lift(session: Session, key_id: str,
+def lift(session: UnitOfWork, key_id: str,
          credentials: CredentialKeys) -> tuple[ApiKey, bool] | None:
     """Lift a suspension: the row and whether it was suspended; None for no such key."""
     row = session.get(ApiKey, key_id)
@@ -212,7 +214,7 @@ def lift(session: Session, key_id: str,
     return row, was_suspended
 
 
-def suspended_keys(session: Session) -> list[ApiKey]:
+def suspended_keys(session: UnitOfWork) -> list[ApiKey]:
     """Keys waiting for review (revoked ones need none), oldest suspension first."""
     return list(session.exec(select(ApiKey).where(
         col(ApiKey.suspended_at).is_not(None), col(ApiKey.revoked_at).is_(None),

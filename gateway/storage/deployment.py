@@ -11,22 +11,22 @@ import secrets
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
-from gateway.storage.models import Deployment, utcnow
+from gateway.storage.models import Deployment, table_of, utcnow
+from gateway.storage.unit import UnitOfWork
 
-_TABLE = Deployment.__table__  # type: ignore[attr-defined]
+_TABLE = table_of(Deployment)
 
 
 def new_deployment_id() -> str:
     return f"dep_{secrets.token_hex(8)}"
 
 
-def read_deployment_id(session: Session) -> str | None:
+def read_deployment_id(session: UnitOfWork) -> str | None:
     return session.execute(select(_TABLE.c.id).where(_TABLE.c.slot == 1)).scalar_one_or_none()
 
 
-def ensure_deployment_id(session: Session) -> str:
+def ensure_deployment_id(session: UnitOfWork) -> str:
     """The id, or a new one when the row is gone (a table emptied by hand or by tests);
     concurrent instances agree on one: the row has a single slot."""
     if (found := read_deployment_id(session)) is not None:

@@ -17,10 +17,10 @@ import time
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlmodel import Session
 
 from gateway.errors import GatewayError
 from gateway.storage.models import DatabaseProbe, utcnow
+from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 RETRY_AFTER_S = 2
@@ -41,7 +41,7 @@ class DatabaseUnavailable(GatewayError):
         )
 
 
-def unavailable_reason(error: BaseException) -> str | None:
+def unavailable_reason(error: BaseException | None) -> str | None:
     """A short, data-free name for a failure that means the database is unavailable;
     None for anything else (a constraint, a bad query: those stay bugs).
 
@@ -52,7 +52,7 @@ def unavailable_reason(error: BaseException) -> str | None:
         if (reason := _own_reason(error)) is not None:
             return reason
         seen.append(error)
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+        error = error.__cause__ or error.__context__
     return None
 
 
@@ -106,6 +106,6 @@ class DatabaseHealth:
                         failures=failures)
 
 
-def probe_write(session: Session) -> None:
+def probe_write(session: UnitOfWork) -> None:
     """Rewrite the probe row: what /readyz does while the database is failing."""
     session.merge(DatabaseProbe(slot=1, written_at=utcnow()))

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Table, UniqueConstraint
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -68,7 +68,8 @@ def new_row(model: type[T], **values: Any) -> T:
     constructor: fields set, the rest defaulted, pydantic's bookkeeping filled in.
     """
     plain, factories = _defaults(model)
-    row = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    # SQLAlchemy's class manager, set when it maps the class: undeclared, as `__table__`
+    row: T = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
     state = row.__dict__
     state.update(plain)
     for name, factory in factories:
@@ -82,6 +83,13 @@ def new_row(model: type[T], **values: Any) -> T:
     object.__setattr__(row, "__pydantic_extra__", None)
     object.__setattr__(row, "__pydantic_private__", None)
     return row
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements without the ORM. SQLAlchemy sets
+    `__table__` when it maps the class; SQLModel's type does not declare it."""
+    table: Table = model.__table__  # type: ignore[attr-defined]  # see the docstring
+    return table
 
 
 def instant_column(*, nullable: bool = False, index: bool = False) -> Any:

@@ -17,7 +17,8 @@ bearer = HTTPBearer(auto_error=False, description="An API key from `gateway keys
 
 
 async def get_context(request: Request) -> AppContext:
-    return request.app.state.context  # type: ignore[no-any-return]
+    context: AppContext = request.app.state.context  # the lifespan's; State is untyped
+    return context
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from gateway.storage.models import Event, WebhookCursor
+from gateway.storage.unit import UnitOfWork
 
 MAX_ERROR_CHARS = 500
 
@@ -30,7 +31,7 @@ class Pending:
 
 
 def take_lease(
-    session: Session, *, key: str, finess: str, owner: str, now: datetime, lease_s: float
+    session: UnitOfWork, *, key: str, finess: str, owner: str, now: datetime, lease_s: float
 ) -> bool:
     """Create the cursor at the newest event if new, then hold it unless another instance does."""
     cursor = session.get(WebhookCursor, key, with_for_update=True)
@@ -47,7 +48,7 @@ def take_lease(
     return True
 
 
-def pending(session: Session, *, key: str, finess: str, limit: int) -> Pending | None:
+def pending(session: UnitOfWork, *, key: str, finess: str, limit: int) -> Pending | None:
     """The pharmacy's events after the cursor, oldest first; None if the cursor is gone."""
     cursor = session.get(WebhookCursor, key)
     if cursor is None:
@@ -66,12 +67,12 @@ def pending(session: Session, *, key: str, finess: str, limit: int) -> Pending |
                    complete)
 
 
-def _owned(session: Session, key: str, owner: str) -> WebhookCursor | None:
+def _owned(session: UnitOfWork, key: str, owner: str) -> WebhookCursor | None:
     cursor = session.get(WebhookCursor, key, with_for_update=True)
     return cursor if cursor is not None and cursor.lease_owner == owner else None
 
 
-def delivered(session: Session, *, key: str, owner: str, event_id: int, now: datetime) -> bool:
+def delivered(session: UnitOfWork, *, key: str, owner: str, event_id: int, now: datetime) -> bool:
     """Move the cursor past an acknowledged event; False if this instance lost the lease."""
     cursor = _owned(session, key, owner)
     if cursor is None:
@@ -86,7 +87,7 @@ def delivered(session: Session, *, key: str, owner: str, event_id: int, now: dat
 
 
 def failed(
-    session: Session, *, key: str, owner: str, error: str, now: datetime,
+    session: UnitOfWork, *, key: str, owner: str, error: str, now: datetime,
     delay_for: Callable[[int], float],
 ) -> int:
     """Count a failed attempt and schedule the next one; the number of attempts so far."""

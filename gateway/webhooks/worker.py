@@ -99,15 +99,16 @@ class WebhookWorker:
         for event in ready(state, now):
             error = await deliver(self.client, hook, event)
             if error is not None:
-                attempts = await self.ctx.db.write(lambda s, e=error: repository.failed(
-                    s, key=hook.key, owner=owner, error=e, now=utcnow(),
+                # B023: each write is awaited here, before the loop moves on
+                attempts = await self.ctx.db.write(lambda s: repository.failed(
+                    s, key=hook.key, owner=owner, error=error, now=utcnow(),  # noqa: B023
                     delay_for=self.backoff.delay))
                 log.warning("webhook.failed", webhook=hook.key[:12], event_id=event.event_id,
                             error=error, attempts=attempts)
                 return 0
             event_id = event.id or 0
-            if not await self.ctx.db.write(lambda s, i=event_id: repository.delivered(
-                    s, key=hook.key, owner=owner, event_id=i, now=utcnow())):
+            if not await self.ctx.db.write(lambda s: repository.delivered(
+                    s, key=hook.key, owner=owner, event_id=event_id, now=utcnow())):  # noqa: B023
                 self.lease_until = None
                 return self.poll_s
             log.info("webhook.delivered", webhook=hook.key[:12], event_id=event.event_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
@@ -9,7 +11,7 @@ from sqlmodel import SQLModel
 import gateway.storage.models  # noqa: F401  (registers the tables on the metadata)
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url = cast(str, config.get_main_option("sqlalchemy.url"))  # storage.migrate always sets it
 connectable = create_engine(url, poolclass=pool.NullPool)
 with connectable.connect() as connection:
     context.configure(

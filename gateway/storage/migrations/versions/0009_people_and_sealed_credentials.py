@@ -16,6 +16,8 @@ settings; a database that holds keys cannot be upgraded without it.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import context, op
 
@@ -25,7 +27,7 @@ branch_labels = None
 depends_on = None
 
 
-def _instant(name: str, nullable: bool = False) -> sa.Column:
+def _instant(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
