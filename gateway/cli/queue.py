@@ -83,12 +83,13 @@ def list_queue(
             depth = repository.depth(session)
             lines = []
             for op in settings.operators:
-                stats = depth.get(op.name, {})
+                stats = depth.get(op.name) or repository.Depth(
+                    queued=0, pending=0, failed=0, oldest=None)
                 control = repository.control(session, op.name)
                 lines.append(
                     f"{op.name}\tpaused={'yes' if control.paused else 'no'}"
-                    f"\tqueued={stats.get('queued', 0)}\tpending={stats.get('pending', 0)}"
-                    f"\tfailed={stats.get('failed', 0)}\toldest={stats.get('oldest') or '-'}")
+                    f"\tqueued={stats['queued']}\tpending={stats['pending']}"
+                    f"\tfailed={stats['failed']}\toldest={stats['oldest'] or '-'}")
             return lines
 
         lines = run(settings, board)

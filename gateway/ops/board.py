@@ -23,13 +23,14 @@ FULL_DETAIL = frozenset({"operations", "admin"})
 async def board(ctx: AppContext) -> list[OperatorPublic]:
     """Every operator in full: for operations code that has already checked the caller."""
     def load(session: UnitOfWork
-             ) -> tuple[dict[str, dict[str, object]], dict[str, OperatorControl]]:
+             ) -> tuple[dict[str, repository.Depth], dict[str, OperatorControl]]:
         return repository.depth(session), ops_repository.controls(session)
 
     depth, controls = await ctx.db.read(load)
     operators = []
     for operator in ctx.operators:
-        stats = depth.get(operator.name, {})
+        stats = depth.get(operator.name) or repository.Depth(
+            queued=0, pending=0, failed=0, oldest=None)
         control = controls.get(operator.name)
         breaker = operator.breaker
         operators.append(OperatorPublic(
@@ -39,11 +40,8 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
             paused=bool(control and control.paused),
             paused_by=control.paused_by if control else None,
             pause_reason=control.pause_reason if control else None,
-            # repository.depth() types its counts and instant as object: hence the ignores
-            queued=int(stats.get("queued", 0)),  # type: ignore[call-overload]
-            pending=int(stats.get("pending", 0)),  # type: ignore[call-overload]
-            failed=int(stats.get("failed", 0)),  # type: ignore[call-overload]
-            oldest_queued_at=stats.get("oldest"),  # type: ignore[arg-type]
+            queued=stats["queued"], pending=stats["pending"], failed=stats["failed"],
+            oldest_queued_at=stats["oldest"],
             last_failure_at=breaker.last_failure_at,
             last_success_at=breaker.last_success_at,
         ))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from sqlalchemy import bindparam, func, update
 from sqlmodel import col, select
@@ -139,20 +140,31 @@ def release_unsent(session: UnitOfWork, claim_ids: list[str], owner: str) -> int
     )
 
 
-def depth(session: UnitOfWork) -> dict[str, dict[str, object]]:
+class Depth(TypedDict):
+    """One operator's queue: claims per status and the oldest queued instant."""
+
+    queued: int
+    pending: int
+    failed: int
+    oldest: datetime | None
+
+
+def depth(session: UnitOfWork) -> dict[str, Depth]:
     """Per operator: queued, pending and failed counts and the oldest queued instant."""
     rows = session.exec(
         select(Claim.operator, Claim.status, func.count(), func.min(Claim.queued_at))
         .where(col(Claim.status).in_(["queued", "pending", "failed"]))
         .group_by(Claim.operator, Claim.status)
     ).all()
-    stats: dict[str, dict[str, object]] = {}
+    stats: dict[str, Depth] = {}
     for operator, status, count, oldest in rows:
-        entry = stats.setdefault(operator, {"queued": 0, "pending": 0, "failed": 0,
-                                            "oldest": None})
-        entry[status] = count
+        entry = stats.setdefault(operator, Depth(queued=0, pending=0, failed=0, oldest=None))
         if status == "queued":
-            entry["oldest"] = oldest
+            entry["queued"], entry["oldest"] = int(count), oldest
+        elif status == "pending":
+            entry["pending"] = int(count)
+        else:
+            entry["failed"] = int(count)
     return stats
 
 
