@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import col, select
 
+from gateway.audit import repository
 from gateway.audit.anchors import Anchors, head_of
 from gateway.audit.trail import AuditLog, Verification, last_link, lock_chain
 from gateway.receipts.signing import ReceiptSigner, key_id
@@ -91,8 +91,7 @@ class HeadSigner:
         if link is None:
             return None
         entry_id, entry_hash = link
-        latest = session.exec(
-            select(AuditHead).order_by(col(AuditHead.id).desc()).limit(1)).first()
+        latest = repository.latest_head(session)
         if latest is not None and (latest.entry_id, latest.entry_hash) == link:
             return None
         self.deployment = ensure_deployment_id(session)
@@ -199,9 +198,9 @@ def worst(chain: Verification, found: tuple[int, str] | None,
 
 def verify_trail(session: UnitOfWork, *, audit_log: AuditLog, keys: HeadKeys) -> Verification:
     """The chain (hashes, links, seals) and every signed head; the lowest broken entry wins."""
-    entries = list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
+    entries = repository.entries(session)
     chain = audit_log.verify_entries(entries)
-    heads = session.exec(select(AuditHead).order_by(col(AuditHead.id))).all()
+    heads = repository.heads(session)
     found = check_heads(heads, {e.id: e.entry_hash for e in entries if e.id}, keys,
                         read_deployment_id(session))
     return worst(chain, found, entries)
@@ -228,7 +227,7 @@ class AnchorReport:
 def verify_anchors(session: UnitOfWork, lines: list[tuple[int, dict[str, Any] | None]], *,
                    audit_log: AuditLog, keys: HeadKeys) -> AnchorReport:
     """The chain and its heads, then every anchored head against the chain."""
-    entries = list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
+    entries = repository.entries(session)
     chain = verify_trail(session, audit_log=audit_log, keys=keys)
     ours = read_deployment_id(session)
     anchored, forged, others = [], [], 0

@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import col, select
-
+from gateway.audit import repository
 from gateway.security.apikeys import Principal
 from gateway.security.keyring import KEY_BYTES, load_audit_key
 from gateway.settings import Settings
-from gateway.storage.models import AuditEntry, new_row, table_of, utcnow
+from gateway.storage.models import AuditEntry, new_row, utcnow
 from gateway.storage.unit import UnitOfWork
 
 GENESIS = "0" * 64
@@ -49,10 +48,6 @@ def lock_chain(session: UnitOfWork) -> None:
     session.lock(AUDIT_LOCK)
 
 
-_ENTRIES = table_of(AuditEntry)
-_HEAD = select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c.id.desc()).limit(1)
-
-
 def last_link(session: UnitOfWork) -> tuple[int, str] | None:
     """The chain's head as (id, hash): two columns, not a whole row (this is on every claim).
     An entry staged earlier in this transaction is the head."""
@@ -60,8 +55,7 @@ def last_link(session: UnitOfWork) -> tuple[int, str] | None:
         return int(staged[-1].id or 0), staged[-1].entry_hash
     if not session.defers:
         session.flush()  # an entry added earlier in this unit of work is the head
-    row = session.connection().execute(_HEAD).first()
-    return (int(row[0]), str(row[1])) if row else None
+    return repository.stored_head(session)
 
 
 def cli_actor() -> Principal:
@@ -152,8 +146,7 @@ class AuditLog:
         return walk(entries, self.seal)
 
     def verify_chain(self, session: UnitOfWork) -> Verification:
-        return self.verify_entries(
-            session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
+        return self.verify_entries(repository.entries(session))
 
 
 def audit(
@@ -168,4 +161,4 @@ def audit(
 def verify(session: UnitOfWork) -> Verification:
     """Hashes and links only, without the key: a quick look. The full check, with seals and
     signed heads, is `gateway.audit.heads.verify_trail` (what `gateway audit verify` runs)."""
-    return walk(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all(), None)
+    return walk(repository.entries(session), None)

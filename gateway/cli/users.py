@@ -13,6 +13,7 @@ import typer
 
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.cli.support import ConfigOption, fail, migrated_settings
+from gateway.identity import repository as identity_repository
 from gateway.identity import users
 from gateway.identity.admin import Accounts, UnknownUser
 from gateway.identity.credentials import CredentialKeys
@@ -72,7 +73,7 @@ def list_users(config: ConfigOption = None) -> None:
     """One line per account: id, role, FINESS or operators, name, e-mail, state, created."""
     def lines(accounts: Accounts, session: UnitOfWork) -> list[str]:
         out = []
-        for user in users.all_users(session):
+        for user in identity_repository.all_users(session):
             who = users.profile(user, accounts.cipher)
             out.append("\t".join([
                 user.id, user.role, user.finess or user.operators or "-", who.name,

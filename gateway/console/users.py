@@ -18,6 +18,7 @@ from gateway.console.views import render
 from gateway.console.web import CsrfUserDep, NotForThisRole, role_in
 from gateway.context import AppContext
 from gateway.errors import NotFound
+from gateway.identity import repository as identity_repository
 from gateway.identity import users
 from gateway.identity.admin import UnknownUser
 from gateway.identity.sessions import ConsoleUser
@@ -45,7 +46,7 @@ class AccountRow:
 
 def rows_of(ctx: AppContext, session: UnitOfWork) -> list[AccountRow]:
     rows = []
-    for user in users.all_users(session):
+    for user in identity_repository.all_users(session):
         who = users.profile(user, ctx.cipher)
         rows.append(AccountRow(user.id, user.role, user.finess or user.operators or "—",
                                who.name, who.email or "—", users.state_of(user),

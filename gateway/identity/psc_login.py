@@ -8,16 +8,13 @@ every login, so a professional who left the pharmacy no longer enters it.
 
 from __future__ import annotations
 
-from sqlalchemy import select as core_select
-from sqlmodel import col
-
 from gateway.context import AppContext
-from gateway.identity import sessions, users
+from gateway.identity import repository, sessions, users
 from gateway.identity.login import Refused, Started
 from gateway.identity.psc import Professional
 from gateway.observability.metrics import CONSOLE_LOGINS
 from gateway.security.apikeys import Principal
-from gateway.storage.models import ApiKey, User, utcnow
+from gateway.storage.models import User, utcnow
 from gateway.storage.unit import UnitOfWork
 
 PSC = Principal(key_id="psc", role="admin", finess=None, operators=None)
@@ -27,28 +24,19 @@ def provisioned_index(ctx: AppContext, rpps: str, finess: str) -> str:
     return ctx.cipher.index("user-psc", rpps, finess)
 
 
-def served_pharmacies(session: UnitOfWork) -> set[str]:
-    """FINESS of the pharmacies this gateway serves: with a live key or an account."""
-    keys = session.execute(core_select(col(ApiKey.finess)).where(
-        col(ApiKey.finess).is_not(None), col(ApiKey.revoked_at).is_(None))).scalars()
-    people = session.execute(core_select(col(User.finess)).where(
-        col(User.finess).is_not(None))).scalars()
-    return set(keys) | set(people)
-
-
 def _admitted(ctx: AppContext, session: UnitOfWork, who: Professional) -> User | None:
-    linked = [u for u in users.by_rpps(session, who.rpps)
+    linked = [u for u in repository.users_by_rpps(session, who.rpps)
               if u.disabled_at is None and users.genuine(u, ctx.credentials)]
     for user in linked:  # an admin's link first; a provisioned one only while still true
         is_own = user.email_index == provisioned_index(ctx, who.rpps, user.finess or "")
         if not is_own or user.finess in who.finess:
             return user
-    served = served_pharmacies(session)
+    served = repository.served_pharmacies(session)
     for finess in who.finess:
         if finess not in served:
             continue
         index = provisioned_index(ctx, who.rpps, finess)
-        if users.by_email_index(session, index) is not None:
+        if repository.user_by_email_index(session, index) is not None:
             return None  # their account for this pharmacy exists and was disabled
         user = User(id=users.new_id(), role="pharmacist", finess=finess, rpps=who.rpps,
                     email_index=index, password_hash=None, password_one_time=False,

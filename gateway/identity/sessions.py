@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import col, select
-
-from gateway.identity import users
+from gateway.identity import repository, users
 from gateway.identity.credentials import CredentialKeys, legacy_digest, tampered
 from gateway.security.apikeys import Principal
 from gateway.settings import ConsoleSettings
@@ -122,8 +120,7 @@ def end(session: UnitOfWork, token_hash: str, credentials: CredentialKeys) -> No
 
 def end_all(session: UnitOfWork, user_id: str, credentials: CredentialKeys) -> int:
     """Every open session of this person ends now; returns how many."""
-    rows = session.exec(select(ConsoleSession).where(
-        ConsoleSession.user_id == user_id, col(ConsoleSession.ended_at).is_(None))).all()
+    rows = repository.open_sessions_of(session, user_id)
     for row in rows:
         end_row(session, row, credentials)
     return len(rows)

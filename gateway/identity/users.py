@@ -13,9 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlmodel import col, select
-
 from gateway.domain.identifiers import check_finess, check_rpps
+from gateway.identity import repository
 from gateway.identity.credentials import CredentialKeys, tampered
 from gateway.identity.passwords import hash_password, one_time_password
 from gateway.security.apikeys import Principal, Role
@@ -133,20 +132,7 @@ def new_user(
 
 
 def by_email(session: UnitOfWork, cipher: Cipher, email: str) -> User | None:
-    return session.exec(select(User).where(User.email_index == email_index(cipher, email))
-                        ).first()
-
-
-def by_email_index(session: UnitOfWork, index: str) -> User | None:
-    return session.exec(select(User).where(User.email_index == index)).first()
-
-
-def by_rpps(session: UnitOfWork, rpps: str) -> list[User]:
-    return list(session.exec(select(User).where(User.rpps == rpps)).all())
-
-
-def all_users(session: UnitOfWork) -> list[User]:
-    return list(session.exec(select(User).order_by(col(User.created_at))).all())
+    return repository.user_by_email_index(session, email_index(cipher, email))
 
 
 def state_of(user: User) -> str:
