@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 import httpx
 import structlog
@@ -99,16 +100,16 @@ class WebhookWorker:
         for event in ready(state, now):
             error = await deliver(self.client, hook, event)
             if error is not None:
-                # B023: each write is awaited here, before the loop moves on
-                attempts = await self.ctx.db.write(lambda s: repository.failed(
-                    s, key=hook.key, owner=owner, error=error, now=utcnow(),  # noqa: B023
+                attempts = await self.ctx.db.write(partial(
+                    repository.failed, key=hook.key, owner=owner, error=error, now=utcnow(),
                     delay_for=self.backoff.delay))
                 log.warning("webhook.failed", webhook=hook.key[:12], event_id=event.event_id,
                             error=error, attempts=attempts)
                 return 0
             event_id = event.id or 0
-            if not await self.ctx.db.write(lambda s: repository.delivered(
-                    s, key=hook.key, owner=owner, event_id=event_id, now=utcnow())):  # noqa: B023
+            if not await self.ctx.db.write(partial(
+                    repository.delivered, key=hook.key, owner=owner, event_id=event_id,
+                    now=utcnow())):
                 self.lease_until = None
                 return self.poll_s
             log.info("webhook.delivered", webhook=hook.key[:12], event_id=event.event_id)
