@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench openapi clean
+.PHONY: run test check lint bench openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit loop: tests/unit, tests/integration and tests/adapters on SQLite (never the
+# PostgreSQL or Redis of GATEWAY_TEST_*_URL, no browser, no e2e), on CHECK_WORKERS
+# processes (more than the cores: many tests wait on timers). Bytecode is cached under
+# .venv even where PYTHONDONTWRITEBYTECODE is set: else every worker compiles the
+# project and rewrites every test module's asserts again.
+CHECK_WORKERS ?= 3
+check: $(STAMP)
+	env -u GATEWAY_TEST_POSTGRES_URL -u GATEWAY_TEST_REDIS_URL -u PYTHONDONTWRITEBYTECODE \
+		PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
+		$(BIN)/python -m pytest -q -n $(CHECK_WORKERS) --dist worksteal \
+		tests/unit tests/integration tests/adapters
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -46,8 +46,9 @@ class Person:
 
 def make_person(settings: Settings, role: str = "pharmacist", *, finess: str | None = None,
                 operators: list[str] | None = None, enrolled: bool = True,
-                **extra: Any) -> Person:
-    """An account as if its owner had chosen a password and enrolled TOTP already."""
+                database: Database | None = None, **extra: Any) -> Person:
+    """An account as if its owner had chosen a password and enrolled TOTP already; stored
+    through `database` when given (a running app's), else through an engine of its own."""
     if role == "pharmacist" and finess is None:
         finess = "330001231"
     email = f"{role}-{secrets.token_hex(4)}@test.invalid"
@@ -66,6 +67,8 @@ def make_person(settings: Settings, role: str = "pharmacist", *, finess: str | N
         session.add(user)
         return user.id
 
+    if database is not None:
+        return Person(database.write_now(create), email, password, secret)
     db = Database(settings.database_url)
     try:
         user_id = db.write_now(create)

@@ -29,6 +29,7 @@ from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
 
 from gateway.claims.presenter import mask_nir
 from gateway.identity.credentials import CredentialKeys
+from gateway.keys import admin as keys_admin
 from gateway.keys.admin import create_key
 from gateway.security import apikeys
 from gateway.security.keyring import load_credential_key
@@ -118,7 +119,7 @@ def personal_data() -> list[str]:
     return found
 
 
-async def _console_login(http: httpx.AsyncClient, settings: Any, credentials: Any,
+async def _console_login(http: httpx.AsyncClient, database: Database, credentials: Any,
                          person: Person) -> tuple[str, str, str]:
     """The person's whole login; returns the cookie's token, its stored hash, the CSRF token."""
     answer = await log_in(http, person)
@@ -126,30 +127,31 @@ async def _console_login(http: httpx.AsyncClient, settings: Any, credentials: An
     token = http.cookies[COOKIE]
     http.cookies.clear()  # each actor presents its own cookie explicitly
     hashed = credentials.digest(token)
-    database = Database(settings.database_url)
-    try:
-        csrf = database.read_now(lambda s: s.get(ConsoleSession, hashed).csrf_token)
-    finally:
-        database.engine.dispose()
+    csrf = database.read_now(lambda s: s.get(ConsoleSession, hashed).csrf_token)
     return token, hashed, csrf
 
 
-def console_people(settings: Any) -> dict[str, Person]:
+def console_people(settings: Any, database: Database) -> dict[str, Person]:
     return {
-        "A_session": make_person(settings, "pharmacist", finess="330001231"),
-        "B_session": make_person(settings, "pharmacist", finess=OTHER_FINESS),
-        "operations_session": make_person(settings, "operations"),
+        "A_session": make_person(settings, "pharmacist", finess="330001231",
+                                 database=database),
+        "B_session": make_person(settings, "pharmacist", finess=OTHER_FINESS,
+                                 database=database),
+        "operations_session": make_person(settings, "operations", database=database),
         "operations_elsewhere_session": make_person(settings, "operations",
-                                                    operators=["santex"]),
-        "admin_session": make_person(settings, "admin"),
+                                                    operators=["santex"], database=database),
+        "admin_session": make_person(settings, "admin", database=database),
     }
 
 
 @pytest.fixture
 async def world(app, client, settings, simulators, pharmacy, other_pharmacy,
-                operations) -> World:
-    _, elsewhere = create_key(settings, role="operations", operators=["santex"])
-    _, admin = create_key(settings, role="admin")
+                operations, monkeypatch) -> World:
+    database = app.state.context.db  # the world is built through the app's own engine
+    with monkeypatch.context() as patch:  # keys as `gateway keys create` makes them
+        patch.setattr(keys_admin, "_once", lambda _, work: database.write_now(work))
+        _, elsewhere = create_key(settings, role="operations", operators=["santex"])
+        _, admin = create_key(settings, role="admin")
     headers = {
         "A": pharmacy, "B": other_pharmacy, "anonymous": {},
         "bad_key": {"Authorization": "Bearer key_0000000000000000.not-a-key"},
@@ -174,10 +176,10 @@ async def world(app, client, settings, simulators, pharmacy, other_pharmacy,
     assert queued.json()["coverage"]["decision"] == "provisional", queued.text
     await set_fault(simulators["opera"], "ok")
 
-    csrf, hashes, people = {}, {}, console_people(settings)
+    csrf, hashes, people = {}, {}, console_people(settings, database)
     for actor in CONSOLE_ACTORS:
         token, hashes[actor], csrf[actor] = await _console_login(
-            client, settings, app.state.context.credentials, people[actor])
+            client, database, app.state.context.credentials, people[actor])
         headers[actor] = {"Cookie": f"{COOKIE}={token}"}
         secrets[actor] = ""
     return World(http=client, settings=settings, simulators=simulators, headers=headers,

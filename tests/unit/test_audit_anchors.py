@@ -23,20 +23,20 @@ from gateway.cli.audit import audit_app
 from gateway.security.apikeys import Principal
 from gateway.settings import Settings, load_settings
 from gateway.storage.db import Database
-from gateway.storage.migrate import upgrade
 
 ACTOR = Principal(key_id="key_0123456789abcdef", role="operations", finess=None, operators=None)
 
 
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           migrated_sqlite) -> Path:  # type: ignore[no-untyped-def]
     for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
         monkeypatch.delenv(name)
     path = tmp_path / "gateway.toml"
     path.write_text(f'environment = "development"\ndata_dir = "{tmp_path / "var"}"\n'
                     f'database_url = "sqlite:///{tmp_path / "audit.db"}"\n'
                     f'[audit]\nanchor_file = "{tmp_path / "anchors" / "heads.jsonl"}"\n')
-    upgrade(load_settings(path).database_url)
+    migrated_sqlite(load_settings(path).database_url)
     return path
 
 
