@@ -6,8 +6,11 @@ import asyncio
 from itertools import groupby
 
 import pytest
+from instances import instance
 from simulator_control import ledger, set_fault
 from synthetic import claim_body
+
+from gateway.keys.admin import create_key
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +96,18 @@ async def test_same_invoice_with_another_body_is_409_duplicate_invoice(client, p
     assert response.json()["claim_id"] == first.json()["id"]
 
 
-async def test_a_claim_in_flight_answers_409_to_its_duplicate(client, pharmacy, simulators):
+async def test_a_claim_in_flight_answers_409_to_its_duplicate(settings, simulators):
+    # The operator answers in 300 ms; its timeout is well above that (2 s, not the suite's
+    # 0.5 s), so a loaded machine (parallel workers) cannot turn the first answer into a
+    # timeout (202) while the duplicate is being read.
+    patient = settings.model_copy(update={"operators": [
+        op.model_copy(update={"timeout_s": 2.0, "deadline_s": 3.0}) for op in settings.operators]})
+    async with instance(patient, simulators) as (_, client):
+        _, secret = create_key(patient, role="pharmacy", finess="330001231")
+        await _in_flight_duplicates(client, {"Authorization": f"Bearer {secret}"}, simulators)
+
+
+async def _in_flight_duplicates(client, pharmacy, simulators) -> None:  # type: ignore[no-untyped-def]
     await set_fault(simulators["opera"], "slow", latency_ms=300)
     for attempt in range(3):
         invoice = f"F{attempt}"

@@ -110,12 +110,33 @@ async def ops_headers(settings):
     return {"Authorization": f"Bearer {secret}"}
 
 
+def count_steps(app, operator: str) -> list[bool]:
+    """What each step of the operator's running drain worker returned, from now on
+    (False: it found nothing to do)."""
+    worker = app.state.context.drains[operator]
+    real, results = worker.step, []
+
+    async def step() -> bool:
+        worked = await real()
+        results.append(worked)
+        return worked
+
+    worker.step = step  # the worker's loop looks its step up at every turn
+    return results
+
+
 async def test_a_paused_operator_gets_nothing(settings, simulators):
     async with gateway(settings, simulators) as (app, http):
         headers = await ops_headers(settings)
         await http.post("/v1/operators/opera/pause", headers=headers)
         claim = (await http.post("/v1/claims", json=claim_body("Z1"))).json()
-        await asyncio.sleep(0.8)
+        steps = count_steps(app, "opera")
+
+        async def two_idle_steps() -> bool:  # the second began after the claim was stored
+            return len(steps) >= 2
+
+        assert await wait_until(two_idle_steps)
+        assert steps[:2] == [False, False]  # the drain looked, and sent nothing
         assert (await ledger(simulators["opera"]))["received"] == 0
         assert (await statuses(http, [claim["id"]])) == ["queued"]
         await http.post("/v1/operators/opera/resume", headers=headers)

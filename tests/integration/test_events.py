@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from simulator_control import set_fault
 from synthetic import claim_body
+from waiting import eventually, parked_long_polls
 
 pytestmark = pytest.mark.anyio
 
@@ -40,13 +41,14 @@ async def test_cursor_pages_without_gaps(client, pharmacy):
     assert len(seen) == len(set(seen)) == 5
 
 
-async def test_long_poll_returns_as_soon_as_an_event_arrives(client, pharmacy):
+async def test_long_poll_returns_as_soon_as_an_event_arrives(app, client, pharmacy):
     start = (await client.get("/v1/events", headers=pharmacy)).json()["next"]
     loop = asyncio.get_running_loop()
     began = loop.time()
+    parked = parked_long_polls(app)
     waiting = asyncio.create_task(
         client.get(f"/v1/events?after={start}&wait=5", headers=pharmacy))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: len(parked) == 1, what="the long-poll waiting")
     assert not waiting.done()
     await client.post("/v1/claims", json=claim_body("W1"), headers=pharmacy)
     page = (await waiting).json()

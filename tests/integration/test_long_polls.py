@@ -4,6 +4,7 @@ polling the database while they wait, and at most `long_polls_per_key` per key."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,18 +14,22 @@ from instances import REDIS_URL, instance, with_limits
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from synthetic import claim_body
+from waiting import eventually, parked_long_polls
+
+from gateway.events import service as events_service
 
 pytestmark = pytest.mark.anyio
 
 
 @contextmanager
-def events_queries(engine: Engine) -> Iterator[list[str]]:
-    """Every statement reading the events table run on this engine meanwhile."""
-    seen: list[str] = []
+def events_queries(engine: Engine) -> Iterator[list[float]]:
+    """When (time.monotonic()) each statement reading the events table ran on this engine
+    meanwhile."""
+    seen: list[float] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "FROM events" in statement:
-            seen.append(statement)
+            seen.append(time.monotonic())
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -37,15 +42,23 @@ async def start_of_feed(client, headers) -> str:  # type: ignore[no-untyped-def]
     return str((await client.get("/v1/events", headers=headers)).json()["next"])
 
 
-async def test_a_waiting_long_poll_reads_nothing_until_woken(app, client, pharmacy):
+async def test_a_waiting_long_poll_reads_nothing_until_woken(app, client, pharmacy,
+                                                             monkeypatch):
+    # The only read of a waiting long-poll not woken is its slow re-check against a lost
+    # wake-up (RECHECK_S, 5 s): brought to 1 s, it is the event that closes the watch.
+    monkeypatch.setattr(events_service, "RECHECK_S", 1.0)
     start = await start_of_feed(client, pharmacy)
     loop = asyncio.get_running_loop()
-    waiting = asyncio.create_task(
-        client.get(f"/v1/events?after={start}&wait=10", headers=pharmacy))
-    await asyncio.sleep(0.3)
+    parked = parked_long_polls(app)
     with events_queries(app.state.context.db.engine) as queries:
-        await asyncio.sleep(2.0)
-    assert not waiting.done() and queries == []  # no periodic re-read while waiting
+        waiting = asyncio.create_task(
+            client.get(f"/v1/events?after={start}&wait=10", headers=pharmacy))
+        await eventually(lambda: len(parked) == 1, what="the long-poll waiting")
+        await eventually(lambda: len(queries) == 2, what="the re-check")
+    first_read, recheck = queries
+    assert first_read < parked[0]  # read once, found nothing, then waited...
+    assert recheck - parked[0] >= 0.95  # ...with no periodic re-read before the re-check
+    assert not waiting.done()
     began = loop.time()
     await client.post("/v1/claims", json=claim_body("Q1"), headers=pharmacy)
     page = (await waiting).json()
@@ -82,9 +95,10 @@ async def test_the_fourth_concurrent_long_poll_of_a_key_is_refused(settings, sim
                                                                    pharmacy, other_pharmacy):
     async with instance(with_limits(settings, long_polls_per_key=3), simulators) as (app, http):
         start = await start_of_feed(http, pharmacy)
+        parked = parked_long_polls(app)
         polls = [asyncio.create_task(http.get(f"/v1/events?after={start}&wait=10",
                                               headers=pharmacy)) for _ in range(3)]
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(parked) == 3, what="three long-polls waiting")
         assert not any(poll.done() for poll in polls)
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -105,12 +119,13 @@ async def test_the_fourth_concurrent_long_poll_of_a_key_is_refused(settings, sim
 
 async def test_long_poll_places_are_shared_by_the_instances(settings, simulators, pharmacy):
     limited = with_limits(settings, long_polls_per_key=2)
-    async with instance(limited, simulators) as (_, first), \
+    async with instance(limited, simulators) as (first_app, first), \
             instance(limited, simulators) as (_, second):
         start = await start_of_feed(first, pharmacy)
+        parked = parked_long_polls(first_app)
         polls = [asyncio.create_task(first.get(f"/v1/events?after={start}&wait=3",
                                                headers=pharmacy)) for _ in range(2)]
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(parked) == 2, what="both places taken")
         refused = await second.get(f"/v1/events?after={start}&wait=3", headers=pharmacy)
         assert refused.status_code == 429
         assert [p.status_code for p in await asyncio.gather(*polls)] == [200, 200]

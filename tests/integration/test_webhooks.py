@@ -22,6 +22,7 @@ from synthetic import OTHER_FINESS, claim_body
 
 from gateway.settings import WebhookSettings
 from gateway.storage.models import Event, WebhookCursor
+from gateway.webhooks import repository
 from gateway.webhooks.delivery import Backoff
 from gateway.webhooks.repository import Pending, webhook_key
 from gateway.webhooks.signing import verify
@@ -106,13 +107,34 @@ async def wait_for(check):
     raise AssertionError("condition not met within 10 s")
 
 
-async def received(receiver: Receiver, count: int) -> None:
-    """Wait for `count` requests, then a little longer to catch any extra one."""
+@pytest.fixture
+def reads(monkeypatch) -> list[int]:
+    """How many events each of the workers' reads of their pending events found."""
+    found: list[int] = []
+    real = repository.pending
+
+    def pending(session, **kwargs):  # type: ignore[no-untyped-def]
+        state = real(session, **kwargs)
+        found.append(len(state.events) if state is not None else -1)
+        return state
+
+    monkeypatch.setattr(repository, "pending", pending)
+    return found
+
+
+async def received(receiver: Receiver, count: int, reads: list[int]) -> None:
+    """Wait for `count` requests, then until the worker has read its pending events again
+    and found none left: any extra request would have been sent by then."""
     async def enough() -> bool:
         return len(receiver.received) >= count
 
     await wait_for(enough)
-    await asyncio.sleep(0.3)
+    since = len(reads)
+
+    async def nothing_left() -> bool:
+        return 0 in reads[since:]
+
+    await wait_for(nothing_left)
 
 
 async def submit(client, headers, invoice, **kwargs) -> None:
@@ -126,7 +148,7 @@ async def feed(client, headers) -> list[dict]:
 
 
 async def test_events_arrive_in_order_signed_with_ids_only(app, client, pharmacy, receiver,
-                                                           start):
+                                                           start, reads):
     await submit(client, pharmacy, "W0")  # before the webhook existed: read it from the feed
     await start(hook(receiver.url))
     for invoice in ("W1", "W2"):
@@ -134,7 +156,7 @@ async def test_events_arrive_in_order_signed_with_ids_only(app, client, pharmacy
     await submit(client, pharmacy, "W3", member_number="REJ42")
     events = (await feed(client, pharmacy))[1:]
     assert [e["type"] for e in events] == ["claim.accepted", "claim.accepted", "claim.rejected"]
-    await received(receiver, 3)
+    await received(receiver, 3, reads)
     assert receiver.ids() == [e["id"] for e in events]
     for (path, headers, body), event in zip(receiver.received, events, strict=True):
         verify(KEY, headers, body)
@@ -145,13 +167,13 @@ async def test_events_arrive_in_order_signed_with_ids_only(app, client, pharmacy
 
 
 async def test_failures_are_retried_with_the_same_id_and_nothing_is_skipped(
-        app, client, pharmacy, receiver, start):
+        app, client, pharmacy, receiver, start, reads):
     receiver.statuses = [500, 500]
     entry = hook(receiver.url)
     await start(entry)
     await submit(client, pharmacy, "F1")
     await submit(client, pharmacy, "F2")
-    await received(receiver, 4)
+    await received(receiver, 4, reads)
     first, second = [e["id"] for e in await feed(client, pharmacy)]
     assert receiver.ids() == [first, first, first, second]
     for _, headers, body in receiver.received:
@@ -161,21 +183,21 @@ async def test_failures_are_retried_with_the_same_id_and_nothing_is_skipped(
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(app, client, pharmacy, receiver,
-                                                           start):
+                                                           start, reads):
     receiver.statuses = [307]
     await start(hook(receiver.url))
     await submit(client, pharmacy, "D1")
-    await received(receiver, 2)
+    await received(receiver, 2, reads)
     assert [path for path, _, _ in receiver.received] == ["/hook", "/hook"]
     assert len(set(receiver.ids())) == 1
 
 
 async def test_another_pharmacys_events_are_not_sent(app, client, pharmacy, other_pharmacy,
-                                                     receiver, start):
+                                                     receiver, start, reads):
     await start(hook(receiver.url))
     await submit(client, other_pharmacy, "O1", finess=OTHER_FINESS)
     await submit(client, pharmacy, "O2")
-    await received(receiver, 1)
+    await received(receiver, 1, reads)
     assert receiver.ids() == [e["id"] for e in await feed(client, pharmacy)]
     assert len(await feed(client, other_pharmacy)) == 1
 

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
+from waiting import eventually
 
 from gateway.audit.heads import (
     HeadKeys,
@@ -37,7 +38,6 @@ from gateway.security.apikeys import Principal
 from gateway.security.keyring import load_audit_head_key, load_audit_key
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.storage.db import Database
-from gateway.storage.migrate import upgrade
 from gateway.storage.models import AuditEntry, AuditHead, utcnow
 
 AUDIT_KEY = bytes(range(32))
@@ -47,9 +47,8 @@ ACTOR = Principal(key_id="key_0123456789abcdef", role="operations", finess=None,
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    upgrade(url)
+def db(tmp_path: Path, migrated_sqlite) -> Iterator[Database]:  # type: ignore[no-untyped-def]
+    url = migrated_sqlite(tmp_path / "audit.db")
     database = Database(url)
     yield database
     database.engine.dispose()
@@ -283,19 +282,28 @@ def test_a_head_is_signed_only_when_it_changed(db: Database, log: AuditLog) -> N
     assert second is not None and second.entry_id == 3
 
 
-def test_the_head_task_signs_periodically_and_once_at_shutdown(tmp_path: Path) -> None:
+def test_the_head_task_signs_periodically_and_once_at_shutdown(
+        tmp_path: Path, migrated_sqlite) -> None:  # type: ignore[no-untyped-def]
     settings = Settings(environment="development", data_dir=tmp_path / "data",
-                        database_url=f"sqlite:///{tmp_path / 'gw.db'}")
-    upgrade(settings.database_url)
+                        database_url=migrated_sqlite(tmp_path / "gw.db"))
     log = AuditLog.from_settings(settings)
 
     async def scenario() -> list[int]:
         db = Database(settings.database_url)
-        ctx = SimpleNamespace(settings=settings, db=db)
+        signed: list[int | None] = []  # each period's head (None: nothing new to sign)
+
+        async def write(work):  # type: ignore[no-untyped-def]
+            head = await db.write(work)
+            signed.append(head.entry_id if head is not None else None)
+            return head
+
+        ctx = SimpleNamespace(settings=settings, db=SimpleNamespace(write=write))
         stopping = asyncio.Event()
         await db.write(lambda s: log.append(s, ACTOR, "operator.pause", object_id="a"))
         task = asyncio.create_task(run_audit_heads(ctx, stopping, interval_s=0.02))
-        await asyncio.sleep(0.2)  # several periods, one change: one head
+        # several periods, one change: one head, then periods that sign nothing
+        await eventually(lambda: len(signed) >= 4, what="four periods")
+        assert signed[:4] == [1, None, None, None]
         await db.write(lambda s: log.append(s, ACTOR, "operator.resume", object_id="a"))
         stopping.set()
         task.cancel()  # as the lifespan does: the final head is still written
@@ -342,9 +350,10 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_cli_passes_an_intact_chain_and_exits_1_naming_the_altered_entry(config: Path) -> None:
+def test_cli_passes_an_intact_chain_and_exits_1_naming_the_altered_entry(
+        config: Path, migrated_sqlite) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(config)
-    upgrade(settings.database_url)
+    migrated_sqlite(settings.database_url)
     db = Database(settings.database_url)
     try:
         build_chain(db, AuditLog.from_settings(settings), 4)

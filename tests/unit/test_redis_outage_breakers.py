@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -57,6 +58,10 @@ async def eventually(condition: Callable[[], bool], within_s: float) -> bool:
             return True
         await asyncio.sleep(0.02)
     return condition()
+
+
+def logged(logs: list[dict[str, Any]], event: str) -> int:
+    return sum(1 for entry in logs if entry["event"] == event)
 
 
 async def subscribers(url: str, channel: str) -> int:
@@ -107,10 +112,10 @@ async def test_breakers_stay_local_while_redis_is_down_and_are_shared_again_afte
             assert await eventually(lambda: b["opera"].state == "open", within_s=2.0)
 
             redis_server.stop()
-            await asyncio.sleep(0.3)
+            assert await eventually(lambda: logged(logs, "breaker_sync.redis_unreachable") == 2,
+                                    within_s=5.0)  # both instances now on their own
             a["santex"].trip(open_for=30)  # each on its own while Redis is down
-            await asyncio.sleep(0.5)
-            assert b["santex"].is_closed
+            assert b["santex"].is_closed  # and B learns it only once Redis is back, below
 
             redis_server.start()  # empty: the stored "opera" key is gone
             assert await eventually(lambda: b["santex"].state == "open", within_s=5.0)
@@ -141,12 +146,12 @@ async def test_the_events_relay_wakes_the_other_instance_once_redis_is_back(
         try:
             await wait_subscribed(redis_server.url, channel, 2)
             redis_server.stop()
-            await asyncio.sleep(0.3)
+            assert await eventually(lambda: logged(logs, "events.relay.unreachable") == 2,
+                                    within_s=5.0)  # both relays now cut off
             with hubs[1].listening(FINESS) as woken:
                 for relay in hubs[0].committed:  # a commit on instance 0 meanwhile
                     relay((FINESS,))
-                await asyncio.sleep(0.3)
-                assert not woken.is_set()  # nothing can reach it while Redis is down
+                assert not woken.is_set()  # nothing can reach it while Redis is down...
                 redis_server.start()
                 await asyncio.wait_for(woken.wait(), timeout=5.0)
         finally:
