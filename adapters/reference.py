@@ -1,4 +1,4 @@
-"""The reference operator protocol (CONTRACT.md section 4) over an injected httpx client.
+"""The reference operator protocol (docs/adapters.md) over an injected httpx client.
 
 Every transport failure and unexpected answer is sorted into `OperatorUnavailable`
 (`ambiguous` when the request may have been processed, so the caller looks the claim

@@ -1,6 +1,6 @@
 """Insurer number -> operator, and adapter slug -> adapter factory; both checked at start.
 
-Routing follows CONTRACT.md section 2: an exact insurer number beats a prefix
+Routing (docs/configuration.md, `[[operators]]`): an exact insurer number beats a prefix
 (`80*`), a longer prefix beats a shorter one, and a pattern claimed by two
 operators is a configuration error.
 """

@@ -1,4 +1,4 @@
-"""A simulated operator serving the reference protocol (CONTRACT.md section 4), with faults.
+"""A simulated operator serving the reference protocol (docs/adapters.md), with faults.
 
 Why: the gateway's breakers, queue and provisional coverage can only be exercised against
 an operator that fails on demand and remembers what it received.

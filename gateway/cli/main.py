@@ -1,4 +1,4 @@
-"""`gateway ...`: the command line of CONTRACT.md section 1.
+"""`gateway ...`: the command line (`gateway --help`; README and docs/operations.md).
 
 Exit status: 0 success, 2 bad usage (typer's own), 1 failure with a reason on stderr.
 """

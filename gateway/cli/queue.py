@@ -1,4 +1,4 @@
-"""`gateway queue ...`: the operations verbs of CONTRACT.md 3.6 from the shell.
+"""`gateway queue ...`: the operations verbs of the API (`/v1/operators`) from the shell.
 
 They act on the database directly (no running gateway needed) and are audited
 under the shell user's name. No personal data is printed.

@@ -1,4 +1,4 @@
-"""`gateway receipt verify TOKEN`: check a receipt offline (CONTRACT.md section 1).
+"""`gateway receipt verify TOKEN`: check a receipt offline (docs/integration.md).
 
 Exit 0 when the receipt is authentic (the status line says valid or expired), 1 with
 `error: <reason>` on stderr when it is not, or when the keys cannot be had.

@@ -1,4 +1,4 @@
-"""Checks of the French identifiers a claim carries (see DOMAIN.md).
+"""Checks of the French identifiers a claim carries (docs/integration.md lists them).
 
 Each check returns the normalised value or raises ValueError with a message that
 never repeats the value: it may be a NIR.

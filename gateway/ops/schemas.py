@@ -1,4 +1,4 @@
-"""Operations schemas (CONTRACT.md 3.6): no personal data anywhere."""
+"""Operations schemas (docs/openapi.json, `operations` tag): no personal data anywhere."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from gateway.receipts.views import ReceiptView
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 STYLESHEET_URL = "/static/receipt.css"  # gateway/static/receipt.css, served by the gateway
 
-# DOMAIN.md, "Anti-phishing text for the printed receipt (French)", verbatim.
+# The anti-phishing text printed on every receipt (French), verbatim: tests check it.
 ANTI_PHISHING_WARNING = (
     "Reçu provisoire de tiers payant. Ni votre complémentaire santé, ni l'Assurance Maladie, "
     "ni votre pharmacie ne vous demanderont par e-mail, SMS ou téléphone vos coordonnées "

@@ -1,4 +1,4 @@
-"""When may the patient leave without paying the AMC share? (CONTRACT.md section 5)
+"""When may the patient leave without paying the AMC share? (README: provisional receipts)
 
 A pure function: it gets the claim, the operator's `provisional` setting, what the
 rights cache says, and the running totals the caps need, and returns a decision

@@ -1,4 +1,4 @@
-"""Receipt tokens (CONTRACT.md section 3.5): compact JWS, EdDSA over Ed25519, with a kid.
+"""Receipt tokens (docs/integration.md): compact JWS, EdDSA over Ed25519, with a kid.
 
 Anyone holding the published JWKS can check a receipt offline; old keys stay in the
 JWKS after a rotation so receipts already printed keep verifying.

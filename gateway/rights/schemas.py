@@ -1,4 +1,4 @@
-"""Rights check schemas (CONTRACT.md 3.3)."""
+"""Rights check schemas (docs/integration.md, "Rights checks")."""
 
 from __future__ import annotations
 
