@@ -23,12 +23,12 @@ from gateway.console.web import CsrfUserDep, role_in
 from gateway.context import AppContext
 from gateway.errors import NotFound
 from gateway.identity.sessions import ConsoleUser
+from gateway.keys import repository as keys_repository
 from gateway.keys import service as keys_service
 from gateway.ops.board import board
 from gateway.ops.endpoints import known_operator
 from gateway.ops.schemas import OperatorPublic, QueuedClaim, ReplayRequest
 from gateway.ops.service import Operations, ReplayRunning
-from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.web.deps import ContextDep
 
@@ -79,7 +79,7 @@ class SuspendedKey:
 
 
 async def suspended_keys(ctx: AppContext) -> list[SuspendedKey]:
-    rows = await ctx.db.read(apikeys.suspended_keys)
+    rows = await ctx.db.read(keys_repository.suspended_keys)
     return [SuspendedKey(row.id, row.finess, row.suspended_at, row.suspension_reason)
             for row in rows if row.suspended_at is not None]
 

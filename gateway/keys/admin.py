@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from gateway.audit.trail import AuditLog, cli_actor
 from gateway.identity.credentials import CredentialKeys
+from gateway.keys import repository as keys_repository
 from gateway.keys import service as keys_service
 from gateway.security import apikeys
 from gateway.security.keyring import load_credential_key
@@ -53,7 +54,7 @@ def create_key(
 
 def list_key_lines(settings: Settings) -> list[str]:
     """id, role, scope, label, created, revoked, suspended since, suspension reason."""
-    rows = _once(settings, apikeys.list_keys)
+    rows = _once(settings, keys_repository.all_keys)
     return [
         "\t".join([
             row.id, row.role, row.finess or row.operators or "-", row.label or "-",

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam
-from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from gateway.domain.identifiers import check_finess
 from gateway.errors import Forbidden
 from gateway.identity.credentials import CredentialKeys, tampered
-from gateway.storage.models import ApiKey, table_of, utcnow
+from gateway.keys import repository
+from gateway.storage.models import ApiKey, utcnow
 from gateway.storage.unit import UnitOfWork
 
 Role = Literal["pharmacy", "operations", "admin"]
@@ -115,14 +114,6 @@ def new_key(
     return row, secret
 
 
-_KEY_COLUMNS = table_of(ApiKey).c
-_BY_ID = core_select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
-                     _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
-                     _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
-                     _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac,
-                     ).where(_KEY_COLUMNS.id == bindparam("key_id"))
-
-
 def _genuine(row: Any, credentials: CredentialKeys) -> bool:
     """The row is as the gateway wrote it; a mismatch is counted and logged."""
     if credentials.mac_ok("api_key", mac_fields(row), row.row_mac):
@@ -140,7 +131,7 @@ def authenticate(connection: Connection | Session, secret: str,
     key_id, _, rest = secret.partition(".")
     if not KEY_ID_FORMAT.fullmatch(key_id) or not rest or len(secret) > 200:
         return None
-    row = connection.execute(_BY_ID, {"key_id": key_id}).first()
+    row = repository.key_row(connection, key_id)
     if row is None:
         credentials.matches("0" * 64, secret)  # the same work either way
         return None
@@ -159,11 +150,6 @@ def authenticate(connection: Connection | Session, secret: str,
     )
 
 
-def list_keys(session: UnitOfWork) -> list[ApiKey]:
-    result = session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))
-    return list(result.all())
-
-
 def revoke(session: UnitOfWork, key_id: str, credentials: CredentialKeys) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None:
@@ -179,7 +165,7 @@ def is_live(connection: Connection | Session, key_id: str,
             credentials: CredentialKeys) -> bool:
     """Neither revoked nor expired nor altered by hand, as of this transaction; a
     suspended key raises KeySuspended."""
-    row = connection.execute(_BY_ID, {"key_id": key_id}).first()
+    row = repository.key_row(connection, key_id)
     now = utcnow()
     live = row is not None and _genuine(row, credentials) and row.revoked_at is None and (
         row.expires_at is None or row.expires_at > now)
@@ -212,13 +198,6 @@ def lift(session: UnitOfWork, key_id: str,
         seal(row, credentials)
         session.add(row)
     return row, was_suspended
-
-
-def suspended_keys(session: UnitOfWork) -> list[ApiKey]:
-    """Keys waiting for review (revoked ones need none), oldest suspension first."""
-    return list(session.exec(select(ApiKey).where(
-        col(ApiKey.suspended_at).is_not(None), col(ApiKey.revoked_at).is_(None),
-    ).order_by(col(ApiKey.suspended_at))).all())
 
 
 class KeyCache:
