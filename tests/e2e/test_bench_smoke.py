@@ -1,0 +1,54 @@
+"""Every benchmark runs end to end at a tiny size, so none can break unseen.
+
+No figure is asserted (timings belong to the benchmarks, not the tests): each script must
+finish, print the machine and its command, and print its table. Where a benchmark
+checks correctness on the way (the drain's ledger: nothing sent twice), that is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "sync_path": (["--requests", "20", "--concurrency", "2", "--max-seconds", "30"],
+                  r"gateway sqlite / baseline: req/s x"),
+    "outage_throughput": (["--requests", "20", "--concurrency", "2", "--max-seconds", "30"],
+                          r"queued sqlite / baseline: req/s x"),
+    "fail_fast": (["--requests", "20", "--concurrency", "2", "--serial-requests", "10",
+                   "--open-rates", "50", "--open-seconds", "1", "--max-seconds", "30"],
+                  r"-> 202 / baseline: p50 x"),
+    "drain": (["--claims", "30", "--limited-claims", "30", "--max-seconds", "60"],
+              r"ledger \(b unlimited\): 30 keys for 30 settled of 30 queued, "
+              r"0 sent more than once -> ok"),
+    "queue_growth": (["--small", "50", "--big", "100", "--requests", "20", "--concurrency",
+                      "2", "--max-seconds", "30"], r"lease query plan at 100: "),
+    "receipt_cost": (["--requests", "20", "--concurrency", "2", "--rounds", "1",
+                      "--max-seconds", "30"], r"cost per pair \(1 - card/none\): "),
+    "outage_detection": (["--runs", "1", "--cap", "15"],
+                         r"b no traffic \(probe only\)\s+med\s+\d"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_the_benchmark_runs_at_a_tiny_size(name: str) -> None:
+    arguments, table = TINY[name]
+    done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [sys.executable, f"bench/{name}.py", *arguments], cwd=ROOT, capture_output=True,
+        text=True, timeout=240, env={name: value for name, value in os.environ.items()
+                                     if not name.startswith(("BENCH_", "GATEWAY_"))},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(rf"^command: .*bench/{name}\.py", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(table, done.stdout), done.stdout[-2000:]
+    if name == "drain":
+        assert "ledger (a limited): 30 keys for 30 settled of 30 queued, " \
+               "0 sent more than once -> ok" in done.stdout
