@@ -9,9 +9,12 @@ import httpx
 
 from adapters.base import OperatorAdapter
 from adapters.registry import InsurerRouter, RoutingError, adapter_factory
+from adapters.transport import AiohttpTransport
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import Guard
 from gateway.settings import ConfigError, OperatorSettings, Settings
+
+OPERATOR_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 @dataclass(slots=True)
@@ -75,9 +78,8 @@ def build_directory(
             raise ConfigError(f"operators[{index}].adapter: {exc}") from exc
         client = httpx.AsyncClient(
             base_url=op.base_url,
-            transport=transports.get(op.name),
+            transport=transports.get(op.name) or AiohttpTransport(OPERATOR_LIMITS),
             timeout=httpx.Timeout(op.timeout_s),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         clients.append(client)
         breaker = OperatorBreaker(op.name, fail_max=op.breaker_fail_max,

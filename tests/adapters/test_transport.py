@@ -1,0 +1,150 @@
+"""The operators' transport (httpx over aiohttp's sockets) against real sockets on
+127.0.0.1: answers come back whole, and each failure says whether the request may have
+reached the operator, which decides between a plain resend and a lookup first."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from adapter_samples import operator_claim
+
+from adapters.base import OperatorUnavailable
+from adapters.reference import ReferenceAdapter
+from adapters.transport import MAX_ANSWER_BYTES, AiohttpTransport
+
+pytestmark = pytest.mark.anyio
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ACCEPTED = b'{"status":"accepted","reference":"OP-1","amc_cents":280}'
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return head, await reader.readexactly(length)
+
+
+def answer(status: int, body: bytes) -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, len(body), body)
+
+
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    """A one-off server on 127.0.0.1 running `handler` per connection; its base URL."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def adapter_for() -> AsyncIterator[Callable[[str], ReferenceAdapter]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(base_url: str) -> ReferenceAdapter:
+        client = httpx.AsyncClient(base_url=base_url, transport=AiohttpTransport())
+        clients.append(client)
+        return ReferenceAdapter("opera", client, timeout_s=0.5)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_an_answer_comes_back_whole_and_the_connection_is_kept(adapter_for) -> None:
+    seen: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for _ in range(3):
+            head, body = await read_request(reader)
+            seen.append(head + body)
+            writer.write(answer(200, ACCEPTED))
+            await writer.drain()
+
+    async for url in serving(handler):
+        adapter = adapter_for(url)
+        outcomes = [await adapter.submit_claim(operator_claim(f"clm_{i}")) for i in range(3)]
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    assert outcomes[0].amc_cents == 280 and outcomes[0].reference == "OP-1"
+    assert connections == 1  # kept alive between calls
+    assert b"idempotency-key: clm_2" in seen[2].lower()
+    assert b'"claim_id":"clm_2"' in seen[2].replace(b" ", b"")
+
+
+async def test_a_refused_connection_was_not_sent(adapter_for) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(OperatorUnavailable) as caught:
+        await adapter_for(f"http://127.0.0.1:{port}").submit_claim(operator_claim())
+    assert not caught.value.ambiguous
+    assert "ConnectError" in caught.value.reason
+
+
+async def test_a_connection_closed_after_the_request_may_have_been_processed(adapter_for) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # read, (maybe) processed, then gone without answering
+
+    async for url in serving(handler):
+        with pytest.raises(OperatorUnavailable) as caught:
+            await adapter_for(url).submit_claim(operator_claim())
+    assert caught.value.ambiguous
+    assert "ReadError" in caught.value.reason
+
+
+async def test_no_answer_in_time_may_have_been_processed(adapter_for) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async for url in serving(handler):
+        with pytest.raises(OperatorUnavailable) as caught:
+            await adapter_for(url).submit_claim(operator_claim())
+    assert caught.value.ambiguous
+    assert "Timeout" in caught.value.reason
+
+
+async def test_a_broken_or_oversized_answer_is_ambiguous(adapter_for) -> None:
+    answers = [b"NOT HTTP AT ALL\r\n\r\n", answer(200, b"x" * (MAX_ANSWER_BYTES + 10))]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answers.pop(0))
+        await writer.drain()
+
+    async for url in serving(handler):
+        for _ in range(2):
+            with pytest.raises(OperatorUnavailable) as caught:
+                await adapter_for(url).submit_claim(operator_claim())
+            assert caught.value.ambiguous
+
+
+async def test_status_codes_reach_the_adapter(adapter_for) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 503 X\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async for url in serving(handler):
+        with pytest.raises(OperatorUnavailable) as caught:
+            await adapter_for(url).submit_claim(operator_claim())
+    assert not caught.value.ambiguous and caught.value.retry_after_s == 7.0
