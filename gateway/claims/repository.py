@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import bindparam, or_, update
 from sqlmodel import col, select
 from ulid import ULID
 
 from gateway.events import notifier
 from gateway.receipts import repository as receipts_repository
-from gateway.storage.models import Claim, ClaimHistory, Event, new_row, utcnow
+from gateway.storage.models import Claim, ClaimHistory, Event, new_row, table_of, utcnow
 from gateway.storage.unit import UnitOfWork
 
 
@@ -122,15 +123,23 @@ def record(
     """Move a claim to `status`, append the step to its history and, when the status
     changes to one the pharmacy is told about, write the event (the outbox) in the
     caller's transaction."""
-    now = utcnow()
     changed = claim.status != status
     claim.status = status
-    claim.updated_at = now
+    claim.updated_at = utcnow()
     session.add(claim)
-    step = new_row(ClaimHistory, claim_id=claim.id, status=status, at=now, detail=detail)
+    return add_step(session, claim, status, detail, changed=changed)
+
+
+def add_step(session: UnitOfWork, claim: Claim, status: str, detail: str | None, *,
+             changed: bool) -> ClaimHistory:
+    """The history step of a move to `status` made at `claim.updated_at`, and its event
+    when the status `changed` to one the pharmacy is told about."""
+    step = new_row(ClaimHistory, claim_id=claim.id, status=status, at=claim.updated_at,
+                   detail=detail)
     session.add(step)
     if changed and status in EVENT_STATUSES:
-        add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id, at=now)
+        add_event(session, finess=claim.finess, type_=f"claim.{status}", claim_id=claim.id,
+                  at=claim.updated_at)
     return step
 
 
@@ -146,3 +155,24 @@ def add_event(
     session.add(new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
                            claim_id=claim_id, at=at))
     notifier.note(session, finess)  # wakes the pharmacy's long-polls once committed
+
+
+_CLAIMS = table_of(Claim)
+# Built once: constructing and caching a statement per claim cost more than running it.
+_ANSWERED = frozenset({"status", "attempts", "first_http_status", "updated_at", "lease_owner",
+                       "lease_until", "maybe_sent", "last_error", "amc_covered_cents",
+                       "operator_reference", "rejection_code", "rejection_label"})
+_UPDATE_LEASED = update(_CLAIMS).where(
+    _CLAIMS.c.id == bindparam("w_id"), _CLAIMS.c.status == "pending",
+    _CLAIMS.c.lease_owner == bindparam("w_owner"),
+    _CLAIMS.c.lease_until == bindparam("w_until"),
+).values({name: bindparam(name) for name in sorted(_ANSWERED)})
+
+
+def update_leased(session: UnitOfWork, claim_id: str, *, owner: str, lease_until: datetime,
+                  values: dict[str, Any]) -> bool:
+    """Write an answer's `values` (every column of `_ANSWERED`) to a claim still pending
+    under exactly this lease (its owner and end); False, changing nothing, when it is not."""
+    return session.changed(_UPDATE_LEASED, {
+        **{name: values.get(name) for name in _ANSWERED},
+        "w_id": claim_id, "w_owner": owner, "w_until": lease_until}) == 1

@@ -103,7 +103,7 @@ async def submit(
         CLAIM_OUTCOMES.labels(operator.name, "queued").inc()
         return SubmitResult(to_public(claim, ctx.cipher, receipt, ctx.receipts,
                                       nir=claim_in.beneficiary.nir), 202, replayed=False)
-    return await _send(ctx, operator, claim, body)
+    return await _send(ctx, operator, claim, body, nir=claim_in.beneficiary.nir)
 
 
 async def _store_or_replay(
@@ -169,8 +169,8 @@ async def _store_or_replay(
         except Unauthorized:
             ctx.key_cache.forget(principal.key_id)  # revoked since cached: read it again
             raise
-        if not isinstance(stored, SubmitResult):
-            claim, receipt = stored
+        if not isinstance(stored, SubmitResult) and stored[0].status == "queued":
+            claim, receipt = stored  # (a claim sent now is logged once, with its answer)
             log.info("claim.stored", claim_id=claim.id, operator=operator.name,
                      status=claim.status, receipt_id=receipt.id if receipt else None)
         return stored
@@ -264,14 +264,14 @@ def _replay_unanswered(ctx: AppContext, session: UnitOfWork, claim: Claim) -> Su
 
 
 async def _send(
-    ctx: AppContext, operator: Operator, claim: Claim, body: dict[str, object]
+    ctx: AppContext, operator: Operator, claim: Claim, body: dict[str, object], *, nir: str
 ) -> SubmitResult:
     wire = wire_claim(claim.id, body)
     try:
         outcome = await operator.guard.call(lambda: operator.adapter.submit_claim(wire))
     except OperatorUnavailable as exc:
         queued, receipt = await _queue_unanswered(ctx, operator, claim.id, exc)
-        return SubmitResult(to_public(queued, ctx.cipher, receipt, ctx.receipts), 202,
+        return SubmitResult(to_public(queued, ctx.cipher, receipt, ctx.receipts, nir=nir), 202,
                             replayed=False)
     except OperatorRejected as exc:
         detail = refusal_detail(exc.code)
@@ -284,12 +284,13 @@ async def _send(
         interrupted = OperatorUnavailable("interrupted while sending", ambiguous=True)
         await asyncio.shield(_queue_unanswered(ctx, operator, claim.id, interrupted))
         raise
-    settled = await _settle(ctx, claim.id, outcome)
+    settled = await _settle(ctx, claim, outcome)
     CLAIM_OUTCOMES.labels(operator.name, settled.status).inc()
-    return SubmitResult(to_public(settled, ctx.cipher), 201, replayed=False)
+    return SubmitResult(to_public(settled, ctx.cipher, nir=nir), 201, replayed=False)
 
 
-async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim]) -> Claim:
+async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim], *,
+                         deferred: bool = False) -> Claim:
     """Record what the operator said (or that it said nothing in time). The operator may
     already hold the claim, so a database blip (a restart, a failover) is waited out, as
     long as the lease lets this request answer; after that the claim is left `pending` for
@@ -299,7 +300,7 @@ async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim]) -
         wait=wait_exponential(multiplier=0.2, max=1.0), reraise=True)
     async for attempt in retrying:
         with attempt:
-            return await ctx.db.write(work)
+            return await ctx.db.write(work, deferred=deferred)
     raise AssertionError("unreachable: tenacity reraises")
 
 
@@ -311,10 +312,17 @@ def _first_answer(session: UnitOfWork, claim_id: str, http_status: int,
     return claim
 
 
-async def _settle(ctx: AppContext, claim_id: str, outcome: ClaimOutcome) -> Claim:
-    claim = await _record_answer(ctx, lambda session: _first_answer(
-        session, claim_id, 201, lambda c: transitions.settle(session, c, outcome)))
-    log.info("claim.answered", claim_id=claim_id, status=claim.status)
+async def _settle(ctx: AppContext, sent: Claim, outcome: ClaimOutcome) -> Claim:
+    """Record the operator's answer to `sent`, the claim as this request stored it: in one
+    UPDATE while it is still pending under this request's lease (nearly always), else
+    loaded and settled like any other."""
+
+    def settle(session: UnitOfWork) -> Claim:
+        return transitions.settle_sent(session, sent, outcome, 201) or _first_answer(
+            session, sent.id, 201, lambda c: transitions.settle(session, c, outcome))
+
+    claim = await _record_answer(ctx, settle, deferred=True)
+    log.info("claim.answered", claim_id=claim.id, status=claim.status)
     return claim
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
 from adapters.base import ClaimOutcome
 from gateway.claims import repository
 from gateway.claims.operator_texts import message_for, safe_code, safe_reference
 from gateway.receipts import lifecycle
-from gateway.storage.models import Claim, ClaimHistory, utcnow
+from gateway.storage.models import Claim, ClaimHistory, fields_of, new_row, utcnow
 from gateway.storage.unit import UnitOfWork
 
 RETRY_BASE_S = 2.0
@@ -21,22 +22,48 @@ RETRY_CAP_S = 300.0
 _rng = random.Random()  # noqa: S311 - jitter, not secrecy
 
 
+def answer_of(operator: str, outcome: ClaimOutcome) -> tuple[str, dict[str, Any], str]:
+    """(status, fields, history detail) that an operator's final answer gives its claim."""
+    done = {"lease_owner": None, "lease_until": None, "maybe_sent": False, "last_error": None}
+    if outcome.status == "accepted":
+        return "accepted", {**done, "amc_covered_cents": outcome.amc_cents,
+                            "operator_reference": safe_reference(outcome.reference)}, \
+            f"accepted by {operator}"
+    # the operator's code, checked; never its label: see operator_texts
+    code = safe_code(outcome.code)
+    return "rejected", {**done, "rejection_code": code, "rejection_label": message_for(code)}, \
+        f"rejected: {code}"
+
+
 def settle(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome) -> None:
     """The operator answered: accepted or rejected, for good."""
+    status, fields, detail = answer_of(claim.operator, outcome)
     claim.attempts += 1
-    claim.lease_owner = claim.lease_until = None
-    claim.maybe_sent = False
-    claim.last_error = None
-    if outcome.status == "accepted":
-        claim.amc_covered_cents = outcome.amc_cents
-        claim.operator_reference = safe_reference(outcome.reference)
-        repository.record(session, claim, "accepted", f"accepted by {claim.operator}")
-    else:
-        # the operator's code, checked; never its label: see operator_texts
-        claim.rejection_code = safe_code(outcome.code)
-        claim.rejection_label = message_for(claim.rejection_code)
-        repository.record(session, claim, "rejected", f"rejected: {claim.rejection_code}")
+    for name, value in fields.items():
+        setattr(claim, name, value)
+    repository.record(session, claim, status, detail)
     lifecycle.follow(session, claim)
+
+
+def settle_sent(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome,
+                first_http_status: int) -> Claim | None:
+    """`settle`, for the sender that stored `claim` (a detached copy) pending under its own
+    lease: one UPDATE guarded by that lease, no load, no flush of the claim. The claim as
+    now stored, or None when it moved meanwhile (swept back to the queue, replayed): then
+    settle it the general way. Such a claim has no receipt to follow: receipts go only to
+    claims that were queued, which clears the lease."""
+    status, fields, detail = answer_of(claim.operator, outcome)
+    values = {"amc_covered_cents": None, "operator_reference": None, "rejection_code": None,
+              "rejection_label": None, **fields, "status": status,
+              "attempts": claim.attempts + 1, "first_http_status": first_http_status,
+              "updated_at": utcnow()}
+    if claim.lease_owner is None or claim.lease_until is None or not repository.update_leased(
+            session, claim.id, owner=claim.lease_owner, lease_until=claim.lease_until,
+            values=values):
+        return None
+    settled = new_row(Claim, **{**fields_of(claim), **values})
+    repository.add_step(session, settled, status, detail, changed=True)
+    return settled
 
 
 def enqueue(

@@ -219,19 +219,23 @@ class Database:
             buffer = session.staging = DeferredRows()
             for work, deferred in works:
                 if deferred:
-                    mark = buffer.mark()
+                    mark, wrote = buffer.mark(), buffer.wrote_directly
+                    buffer.wrote_directly = False
                     try:
                         outcomes.append((True, _run_deferred(buffer, work, session)))
                         held.append(len(outcomes) - 1)
+                        buffer.wrote_directly |= wrote
                         continue
-                    except FlushFirst:
-                        buffer.rollback_to(mark)  # run again below, as an ordinary work
-                    except Exception as exc:  # noqa: BLE001 - handed to that work's caller
+                    except Exception as exc:
+                        if buffer.wrote_directly:  # its direct writes cannot be undone alone
+                            raise
+                        buffer.wrote_directly = wrote
                         buffer.rollback_to(mark)
-                        outcomes.append((False, exc))
-                        _still_in_transaction(raw, exc)
-                        continue
-                _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
+                        if not isinstance(exc, FlushFirst):  # else run again below, ordinary
+                            outcomes.append((False, exc))
+                            _still_in_transaction(raw, exc)
+                            continue
+                _flush_or_fail(raw, session, buffer, held, outcomes)
                 held = []
                 try:
                     with session.begin_nested():
@@ -242,7 +246,7 @@ class Database:
                 except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                     outcomes.append((False, exc))
                     _still_in_transaction(raw, exc)
-            _still_in_transaction(raw, _flush_staged(session, buffer, held, outcomes))
+            _flush_or_fail(raw, session, buffer, held, outcomes)
             changed = raw.total_changes != changes_before
         return outcomes, changed
 
@@ -278,6 +282,17 @@ def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
     """After `error`, raise it if SQLite rolled the whole transaction back with it."""
     if error is not None and not raw.in_transaction:
         raise error
+
+
+def _flush_or_fail(raw: Any, session: UnitOfWork, buffer: DeferredRows, held: list[int],
+                   outcomes: list[tuple[bool, Any]]) -> None:
+    """Insert the staged rows; if that fails, so do the works they came from, or the whole
+    transaction when one of them also changed rows directly (no savepoint undoes that)."""
+    direct = buffer.wrote_directly
+    error = _flush_staged(session, buffer, held, outcomes)
+    if error is not None and direct:
+        raise error
+    _still_in_transaction(raw, error)
 
 
 def _flush_staged(session: UnitOfWork, buffer: DeferredRows, held: list[int],

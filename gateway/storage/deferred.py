@@ -41,6 +41,10 @@ class DeferredRows:
         self._staged: set[int] = set()  # ids of `rows`: staging twice is adding once
         self._by_type: dict[type, list[SQLModel]] = {}  # the same rows, by model
         self.active = False  # True while a deferred work runs
+        # A deferred work changed rows directly (`UnitOfWork.changed`) since the staged
+        # rows were last inserted: no savepoint can undo that alone, so if those rows
+        # fail to go in, the whole transaction must fail (see `Database`).
+        self.wrote_directly = False
         self._remembered: dict[tuple[Any, ...], Any] = {}
 
     def mark(self) -> int:
@@ -73,6 +77,7 @@ class DeferredRows:
         rows with the same columns; then forget them and every remembered read."""
         staged, self.rows, self._staged, self._by_type = self.rows, [], set(), {}
         self._remembered.clear()
+        self.wrote_directly = False
         by_table: dict[str, list[dict[str, Any]]] = {}
         for row in staged:
             table = table_of(type(row))
@@ -83,11 +88,17 @@ class DeferredRows:
                 if values[key] is None:
                     del values[key]
             by_table.setdefault(table.name, []).append(values)
-        for table in SQLModel.metadata.sorted_tables:  # foreign keys: parents first
+        for table in _sorted_tables():  # foreign keys: parents first
             for rows in _same_columns(by_table.pop(table.name, [])):
                 session.execute(table.insert(), rows)
         if by_table:  # pragma: no cover - a model outside the metadata
             raise LookupError(f"no table to flush {sorted(by_table)} into")
+
+
+@cache
+def _sorted_tables() -> list[Table]:
+    """The tables, parents first (SQLAlchemy sorts them again at every call)."""
+    return SQLModel.metadata.sorted_tables
 
 
 @cache

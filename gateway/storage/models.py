@@ -85,6 +85,12 @@ def new_row(model: type[T], **values: Any) -> T:
     return row
 
 
+def fields_of(row: SQLModel) -> dict[str, Any]:
+    """A row's field values, as `new_row` takes them: to build an updated copy."""
+    state = row.__dict__
+    return {name: state[name] for name in type(row).model_fields if name in state}
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """A table model's Core table, for statements without the ORM. SQLAlchemy sets
     `__table__` when it maps the class; SQLModel's type does not declare it."""

@@ -88,10 +88,16 @@ class UnitOfWork(Session):
         """The dialect's INSERT into `table` (a model or a Table): it has `on_conflict_*`."""
         return (sqlite.insert if self.serialized else postgresql.insert)(table)
 
-    def changed(self, statement: Update | Delete) -> int:
-        """Run an UPDATE or DELETE: how many rows it changed."""
-        result = self.execute(statement)
-        return int(cast(CursorResult[Any], result).rowcount or 0)  # Result is a CursorResult
+    def changed(self, statement: Update | Delete,
+                params: dict[str, Any] | None = None) -> int:
+        """Run an UPDATE or DELETE: how many rows it changed. In a deferred work this
+        writes at once, unstaged: the runner then fails the whole transaction rather
+        than commit it without the rows that work staged."""
+        result = self.execute(statement, params)
+        count = int(cast(CursorResult[Any], result).rowcount or 0)  # Result is a CursorResult
+        if count and self.staging is not None and self.staging.active:
+            self.staging.wrote_directly = True
+        return count
 
     def require_flushed(self) -> NoReturn:
         """Stop this work: it needs the rows staged earlier in its transaction to be in

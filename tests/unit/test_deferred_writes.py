@@ -9,15 +9,18 @@ assertions hold.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
+from adapters.base import ClaimOutcome
 from gateway.audit.trail import AuditLog
-from gateway.claims import repository
+from gateway.claims import repository, transitions
 from gateway.storage.db import Database
-from gateway.storage.models import AuditEntry, Claim, Event, utcnow
+from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Event, utcnow
 from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.anyio
@@ -163,3 +166,74 @@ async def test_a_work_whose_savepoint_fails_on_release_has_one_outcome(database)
     assert answers[0] == "evt_before" and answers[2] == "evt_after"
     assert isinstance(answers[1], IntegrityError)
     assert sorted(await database.read(event_ids)) == ["evt_after", "evt_before", "evt_same"]
+
+
+async def test_staged_rows_that_fail_after_a_direct_write_fail_the_whole_transaction(database):
+    """A deferred work may also change rows at once (`UnitOfWork.changed`: the claim a
+    sender settles). No savepoint can undo that alone, so if its staged rows then fail
+    to go in, nothing of the group may be committed: neither that change without its
+    history, nor the others' rows."""
+    await database.write(staging("evt_base"))
+
+    def retype_and_stage(session: UnitOfWork) -> str:
+        assert session.changed(update(Event).where(col(Event.event_id) == "evt_base")
+                               .values(type="claim.accepted")) == 1
+        session.add(Event(event_id="evt_twin", finess="330001231", type="claim.queued",
+                          claim_id=None, at=utcnow()))
+        return "retyped"
+
+    def ordinary(session: UnitOfWork) -> str:
+        session.add(Event(event_id="evt_ordinary", finess="330001231", type="claim.queued",
+                          claim_id=None, at=utcnow()))
+        return "ordinary"
+
+    answers = await asyncio.gather(
+        database.write(retype_and_stage, deferred=True),
+        database.write(staging("evt_twin"), deferred=True),  # event_id is unique
+        database.write(ordinary),
+        return_exceptions=True,
+    )
+    types = await database.read(lambda s: dict(s.exec(select(Event.event_id, Event.type)).all()))
+    if database.url.startswith("sqlite"):  # one transaction: all of it or nothing
+        assert all(isinstance(a, IntegrityError) for a in answers)
+        assert types == {"evt_base": "claim.queued"}
+    else:  # one transaction each: the second twin fails alone
+        assert answers[0] == "retyped" and answers[2] == "ordinary"
+        assert isinstance(answers[1], IntegrityError)
+        assert types == {"evt_base": "claim.accepted", "evt_twin": "claim.queued",
+                         "evt_ordinary": "claim.queued"}
+
+
+async def test_a_sender_settles_its_own_lease_in_one_update_and_no_other(database):
+    """The synchronous sender's fast path: the claim it stored pending under its lease is
+    settled with its history step and event; one whose lease changed meanwhile (swept,
+    leased again) is left alone for the general path."""
+    now = utcnow()
+    mine, moved = a_claim("S1"), a_claim("S2")
+    for claim in (mine, moved):
+        claim.status, claim.lease_owner = "pending", "me"
+        claim.lease_until = now + timedelta(seconds=10)
+    await database.write(lambda s: [s.add(mine), s.add(moved)])
+    await database.write(lambda s: s.changed(update(Claim).where(col(Claim.id) == moved.id)
+                                              .values(lease_until=now + timedelta(seconds=20))))
+    accepted = ClaimOutcome(status="accepted", reference="OP-7", amc_cents=280)
+
+    settled = await database.write(
+        lambda s: transitions.settle_sent(s, mine, accepted, 201), deferred=True)
+    untouched = await database.write(
+        lambda s: transitions.settle_sent(s, moved, accepted, 201), deferred=True)
+
+    assert untouched is None
+    assert settled is not None and settled.status == "accepted" and settled.attempts == 1
+    def stored(session: UnitOfWork) -> dict[str, tuple[str, int | None, str | None]]:
+        rows = session.exec(select(Claim.id, Claim.status, Claim.first_http_status,
+                                   Claim.operator_reference, Claim.lease_owner)).all()
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+    assert await database.read(stored) == {
+        "clm_S1": ("accepted", 201, "OP-7", None), "clm_S2": ("pending", None, None, "me")}
+    steps = await database.read(lambda s: s.exec(select(ClaimHistory.claim_id,
+                                                         ClaimHistory.status)).all())
+    assert list(steps) == [("clm_S1", "accepted")]
+    events = await database.read(lambda s: s.exec(select(Event.claim_id, Event.type)).all())
+    assert list(events) == [("clm_S1", "claim.accepted")]
