@@ -318,8 +318,12 @@ async def _settle(ctx: AppContext, sent: Claim, outcome: ClaimOutcome) -> Claim:
     loaded and settled like any other."""
 
     def settle(session: UnitOfWork) -> Claim:
-        return transitions.settle_sent(session, sent, outcome, 201) or _first_answer(
-            session, sent.id, 201, lambda c: transitions.settle(session, c, outcome))
+        if settled := transitions.settle_sent(session, sent, outcome, 201):
+            return settled
+        if session.defers:  # the general path loads and flushes: not in a deferred work
+            session.require_flushed()
+        return _first_answer(session, sent.id, 201,
+                             lambda c: transitions.settle(session, c, outcome))
 
     claim = await _record_answer(ctx, settle, deferred=True)
     log.info("claim.answered", claim_id=claim.id, status=claim.status)

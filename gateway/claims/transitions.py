@@ -46,12 +46,12 @@ def settle(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome) -> None:
 
 
 def settle_sent(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome,
-                first_http_status: int) -> Claim | None:
-    """`settle`, for the sender that stored `claim` (a detached copy) pending under its own
-    lease: one UPDATE guarded by that lease, no load, no flush of the claim. The claim as
-    now stored, or None when it moved meanwhile (swept back to the queue, replayed): then
-    settle it the general way. Such a claim has no receipt to follow: receipts go only to
-    claims that were queued, which clears the lease."""
+                first_http_status: int | None) -> Claim | None:
+    """`settle`, for the sender that holds `claim` (a detached copy) pending under its own
+    lease (the synchronous path, or the drain): one UPDATE guarded by that exact lease, no
+    load, no flush of the claim, its receipt (if it was given one) moved by one UPDATE.
+    The claim as now stored, or None when it moved meanwhile (swept back to the queue,
+    replayed, leased again): then settle it the general way."""
     status, fields, detail = answer_of(claim.operator, outcome)
     values = {"amc_covered_cents": None, "operator_reference": None, "rejection_code": None,
               "rejection_label": None, **fields, "status": status,
@@ -63,6 +63,7 @@ def settle_sent(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome,
         return None
     settled = new_row(Claim, **{**fields_of(claim), **values})
     repository.add_step(session, settled, status, detail, changed=True)
+    lifecycle.follow_settled(session, settled)
     return settled
 
 

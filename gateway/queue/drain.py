@@ -122,8 +122,7 @@ class DrainWorker:
         limit = max(1, min(MAX_BATCH, round(rate)))
         leases = await self.ctx.db.write(lambda session: repository.lease_batch(
             session, operator=name, owner=self.ctx.instance_id, limit=limit, now=utcnow(),
-            interval_s=1.0 / rate,
-            send_timeout_s=self.operator.settings.deadline_s + LEASE_GRACE_S,
+            interval_s=1.0 / rate, send_timeout_s=self._lease_s(),
         ))
         cancelled = await self._send_cancellations()
         if not leases:
@@ -139,6 +138,11 @@ class DrainWorker:
         if last_slot > 0:
             await asyncio.sleep(last_slot)
         return True
+
+    def _lease_s(self) -> float:
+        """A lease lasts two deadlines and the grace from its send time: a send that starts
+        up to one deadline late still holds it to the end without renewing it."""
+        return 2 * self.operator.settings.deadline_s + LEASE_GRACE_S
 
     async def sweep_abandoned(self, *, force: bool = False) -> int:
         """Requeue this operator's claims whose sender died (lease expired), at most every
@@ -198,15 +202,18 @@ class DrainWorker:
             if not self.may_send():
                 await self._release(lease.claim.id)
                 return
-            # Waiting for a slot may have outlasted the lease: renew it, or let it go.
-            settings = self.operator.settings
-            until = utcnow() + timedelta(seconds=2 * settings.deadline_s + LEASE_GRACE_S)
-            owner, claim_id = self.ctx.instance_id, lease.claim.id
-            if not await self.ctx.db.write(
-                    lambda s: repository.renew_lease(s, claim_id, owner, until)):
-                return
-            self._sending.add(claim_id)
-            await self._send(lease.claim)
+            # Waiting for a slot may have eaten into the lease: if what is left might not
+            # cover the send, renew it (or let it go if another sender took it over).
+            claim, now = lease.claim, utcnow()
+            left = claim.lease_until - now if claim.lease_until else timedelta(0)
+            if left < timedelta(seconds=self.operator.settings.deadline_s + LEASE_GRACE_S):
+                until, owner = now + timedelta(seconds=self._lease_s()), self.ctx.instance_id
+                if not await self.ctx.db.write(
+                        lambda s: repository.renew_lease(s, claim.id, owner, until)):
+                    return
+                claim.lease_until = until  # the settle below is guarded by this exact lease
+            self._sending.add(claim.id)
+            await self._send(claim)
 
     async def _send(self, claim: Claim) -> None:
         adapter, guard = self.operator.adapter, self.operator.guard
@@ -239,19 +246,29 @@ class DrainWorker:
             await self._finish(claim.id, lambda s, c: transitions.refuse(s, c, detail))
             return
         DRAIN_SENT.labels(self.operator.name).inc()
-        await self._finish(claim.id, lambda s, c: transitions.settle(s, c, outcome))
+        await self._finish(claim.id, lambda s, c: transitions.settle(s, c, outcome),
+                           fast=lambda s: transitions.settle_sent(
+                               s, claim, outcome, claim.first_http_status))
 
-    async def _finish(self, claim_id: str, move: Callable[[UnitOfWork, Claim], object]) -> None:
+    async def _finish(self, claim_id: str, move: Callable[[UnitOfWork, Claim], object], *,
+                      fast: Callable[[UnitOfWork], Claim | None] | None = None) -> None:
+        """Record the outcome of a send: `fast` first when given (one guarded UPDATE, see
+        `transitions.settle_sent`), else or if it finds the claim moved, `move` on the
+        claim loaded under our lease."""
         owner = self.ctx.instance_id
 
         def apply(session: UnitOfWork) -> str | None:
+            if fast is not None and (settled := fast(session)) is not None:
+                return settled.status
+            if session.defers:  # the general path loads and flushes: not in a deferred work
+                session.require_flushed()
             claim = repository.load_leased(session, claim_id, owner)
             if claim is None:
                 return None  # our lease expired and another sender took over
             move(session, claim)
             return claim.status
 
-        status = await self.ctx.db.write(apply)
+        status = await self.ctx.db.write(apply, deferred=fast is not None)
         if status is not None:
             CLAIM_OUTCOMES.labels(self.operator.name, status).inc()
             log.info("drain.claim", claim_id=claim_id, status=status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import structlog
 
 from gateway.claims import repository as claims_repository
@@ -13,10 +15,18 @@ log = structlog.get_logger(__name__)
 EVENT_OF = {"honored": "receipt.honored", "contested": "receipt.contested"}
 
 
+NEW_STATUS = {"accepted": "honored", "rejected": "contested", "cancelled": "void"}
+DETAIL = {
+    "honored": "receipt honored: the operator accepted the claim",
+    "contested": "receipt contested: the operator rejected the claim; the pharmacy must "
+                 "recover the AMC part from the patient",
+    "void": "receipt void: the claim was cancelled",
+}
+
+
 def follow(session: UnitOfWork, claim: Claim) -> None:
     """After the claim's status changed: move its open receipt, if it has one."""
-    new_status = {"accepted": "honored", "rejected": "contested",
-                  "cancelled": "void"}.get(claim.status)
+    new_status = NEW_STATUS.get(claim.status)
     if new_status is None:
         return
     receipt = repository.of_claim(session, claim.id)
@@ -25,14 +35,25 @@ def follow(session: UnitOfWork, claim: Claim) -> None:
     now = utcnow()
     receipt.status, receipt.updated_at = new_status, now
     session.add(receipt)
-    detail = {
-        "honored": "receipt honored: the operator accepted the claim",
-        "contested": "receipt contested: the operator rejected the claim; the pharmacy must "
-                     "recover the AMC part from the patient",
-        "void": "receipt void: the claim was cancelled",
-    }[new_status]
-    claims_repository.add_history(session, claim, detail)
+    _moved(session, claim, receipt.id, new_status, now)
+
+
+def follow_settled(session: UnitOfWork, claim: Claim) -> None:
+    """`follow`, for a claim settled by a guarded UPDATE (`transitions.settle_sent`): its
+    receipt, if the claim was given one, moves in one UPDATE and is never loaded."""
+    new_status = NEW_STATUS.get(claim.status)
+    if new_status is None or claim.coverage_decision != "provisional":
+        return  # no receipt was issued: the decision is made (once) before it would be
+    now = utcnow()
+    receipt_id = repository.move_open(session, claim.id, new_status, now)
+    if receipt_id is not None:
+        _moved(session, claim, receipt_id, new_status, now)
+
+
+def _moved(session: UnitOfWork, claim: Claim, receipt_id: str, new_status: str,
+           now: datetime) -> None:
+    claims_repository.add_history(session, claim, DETAIL[new_status])
     if new_status in EVENT_OF:
         claims_repository.add_event(session, finess=claim.finess, type_=EVENT_OF[new_status],
                                     claim_id=claim.id, at=now)
-    log.info("receipt.changed", receipt_id=receipt.id, status=new_status)
+    log.info("receipt.changed", receipt_id=receipt_id, status=new_status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import bindparam, func, update
 from sqlmodel import col, select
 
 from gateway.storage.models import Claim, Receipt, ReceiptExposure, table_of
@@ -75,6 +75,16 @@ def of_claims(session: UnitOfWork, claim_ids: Iterable[str]) -> dict[str, Receip
         return {}
     rows = session.exec(select(Receipt).where(col(Receipt.claim_id).in_(ids))).all()
     return {row.claim_id: row for row in rows}
+
+
+def move_open(session: UnitOfWork, claim_id: str, new_status: str, now: datetime) -> str | None:
+    """Move the claim's receipt to `new_status` if it is still open, in one statement;
+    its id, or None when there was none open."""
+    receipts = table_of(Receipt)
+    row = session.changed_returning(
+        update(receipts).where(receipts.c.claim_id == claim_id, receipts.c.status == OPEN)
+        .values(status=new_status, updated_at=now).returning(receipts.c.id))
+    return None if row is None else str(row[0])
 
 
 def of_claim(session: UnitOfWork, claim_id: str) -> Receipt | None:

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import CursorResult, Delete, Update, inspect, text
+from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -98,6 +98,14 @@ class UnitOfWork(Session):
         if count and self.staging is not None and self.staging.active:
             self.staging.wrote_directly = True
         return count
+
+    def changed_returning(self, statement: Update) -> Row[Any] | None:
+        """Run an UPDATE ... RETURNING meant to change at most one row: that row's
+        returned values, or None. Direct, like `changed`."""
+        row = self.execute(statement).first()
+        if row is not None and self.staging is not None and self.staging.active:
+            self.staging.wrote_directly = True
+        return row
 
     def require_flushed(self) -> NoReturn:
         """Stop this work: it needs the rows staged earlier in its transaction to be in
