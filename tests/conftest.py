@@ -35,8 +35,8 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatabl
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
-          "receipt_exposure", "console_sessions", "users", "login_throttle", "data_keys",
-          "audit_heads", "claims", "rights_cache", "rights_lookups", "api_keys",
+          "receipt_exposure", "queue_depth", "console_sessions", "users", "login_throttle",
+          "data_keys", "audit_heads", "claims", "rights_cache", "rights_lookups", "api_keys",
           "webhook_cursors", "rate_windows", "long_poll_slots",
           "deployment")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

@@ -17,7 +17,7 @@ from typing import TypedDict
 from sqlalchemy import bindparam, func, update
 from sqlmodel import col, select
 
-from gateway.storage.models import Claim, OperatorControl, table_of
+from gateway.storage.models import Claim, OperatorControl, QueueDepth, table_of
 from gateway.storage.unit import UnitOfWork
 
 CATCH_UP_S = 1.0
@@ -150,22 +150,38 @@ class Depth(TypedDict):
 
 
 def depth(session: UnitOfWork) -> dict[str, Depth]:
-    """Per operator: queued, pending and failed counts and the oldest queued instant."""
-    rows = session.exec(
-        select(Claim.operator, Claim.status, func.count(), func.min(Claim.queued_at))
-        .where(col(Claim.status).in_(["queued", "pending", "failed"]))
-        .group_by(Claim.operator, Claim.status)
+    """Per operator: queued, pending and failed counts and the oldest queued instant.
+
+    The counts are not counted here: `queue_depth` holds them, moved by triggers on
+    `claims` in the transaction of every change (migration 0015), so they are exact at
+    every commit and the same for every instance. This reads a few rows (one per
+    operator and status, per slot on PostgreSQL) whatever the queue's size, then, for
+    each operator with claims queued, its oldest one from the queue index
+    (`ix_claims_queue`: operator, status, queued_at): one index probe each."""
+    totals = session.exec(
+        select(QueueDepth.operator, QueueDepth.status, func.sum(QueueDepth.claims))
+        .group_by(col(QueueDepth.operator), col(QueueDepth.status))
     ).all()
     stats: dict[str, Depth] = {}
-    for operator, status, count, oldest in rows:
+    for operator, status, count in totals:
         entry = stats.setdefault(operator, Depth(queued=0, pending=0, failed=0, oldest=None))
         if status == "queued":
-            entry["queued"], entry["oldest"] = int(count), oldest
+            entry["queued"] = int(count)
         elif status == "pending":
             entry["pending"] = int(count)
-        else:
+        elif status == "failed":
             entry["failed"] = int(count)
+    for operator, entry in stats.items():
+        if entry["queued"]:
+            entry["oldest"] = session.exec(_OLDEST, params={"operator": operator}).first()
     return stats
+
+
+# ORDER BY ... LIMIT 1 rather than min(): both databases read the index's first entry
+_OLDEST = (select(Claim.queued_at)
+           .where(col(Claim.operator) == bindparam("operator"), col(Claim.status) == "queued",
+                  col(Claim.queued_at).is_not(None))
+           .order_by(col(Claim.queued_at)).limit(1))
 
 
 def queue_of(session: UnitOfWork, operator: str, *, limit: int,

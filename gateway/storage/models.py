@@ -237,6 +237,25 @@ class OperatorControl(SQLModel, table=True):
     next_send_at: datetime | None = instant_column(nullable=True)
 
 
+class QueueDepth(SQLModel, table=True):
+    """How many claims an operator has queued, pending or failed: the sum of its slots.
+
+    Kept by database triggers on `claims` (migration 0015): every insert, status change
+    (or delete) moves it in the same transaction, whatever code runs it, so the board
+    and /metrics read a few rows instead of counting the queue. SQLite writes slot 0
+    only; on PostgreSQL each server process writes its own slot (`pg_backend_pid() % 64`)
+    so that transactions queueing claims at once do not all wait on one row. A slot's
+    count may be negative (a claim queued through one slot, sent through another).
+    """
+
+    __tablename__ = "queue_depth"
+
+    operator: str = Field(primary_key=True, max_length=64)
+    status: str = Field(primary_key=True, max_length=16)  # queued | pending | failed
+    slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    claims: int = Field(default=0, sa_type=BigInteger)
+
+
 class Replay(SQLModel, table=True):
     __tablename__ = "replays"
 
