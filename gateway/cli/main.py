@@ -6,7 +6,6 @@ Exit status: 0 success, 2 bad usage (typer's own), 1 failure with a reason on st
 from __future__ import annotations
 
 import asyncio
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ from gateway.cli.keys import keys_app
 from gateway.cli.queue import queue_app
 from gateway.cli.receipts import receipt_app
 from gateway.cli.security import purge_command
-from gateway.cli.support import ConfigOption, fail, migrated_settings
+from gateway.cli.support import ConfigOption, fail, migrated_settings, settings_or_exit
 from gateway.cli.users import users_app
 from gateway.identity.psc_simulator import psc_simulator_command
 from gateway.settings import ConfigError
@@ -40,37 +39,45 @@ the database: anyone who can read that folder reads everything. Never serve real
 patients' data like this: set environment = "production" and give every key."""
 
 
+SQLITE_WORKERS = """\
+--workers {workers} needs PostgreSQL. On SQLite the gateway is one process: it groups the
+writes of all its requests into shared commits through SQLite's single writer, whose lock
+several processes would instead wait for in turn (no gain measured), and a long-poll
+would not hear of another process's claims. Serve with --workers 1, or set database_url
+to PostgreSQL (docs/operations.md, "Several workers")."""
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, help="processes serving the port, each an instance (PostgreSQL only)")] = 1,
 ) -> None:
     """Start the gateway alone, configured by a TOML file."""
-    import uvicorn
-
-    from gateway.claims.service import LEASE_GRACE_S
     from gateway.main import create_app, settle_heap
-    from gateway.web.serving import GracefulServer
+    from gateway.storage.db import is_sqlite
+    from gateway.web.workers import Serving, graceful_server, run_workers
 
+    if workers > 1 and is_sqlite(settings_or_exit(config).database_url):
+        raise fail(SQLITE_WORKERS.format(workers=workers))  # before migrating anything
     settings = migrated_settings(config)
     if settings.is_development:
         typer.echo(DEVELOPMENT_WARNING.format(data_dir=settings.data_dir), err=True)
     try:
+        # with workers, each builds its own: this one only checks the keys and settings
         application = create_app(settings)
     except ConfigError as exc:
         raise fail(f"configuration: {exc}") from None
+    serving = Serving(settings, host, port)
+    if workers > 1:
+        del application
+        if not run_workers(serving, workers):
+            raise fail("a worker process could not start: see its log above")
+        return
     settle_heap()
-    # X-Forwarded-* are believed only from `trusted_proxies` (TrustedProxyMiddleware)
-    # log_config=None: uvicorn keeps the gateway's logging, whose filter masks personal data
-    # requests still running when the listener closes get until the longest operator
-    # deadline plus the lease grace; then they are cancelled and their claims queued
-    longest = max((op.deadline_s for op in settings.operators), default=0.0)
-    server = GracefulServer(uvicorn.Config(
-        application, host=host, port=port, log_level="warning", proxy_headers=False,
-        log_config=None, timeout_graceful_shutdown=math.ceil(longest + LEASE_GRACE_S),
-    ), application.state.stop_signal, settings.shutdown_delay_s)
-    server.run()
+    graceful_server(application, serving).run()
 
 
 @app.command()

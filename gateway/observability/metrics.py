@@ -2,12 +2,16 @@
 
 Counters live in one module-level registry (they count for the whole process);
 queue and breaker gauges are computed from the database and the breakers on each
-scrape, so every instance reports the same queue.
+scrape, so every instance reports the same queue. Under `gateway serve --workers N`
+prometheus_client's multiprocess mode is on (`PROMETHEUS_MULTIPROC_DIR`, set by the
+supervisor: `gateway.web.workers`): each worker's counters go to files there, and a
+scrape, whichever worker answers, adds up those of every worker.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -15,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,7 +38,7 @@ DRAIN_SENT = Counter(
 )
 DRAIN_RATE = Gauge(
     "gateway_drain_rate_per_second", "The drain's current pace (ramping after recovery)",
-    ["operator"], registry=REGISTRY,
+    ["operator"], registry=REGISTRY, multiprocess_mode="livemax",  # workers: the fastest
 )
 RECEIPTS = Counter(
     "gateway_receipts_total", "Provisional receipts issued", ["operator", "basis"],
@@ -109,10 +114,23 @@ def scrape_allowed(token: str, authorization: str | None) -> bool:
         presented.strip().encode(), token.encode())
 
 
+# read once, as prometheus_client itself does when it is imported
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def counted() -> CollectorRegistry:
+    """This process's counters, or with workers every worker's, added up."""
+    if not MULTIPROCESS_DIR:
+        return REGISTRY
+    workers = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(workers, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return workers
+
+
 def render(snapshot: Snapshot) -> bytes:
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(snapshot)
-    return generate_latest(REGISTRY) + generate_latest(scrape)
+    return generate_latest(counted()) + generate_latest(scrape)
 
 
 class LatencyMiddleware:

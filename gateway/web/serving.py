@@ -6,7 +6,10 @@ listener stays open while new requests get 503 `shutting-down` with `Retry-After
 goes. Then uvicorn's own graceful shutdown: the listener closes, requests in progress
 finish (a synchronous claim is answered within its deadline, or queued), and the lifespan
 stops the workers and puts back in the queue whatever this process still holds. A second
-signal skips what is left of the pause.
+signal skips what is left of the pause. Under `gateway serve --workers N` each worker
+process stops so, told by the supervisor (`gateway.web.workers`); a signal to the whole
+process group reaches a worker twice (directly, then relayed), so there a second signal
+within `repeat_s` of the first counts as the same one.
 """
 
 from __future__ import annotations
@@ -63,14 +66,19 @@ class StoppingMiddleware:
 class GracefulServer(uvicorn.Server):
     """uvicorn, with a pause between the stop signal and closing the listener."""
 
-    def __init__(self, config: uvicorn.Config, signal: StopSignal, delay_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, signal: StopSignal, delay_s: float,
+                 repeat_s: float = 0.0) -> None:
         super().__init__(config)
         self.stop_signal = signal
         self.delay_s = delay_s
+        self.repeat_s = repeat_s  # a signal this soon after the first is the first again
         self._timer: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self.stop_signal.is_set
+        since = self.stop_signal.since
+        if not first and since is not None and time.monotonic() - since < self.repeat_s:
+            return
         self.stop_signal.set()
         if first and self.delay_s > 0:
             self._timer = threading.Timer(self.delay_s, super().handle_exit, (sig, frame))
