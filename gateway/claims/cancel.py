@@ -26,7 +26,14 @@ log = structlog.get_logger(__name__)
 
 
 def confirm_cancelled(session: UnitOfWork, claim_id: str) -> Claim:
-    claim = repository.load(session, claim_id)
+    """The operator confirmed the cancellation: `cancelled`, once. The request itself and
+    the drains of every process (instances, `serve --workers`) may all have sent it and
+    come here; the row is locked, and whoever comes after the first writes nothing."""
+    claim = session.get(Claim, claim_id, with_for_update=True)
+    if claim is None:
+        raise LookupError(f"claim {claim_id} vanished")
+    if claim.status == "cancelled":
+        return claim
     claim.cancellation_pending = False
     repository.record(session, claim, "cancelled", f"cancelled by {claim.operator}")
     lifecycle.follow(session, claim)
