@@ -45,7 +45,7 @@ SWEEP_EVERY_S = 2.0
 SWEEP_BATCH = 100
 MAX_BATCH = 50
 SEND_CONCURRENCY = 16
-MAX_IN_FLIGHT = 2 * MAX_BATCH
+MAX_IN_FLIGHT = 4 * MAX_BATCH  # sleeping to their slot, sending, or recording
 
 
 class DrainWorker:
@@ -198,35 +198,44 @@ class DrainWorker:
         delay = (lease.send_at - utcnow()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
-        async with self._gate:
-            if not self.may_send():
-                await self._release(lease.claim.id)
-                return
-            # Waiting for a slot may have eaten into the lease: if what is left might not
-            # cover the send, renew it (or let it go if another sender took it over).
-            claim, now = lease.claim, utcnow()
-            left = claim.lease_until - now if claim.lease_until else timedelta(0)
-            if left < timedelta(seconds=self.operator.settings.deadline_s + LEASE_GRACE_S):
-                until, owner = now + timedelta(seconds=self._lease_s()), self.ctx.instance_id
-                if not await self.ctx.db.write(
-                        lambda s: repository.renew_lease(s, claim.id, owner, until)):
-                    return
-                claim.lease_until = until  # the settle below is guarded by this exact lease
-            self._sending.add(claim.id)
-            await self._send(claim)
+        await self._send(lease.claim)
+
+    async def _hold_lease(self, claim: Claim) -> bool:
+        """Waiting for a slot may have eaten into the lease: if what is left might not cover
+        the send, renew it; False if it expired and another sender took the claim over."""
+        now = utcnow()
+        left = claim.lease_until - now if claim.lease_until else timedelta(0)
+        if left >= timedelta(seconds=self.operator.settings.deadline_s + LEASE_GRACE_S):
+            return True
+        until, owner = now + timedelta(seconds=self._lease_s()), self.ctx.instance_id
+        if not await self.ctx.db.write(
+                lambda s: repository.renew_lease(s, claim.id, owner, until)):
+            return False
+        claim.lease_until = until  # the settle that follows is guarded by this exact lease
+        return True
 
     async def _send(self, claim: Claim) -> None:
+        """Send (or look up) the claim while holding one of SEND_CONCURRENCY slots, then
+        record the outcome with the slot given back: the operator sees at most that many
+        calls at once, and a slow commit does not hold its slot."""
         adapter, guard = self.operator.adapter, self.operator.guard
         try:
-            outcome = None
-            if claim.maybe_sent:
-                outcome = await guard.call(lambda: adapter.lookup_claim(claim.id),
-                                           idempotent=True)
-            if outcome is None:
-                body = self.ctx.cipher.decrypt_json(claim.payload_enc,
-                                                    context=payload_context(claim.id))
-                wire = wire_claim(claim.id, body)
-                outcome = await guard.call(lambda: adapter.submit_claim(wire))
+            async with self._gate:
+                if not self.may_send():
+                    await self._release(claim.id)
+                    return
+                if not await self._hold_lease(claim):
+                    return
+                self._sending.add(claim.id)
+                outcome = None
+                if claim.maybe_sent:
+                    outcome = await guard.call(lambda: adapter.lookup_claim(claim.id),
+                                               idempotent=True)
+                if outcome is None:
+                    body = self.ctx.cipher.decrypt_json(claim.payload_enc,
+                                                        context=payload_context(claim.id))
+                    wire = wire_claim(claim.id, body)
+                    outcome = await guard.call(lambda: adapter.submit_claim(wire))
         except BreakerOpen:
             await self._release(claim.id)
             return
