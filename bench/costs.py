@@ -1,0 +1,420 @@
+"""What a claim costs the gateway: every figure of the cost targets, with its yardstick, in one run.
+
+One command, one machine, one run, so that the ratios mean something:
+  a. yardstick: the stand-in operator (bench/stub_operator.py) called directly;
+  b. outage mode: claims queued (202) while the operator's breaker is open, no receipt,
+     then with a signed provisional receipt (`provisional = "card"`): claims/s, and the
+     gateway's CPU per claim; the receipt's cost is 1 - with / without;
+  c. the synchronous path, operator healthy, 16 connections: claims/s and p50, against
+     0.7 x (b) and 25 ms;
+  d. fail-fast as pharmacies see it: an open loop from 50 clients at half the capacity
+     measured in (b), latency counted from each claim's due time: p99 against 20 ms;
+  e. the drain after recovery: unthrottled against 0.8 x (b), then at `drain_per_s` 100,
+     500 and 1,000 (within 10 %), with the operator's count of claims received twice
+     (must be 0).
+The load is spread over --pharmacies pharmacies (one API key each) and 1,000 synthetic
+beneficiaries, as real traffic is; `--pharmacies 1` shows what one pharmacy alone gets.
+Every gateway runs on a fresh database: a SQLite file, and with BENCH_POSTGRES_URL (a
+PostgreSQL server URL; a database is created for each gateway and dropped after) the
+same steps again on PostgreSQL, with each figure's PostgreSQL/SQLite ratio (target: at
+least 0.5). Load comes from `wrk` (Debian package wrk) with bench/wrk_claims.lua; without
+wrk, from the Python loader of bench/harness.py, which shares the cores it measures.
+The operators board and /metrics at 500,000 queued claims: bench/board_at_scale.py;
+1 versus 2 worker processes: bench/workers.py (both run last with --all).
+Everything listens on 127.0.0.1; every process is stopped on exit.
+Run: .venv/bin/python bench/costs.py [--seconds S] [--pharmacies N] [--all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from harness import (
+    GATEWAY,
+    ROOT,
+    Procs,
+    Result,
+    claim_of,
+    cpu_seconds,
+    free_port,
+    machine,
+    paced_load,
+    set_fault,
+    stop,
+    wait_ready,
+    write_config,
+)
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from gateway.demo.samples import DEMO_FINESS
+
+HERE = Path(__file__).resolve().parent
+WRK = shutil.which("wrk")
+BENEFICIARIES = 1000
+HUGE = 10**12
+CAPS = {"max_amc_cents_per_claim": HUGE, "max_amc_cents_per_beneficiary_per_day": HUGE,
+        "max_outstanding_cents_per_pharmacy": HUGE}
+DRAIN_RATES = (100, 500, 1000)
+
+
+@dataclass
+class Load:
+    """One load's outcome: answered claims/s, latency percentiles (ms), status counts,
+    and the gateway's CPU per request (ms) when it was measured."""
+
+    name: str
+    rps: float
+    p50: float
+    p99: float
+    codes: dict[str, int] = field(default_factory=dict)
+    cpu_ms: float = float("nan")
+
+    def line(self) -> str:
+        codes = ", ".join(f"{k}:{v}" for k, v in sorted(self.codes.items()))
+        cpu = f"{self.cpu_ms:7.2f}" if self.cpu_ms == self.cpu_ms else "      -"
+        return (f"{self.name:<40}{self.rps:>9.0f}{self.p50:>9.1f}{self.p99:>9.1f}{cpu}"
+                f"  {codes}")
+
+
+def luhn_finess(i: int) -> str:
+    """A synthetic FINESS number with a valid Luhn key (the gateway does not require one)."""
+    stem = f"33{i:06d}"
+    total = 0
+    for index, digit in enumerate(reversed(stem)):
+        value = int(digit) * (2 if index % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return stem + str((10 - total % 10) % 10)
+
+
+def pharmacies(n: int) -> list[str]:
+    return [DEMO_FINESS] + [luhn_finess(i) for i in range(1, n)]
+
+
+def create_keys(config: Path, finesses: list[str]) -> dict[str, str]:
+    """One pharmacy key per FINESS (created at once), and "ops": an operations key."""
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([GATEWAY, "keys", "create", "--config", str(config), *args],  # noqa: S603
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+
+    procs = {"ops": start("--role", "operations")}
+    procs["ops"].wait(timeout=60)  # the first one migrates the database
+    procs |= {finess: start("--role", "pharmacy", "--finess", finess) for finess in finesses}
+    keys = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            raise SystemExit(f"keys create failed: {err[-500:]}")
+        keys[name] = out.strip().splitlines()[-1]
+    return keys
+
+
+def bodies_file(tmp: Path, keys: dict[str, str], finesses: list[str]) -> Path:
+    """Lines "<key>\\t<claim>" for wrk: beneficiaries in turn, pharmacies in turn."""
+    path = tmp / f"bodies-{len(finesses)}.tsv"
+    with path.open("w") as out:
+        for b in range(BENEFICIARIES):
+            finess = finesses[b % len(finesses)]
+            claim = claim_of("INV-X", b)
+            claim["dispenser"] = {"finess": finess}
+            out.write(f"{keys[finess]}\t{json.dumps(claim, separators=(',', ':'))}\n")
+    return path
+
+
+def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
+        proc: subprocess.Popen[bytes] | None = None, path: str = "/v1/claims") -> Load:
+    """A closed-loop load with wrk (two threads), or the Python loader without wrk."""
+    cpu = cpu_seconds(proc) if proc else 0.0
+    if WRK is None:
+        load = asyncio.run(python_load(name, url, bodies, connections, seconds, path))
+    else:
+        env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_PATH": path,
+               "WRK_PREFIX": secrets.token_hex(4)}
+        out = subprocess.run(  # noqa: S603
+            [WRK, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+             "-s", str(HERE / "wrk_claims.lua"), url], env=env, capture_output=True, text=True,
+            timeout=seconds + 60, check=True).stdout
+        found = json.loads(next(line for line in out.splitlines()
+                                if line.startswith("WRK-RESULT ")).split(" ", 1)[1])
+        load = Load(name, found["requests"] / found["seconds"], found["p50"], found["p99"],
+                    found["codes"])
+        if found["socket_errors"]:
+            load.codes["socket errors"] = found["socket_errors"]
+    if proc is not None:
+        load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
+    return load
+
+
+async def python_load(name: str, url: str, bodies: Path, connections: int, seconds: float,
+                      path: str) -> Load:
+    lines = [line.split("\t", 1) for line in bodies.read_text().splitlines()]
+    tag, result, started = secrets.token_hex(4), Result(name, 0), time.perf_counter()
+
+    async def worker(client: httpx.AsyncClient, first: int) -> None:
+        i = first
+        while time.perf_counter() - started < seconds:
+            key, body = lines[i % len(lines)]
+            invoice = f"{tag}-{i}"
+            headers = {"Content-Type": "application/json"}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                headers["Idempotency-Key"] = f"clm_{invoice}"
+                body = body.replace('"invoice_number"', f'"claim_id":"clm_{invoice}",'
+                                                        '"invoice_number"', 1)
+            t0 = time.perf_counter()
+            answer = await client.post(path, content=body.replace("INV-X", invoice, 1),
+                                       headers=headers)
+            result.latencies.append(time.perf_counter() - t0)
+            result.codes[str(answer.status_code)] += 1
+            i += connections
+
+    async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+        await asyncio.gather(*(worker(client, i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    return Load(name, len(result.latencies) / elapsed, result.pct(0.5), result.pct(0.99),
+                dict(result.codes))
+
+
+@contextmanager
+def database(kind: str, tmp: Path, name: str) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / f'{name}.db'}"
+        return
+    server = make_url(os.environ["BENCH_POSTGRES_URL"])
+    db_name = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server.set(drivername="postgresql+psycopg"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    try:
+        yield server.set(database=db_name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class Run:
+    """The steps on one kind of database, each gateway on its own fresh database."""
+
+    def __init__(self, kind: str, procs: Procs, stub_url: str, args: argparse.Namespace):
+        self.kind, self.procs, self.stub_url, self.args = kind, procs, stub_url, args
+        self.finesses = pharmacies(args.pharmacies)
+        self.loads: dict[str, Load] = {}
+        self.notes: list[str] = []
+
+    @contextmanager
+    def gateway(self, name: str, **operator: object) -> Iterator[tuple[str, dict[str, str],
+                                                                       Path,
+                                                                       subprocess.Popen[bytes]]]:
+        with database(self.kind, self.procs.tmp, name) as url:
+            port = free_port()
+            config = write_config(self.procs.tmp, f"{self.kind}-{name}", url,
+                                  int(self.stub_url.rsplit(":", 1)[1]), port,
+                                  operator={"breaker_reset_s": 600, **operator},
+                                  sections={"provisional": CAPS})
+            keys = create_keys(config, self.finesses)
+            bodies = bodies_file(self.procs.tmp, keys, self.finesses)
+            gateway_url, proc = self.procs.gateway(config, port)
+            try:
+                yield gateway_url, keys, bodies, proc
+            finally:
+                self.procs.stop(proc)
+                set_fault(self.stub_url, "ok")
+
+    def outage(self, provisional: str) -> None:
+        seconds = self.args.seconds
+        with self.gateway(f"outage-{provisional}", provisional=provisional) as (
+                url, keys, bodies, proc):
+            open_breaker(url, keys, self.stub_url)
+            wrk("warm-up", url, bodies, 50, 2)
+            load = wrk(f"b outage, {'signed receipt' if provisional == 'card' else 'no receipt'}",
+                       url, bodies, 50, seconds, proc)
+            self.loads[f"outage-{provisional}"] = load
+            if provisional == "none":
+                rate = load.rps / 2
+                self.loads["fail-fast"] = asyncio.run(open_loop(url, bodies, rate, seconds))
+
+    def sync(self) -> None:
+        with self.gateway("sync") as (url, _keys, bodies, proc):
+            wrk("warm-up", url, bodies, 16, 2)
+            self.loads["sync"] = wrk("c synchronous, 16 connections", url, bodies, 16,
+                                     self.args.seconds, proc)
+
+    def drain(self, rate: float | None) -> None:
+        per_s = rate or 1e6
+        name = f"drain-{int(rate) if rate else 'max'}"
+        fill_s = self.args.drain_seconds + 3
+        with self.gateway(name, drain_per_s=per_s, drain_ramp_s=0) as (url, keys, bodies, proc):
+            ops = {"Authorization": f"Bearer {keys['ops']}"}
+            httpx.post(f"{url}/v1/operators/opera/pause", headers=ops, json={"reason": "bench"},
+                       timeout=10).raise_for_status()
+            target = (rate or self.loads["outage-none"].rps) * fill_s
+            fill = wrk("fill", url, bodies, 32, max(1.0, target / max(1.0, self.loads[
+                "outage-none"].rps)))
+            queued = fill.codes.get("202", 0)
+            httpx.post(f"{self.stub_url}/_ledger/reset", timeout=5).raise_for_status()
+            httpx.post(f"{url}/v1/operators/opera/resume", headers=ops,
+                       timeout=10).raise_for_status()
+            cpu0 = cpu_seconds(proc)
+            time.sleep(1.0)  # the first batch, and the leases of the next
+            first, t0 = ledger(self.stub_url), time.perf_counter()
+            time.sleep(self.args.drain_seconds)
+            last, t1 = ledger(self.stub_url), time.perf_counter()
+            sent = last["received"] - first["received"]
+            load = Load(f"e drain {'unthrottled' if rate is None else f'at {rate:g}/s'}",
+                        sent / (t1 - t0), float("nan"), float("nan"),
+                        {"queued": queued, "sent in window": sent,
+                         "sent twice": last["duplicates"]})
+            load.cpu_ms = (cpu_seconds(proc) - cpu0) * 1000 / max(1, last["received"])
+            if last["received"] >= queued:
+                self.notes.append(f"{name}: the queue emptied within the window: fill more")
+            self.loads[name] = load
+
+    def all(self) -> None:
+        self.outage("none")
+        self.outage("card")
+        self.sync()
+        self.drain(None)
+        for rate in DRAIN_RATES:
+            self.drain(rate)
+
+
+def open_breaker(url: str, keys: dict[str, str], stub_url: str) -> None:
+    """The operator down, claims sent until the breaker is open (breaker_reset_s 600 keeps
+    it open: no probe closes it during the measure)."""
+    set_fault(stub_url, "down")
+    headers = {"Authorization": f"Bearer {keys[DEMO_FINESS]}"}
+    tag = secrets.token_hex(4)
+    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        for i in range(200):
+            if client.get("/v1/operators").json()[0]["state"] == "open":
+                return
+            client.post("/v1/claims", json={**claim_of(f"T{tag}-{i}", i)})
+    raise SystemExit("the breaker did not open")
+
+
+async def open_loop(url: str, bodies: Path, rate: float, seconds: float) -> Load:
+    lines = [line.split("\t", 1) for line in bodies.read_text().splitlines()]
+    tag = secrets.token_hex(4)
+
+    async def send(client: httpx.AsyncClient, i: int) -> int:
+        key, body = lines[i % len(lines)]
+        answer = await client.post("/v1/claims", content=body.replace("INV-X", f"F{tag}-{i}", 1),
+                                   headers={"Authorization": f"Bearer {key}",
+                                            "Content-Type": "application/json"})
+        return answer.status_code
+
+    result = await paced_load(Result("d fail-fast", 202), url, {}, send, rate,
+                              round(rate * seconds), seconds + 30, connections=50)
+    return Load(f"d fail-fast, open loop at {rate:.0f}/s", len(result.latencies) / result.elapsed,
+                result.pct(0.5), result.pct(0.99), dict(result.codes))
+
+
+def ledger(stub_url: str) -> dict[str, int]:
+    return httpx.get(f"{stub_url}/_ledger", timeout=5).json()
+
+
+def yardstick(stub_url: str, tmp: Path, seconds: float) -> Load:
+    bodies = tmp / "direct.tsv"
+    bodies.write_text("".join(f"\t{json.dumps(claim_of('INV-X', b), separators=(',', ':'))}\n"
+                              for b in range(BENEFICIARIES)))
+    load = wrk("a the operator called directly", stub_url, bodies, 16, seconds, path="/claims")
+    httpx.post(f"{stub_url}/_ledger/reset", timeout=5)
+    return load
+
+
+def verdicts(run: Run) -> list[str]:
+    loads = run.loads
+    outage = loads["outage-none"].rps
+    lines = [
+        f"synchronous / outage throughput: x{loads['sync'].rps / outage:.2f} (target >= 0.70); "
+        f"p50 {loads['sync'].p50:.1f} ms (target <= 25)",
+        f"signed receipt costs {1 - loads['outage-card'].rps / outage:.1%} of outage throughput"
+        " (target < 15 %)",
+        f"fail-fast open loop p99 {loads['fail-fast'].p99:.1f} ms (target < 20)",
+        f"drain unthrottled / outage throughput: x{loads['drain-max'].rps / outage:.2f} "
+        "(target >= 0.80)",
+    ]
+    for rate in DRAIN_RATES:
+        got = loads[f"drain-{rate}"].rps
+        lines.append(f"drain at {rate}/s: {got:.0f}/s ({got / rate - 1:+.1%}; target within 10 %)")
+    twice = sum(load.codes.get("sent twice", 0) for name, load in loads.items()
+                if name.startswith("drain"))
+    lines.append(f"claims the operator received twice: {twice} (must be 0)")
+    return lines + run.notes
+
+
+def report(yard: Load, runs: list[Run]) -> None:
+    print(machine())
+    print(f"load generator: {'wrk ' + WRK if WRK else 'the Python loader (no wrk found)'}")
+    print(f"\n{'':<40}{'claims/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>7}  answers")
+    print(yard.line())
+    for run in runs:
+        print(f"-- {run.kind} ({run.args.pharmacies} pharmacies)")
+        for load in run.loads.values():
+            print(load.line())
+        for line in verdicts(run):
+            print(f"   {line}")
+    if len(runs) == 2:
+        sqlite, postgres = (run.loads for run in runs)
+        print("\nPostgreSQL / SQLite (target >= 0.5 each):")
+        for name, load in postgres.items():
+            if name in sqlite:
+                print(f"   {name:<14} x{load.rps / sqlite[name].rps:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load")
+    parser.add_argument("--drain-seconds", type=float, default=6.0,
+                        help="measured seconds per drain rate")
+    parser.add_argument("--pharmacies", type=int, default=16, help="pharmacies (keys) in turn")
+    parser.add_argument("--all", action="store_true",
+                        help="then run bench/board_at_scale.py and bench/workers.py")
+    args = parser.parse_args()
+    kinds = ["sqlite"] + (["postgres"] if os.environ.get("BENCH_POSTGRES_URL") else [])
+    with tempfile.TemporaryDirectory(prefix="bench-costs-") as tmp_name, \
+            Procs(Path(tmp_name)) as procs:
+        port = free_port()
+        stub_url = f"http://127.0.0.1:{port}"
+        log = procs.tmp / "stub.log"
+        with log.open("ab") as out:
+            stub = subprocess.Popen([sys.executable, str(HERE / "stub_operator.py"),  # noqa: S603
+                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        procs.running.append(stub)
+        wait_ready(f"{stub_url}/health", stub, log)
+        yard = yardstick(stub_url, procs.tmp, args.seconds)
+        runs = []
+        for kind in kinds:
+            run = Run(kind, procs, stub_url, args)
+            run.all()
+            runs.append(run)
+        stop(stub)
+    report(yard, runs)
+    if args.all:
+        for script in ("board_at_scale.py", "workers.py"):
+            print(f"\n== bench/{script}", flush=True)
+            subprocess.run([sys.executable, str(HERE / script)], check=False)  # noqa: S603
+
+
+if __name__ == "__main__":
+    main()
