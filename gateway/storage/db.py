@@ -10,16 +10,25 @@ reads then writes would then fail at once with SQLITE_BUSY, ignoring the busy
 timeout. So the driver's own transaction handling is switched off and every
 transaction is begun here: IMMEDIATE for writers, DEFERRED for readers.
 
-On SQLite the writes of one process are also grouped: units of work waiting
+The writes of one process are grouped (`Database.write`): units of work waiting
 while a commit is under way run together in the next transaction, each in its
 own savepoint (one failing does not undo the others), and share one durable
-commit. A caller still gets its answer only once its work is committed.
+commit. A caller still gets its answer only once its work is committed. On
+PostgreSQL this is what makes the claim path cheap too: one BEGIN/COMMIT (and one
+WAL flush) per group instead of per work, and the locks every intake takes (the
+audit chain's, a pharmacy's receipts') taken once per group instead of once per
+claim, each held across a commit. Groups of every process take one advisory lock
+first (`GROUP_LOCK`), so they run one at a time, as on SQLite, and never deadlock
+on each other. `write_now` runs one work alone, in the calling thread (commands, tools).
 
 A work run with `deferred=True` stages its new rows (`gateway.storage.deferred`: its
 unit of work's `add` does it) instead of flushing them through the ORM: such works need
 no savepoint (they write nothing until the buffer is flushed), and their rows go in
-together, before the next ordinary work and before commit. If that insert fails, every work whose
-rows it held fails with it, and nothing else does.
+together, before the next ordinary work and before commit. If that insert fails, every
+work whose rows it held fails with it, and nothing else does; unless one of them also
+changed rows directly (`UnitOfWork.changed`), which no savepoint can undo alone: then the
+whole group fails. On PostgreSQL a failed statement outside a savepoint aborts the
+transaction: the whole group fails then too, never commits half.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
+from psycopg import pq
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -124,7 +134,7 @@ class Database:
         self._writers = sessionmaker(self.engine, class_=UnitOfWork, expire_on_commit=False)
         self._reader_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._readers = sessionmaker(self._reader_engine, class_=UnitOfWork, expire_on_commit=False)
-        self._grouped = is_sqlite(url)
+        self._sqlite = is_sqlite(url)
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.health = DatabaseHealth()
@@ -176,9 +186,6 @@ class Database:
     async def write(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False) -> T:
         """Run `work` in a committed transaction, off the event loop; `deferred`: its new
         rows are staged (see the module doc)."""
-        if not self._grouped:
-            return await anyio.to_thread.run_sync(
-                partial(self.write_now, work, deferred=deferred))
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, deferred, done))
         if self._flusher is None or self._flusher.done():
@@ -213,8 +220,7 @@ class Database:
         outcomes: list[tuple[bool, Any]] = []
         held: list[int] = []  # outcomes of deferred works whose rows wait in the buffer
         with self._writers() as session, session.begin():
-            # grouped writes are SQLite's alone: the driver's connection is a sqlite3 one
-            raw = cast(sqlite3.Connection, session.connection().connection.dbapi_connection)
+            raw = _Transaction(session, sqlite=self._sqlite)
             changes_before = raw.total_changes
             buffer = session.staging = DeferredRows()
             for work, deferred in works:
@@ -247,7 +253,7 @@ class Database:
                     outcomes.append((False, exc))
                     _still_in_transaction(raw, exc)
             _flush_or_fail(raw, session, buffer, held, outcomes)
-            changed = raw.total_changes != changes_before
+            changed = raw.total_changes != changes_before or not self._sqlite
         return outcomes, changed
 
     def read_connection_now(self, work: Callable[[Connection], T]) -> T:
@@ -267,6 +273,38 @@ class Database:
 
     async def dispose(self) -> None:
         await anyio.to_thread.run_sync(self.engine.dispose)
+
+
+GROUP_LOCK = "storage.write-group"
+
+
+class _Transaction:
+    """What the group runner asks of the driver's connection, on either database.
+
+    On PostgreSQL a group first takes a transaction-level advisory lock that every
+    group of every process takes first: groups run one at a time across processes as
+    they do in one, so two groups can never wait on each other's locks (a work takes
+    its per-pharmacy and audit-chain locks in any order; one group holding both while
+    another holds one of them would deadlock)."""
+
+    def __init__(self, session: UnitOfWork, *, sqlite: bool) -> None:
+        self._raw: Any = session.connection().connection.dbapi_connection
+        self._sqlite = sqlite
+        if not sqlite:
+            session.lock(GROUP_LOCK)
+
+    @property
+    def total_changes(self) -> int:
+        """Rows changed so far on SQLite; on PostgreSQL, -1 (unknown: any commit counts)."""
+        return int(self._raw.total_changes) if self._sqlite else -1
+
+    @property
+    def in_transaction(self) -> bool:
+        """False once the database rolled the whole transaction back (SQLite, on a full
+        disk or an I/O error) or the connection broke (PostgreSQL)."""
+        if self._sqlite:
+            return bool(cast(sqlite3.Connection, self._raw).in_transaction)
+        return bool(self._raw.info.transaction_status == pq.TransactionStatus.INTRANS)
 
 
 def _run_deferred(buffer: DeferredRows, work: Callable[[UnitOfWork], T],

@@ -1,9 +1,8 @@
 """Deferred works: staged rows land with their transaction, and only with it.
 
-On SQLite the works below share one transaction (group commit): a failing work, a
-failing insert of staged rows and an ordinary work in between must each touch
-exactly what they should. On PostgreSQL each work is its own transaction; the same
-assertions hold.
+The works below share one transaction (group commit, on SQLite and PostgreSQL alike): a
+failing work, a failing insert of staged rows and an ordinary work in between must each
+touch exactly what they should.
 """
 
 from __future__ import annotations
@@ -53,10 +52,7 @@ async def test_staged_rows_are_committed_in_order(database):
                                      for i in range(5)))
     assert answers == [f"evt_{i}" for i in range(5)]
     stored = await database.read(event_ids)
-    if database.url.startswith("sqlite"):  # one transaction, in the order they were asked
-        assert stored == answers
-    else:  # concurrent transactions
-        assert sorted(stored) == answers
+    assert stored == answers  # one transaction, in the order they were asked
 
 
 async def test_a_failing_deferred_work_leaves_nothing_and_spares_the_others(database):
@@ -72,8 +68,6 @@ async def test_a_failing_deferred_work_leaves_nothing_and_spares_the_others(data
 
 
 async def test_an_ordinary_work_sees_rows_staged_before_it(database):
-    if not database.url.startswith("sqlite"):
-        pytest.skip("only SQLite runs several works in one transaction")
     def count(session: UnitOfWork) -> int:
         return int(session.exec(select(func.count()).select_from(Event)).one())
 
@@ -99,12 +93,8 @@ async def test_a_failed_insert_fails_the_works_it_held_and_no_other(database):
     )
     assert answers[2] == "ordinary"
     failed = [a for a in answers[:2] if isinstance(a, IntegrityError)]
-    if database.url.startswith("sqlite"):  # one transaction: both twins fail together
-        assert len(failed) == 2
-        assert await database.read(event_ids) == ["evt_ordinary"]
-    else:  # one transaction each: the twin committed first stands
-        assert len(failed) == 1
-        assert sorted(await database.read(event_ids)) == ["evt_ordinary", "evt_twin"]
+    assert len(failed) == 2  # one transaction: both twins fail together
+    assert await database.read(event_ids) == ["evt_ordinary"]
 
 
 async def test_the_audit_chain_stays_whole_across_deferred_and_ordinary_appends(database):
@@ -132,9 +122,6 @@ def a_claim(invoice_number: str) -> Claim:
 
 
 async def test_a_duplicate_of_a_staged_claim_is_found(database):
-    if not database.url.startswith("sqlite"):
-        pytest.skip("only SQLite runs several works in one transaction")
-
     def store(session: UnitOfWork) -> str:
         session.add(a_claim("D1"))
         return "stored"
@@ -194,14 +181,8 @@ async def test_staged_rows_that_fail_after_a_direct_write_fail_the_whole_transac
         return_exceptions=True,
     )
     types = await database.read(lambda s: dict(s.exec(select(Event.event_id, Event.type)).all()))
-    if database.url.startswith("sqlite"):  # one transaction: all of it or nothing
-        assert all(isinstance(a, IntegrityError) for a in answers)
-        assert types == {"evt_base": "claim.queued"}
-    else:  # one transaction each: the second twin fails alone
-        assert answers[0] == "retyped" and answers[2] == "ordinary"
-        assert isinstance(answers[1], IntegrityError)
-        assert types == {"evt_base": "claim.accepted", "evt_twin": "claim.queued",
-                         "evt_ordinary": "claim.queued"}
+    assert all(isinstance(a, IntegrityError) for a in answers)  # all of it or nothing
+    assert types == {"evt_base": "claim.queued"}
 
 
 async def test_a_sender_settles_its_own_lease_in_one_update_and_no_other(database):
