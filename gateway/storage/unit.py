@@ -73,9 +73,18 @@ class UnitOfWork(Session):
 
     def lock(self, key: int | str) -> None:
         """Until the transaction ends, one transaction at a time holds `key` (a string is
-        hashed to the lock's number). Serialized transactions already are one at a time."""
-        if not self.serialized:
-            self.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_number(key)})
+        hashed to the lock's number). Serialized transactions already are one at a time.
+        A lock taken outside any savepoint is not asked for again (a group of works takes
+        a pharmacy's lock once); one taken inside a savepoint is released if it rolls back."""
+        if self.serialized:
+            return
+        held: set[int] = self.info.setdefault("advisory_locks", set())
+        number = lock_number(key)
+        if number in held:
+            return
+        self.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
+        if not self.in_nested_transaction():
+            held.add(number)
 
     def try_lock(self, key: int | str) -> bool:
         """`lock` if nobody holds `key` now; False, without waiting, if somebody does."""
