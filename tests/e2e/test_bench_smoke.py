@@ -35,6 +35,10 @@ TINY = {
                       "--max-seconds", "30"], r"cost per pair \(1 - card/none\): "),
     "outage_detection": (["--runs", "1", "--cap", "15"],
                          r"b no traffic \(probe only\)\s+med\s+\d"),
+    "board_at_scale": (["--claims", "100", "--requests", "10", "--batch", "40",
+                        "--max-seconds", "30"], r"target: p99 of GET /v1/operators "),
+    "queue_depth_cost": (["--seconds", "0.5", "--rounds", "2", "--group", "4"],
+                         r"sqlite on / off: claims/s x\d"),
 }
 
 
@@ -49,6 +53,9 @@ def test_the_benchmark_runs_at_a_tiny_size(name: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert re.search(rf"^command: .*bench/{name}\.py", done.stdout, re.MULTILINE), done.stdout
     assert re.search(table, done.stdout), done.stdout[-2000:]
+    if name == "board_at_scale":  # the board's count is the claims counted in the database
+        assert re.search(r"^\[sqlite\] .*board queued=(\d+), counted \1 -> ok$", done.stdout,
+                         re.MULTILINE), done.stdout[-2000:]
     if name == "drain":
         assert "ledger (a limited): 30 keys for 30 settled of 30 queued, " \
                "0 sent more than once -> ok" in done.stdout
