@@ -38,7 +38,7 @@ lint: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python scripts/export_openapi.py
 
-BENCHES := sync_path outage_detection fail_fast outage_throughput drain queue_growth \
+BENCHES := costs sync_path outage_detection fail_fast outage_throughput drain queue_growth \
 	receipt_cost board_at_scale queue_depth_cost
 bench: $(STAMP)
 	for b in $(BENCHES); do \
