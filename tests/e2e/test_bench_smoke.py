@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,26 @@ def test_the_benchmark_runs_at_a_tiny_size(name: str) -> None:
     if name == "drain":
         assert "ledger (a limited): 30 keys for 30 settled of 30 queued, " \
                "0 sent more than once -> ok" in done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
+                    reason="needs GATEWAY_TEST_POSTGRES_URL")
+@pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk")
+def test_the_workers_benchmark_runs_at_a_tiny_size_on_postgres() -> None:
+    """bench/workers.py: 1 then 2 `serve` workers on PostgreSQL (a database of its own on
+    the server of GATEWAY_TEST_POSTGRES_URL, dropped at the end); each drain's ledger
+    must hold every accepted claim once."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("BENCH_", "GATEWAY_"))}
+    env["BENCH_POSTGRES_URL"] = os.environ["GATEWAY_TEST_POSTGRES_URL"]
+    done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [sys.executable, "bench/workers.py", "--seconds", "1", "--warmup-seconds", "1",
+         "--connections", "2", "--drain-max-seconds", "60"], cwd=ROOT, capture_output=True,
+        text=True, timeout=240, env=env,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"^command: .*bench/workers\.py", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^c outage 202: req/s x\d", done.stdout, re.MULTILINE), done.stdout
+    assert len(re.findall(r" 0 duplicates -> ok", done.stdout)) == 2, done.stdout[-2000:]
+    assert "drain: every claim sent once, none twice -> ok" in done.stdout
