@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
+from multiprocessing import connection
 from typing import TYPE_CHECKING
 
 import structlog
@@ -102,6 +105,7 @@ class Worker(Process):
                  serving: Serving) -> None:
         self.serving = serving  # set first: the child gets this object pickled
         self.parent_pid = os.getpid()
+        self.ping_sent_at: float | None = None  # the parent's health check under way
         super().__init__(config, sockets)
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # in the worker
@@ -163,13 +167,17 @@ class Supervisor(Multiprocess):
 
     def keep_subprocess_alive(self) -> None:
         """uvicorn's, with gateway workers: replace a dead or hung worker, unless it
-        could not start (then every replacement would fail alike: stop)."""
+        could not start (then every replacement would fail alike: stop). A signal for
+        the supervisor is handled first: a SIGTERM to the whole process group also ends
+        the workers, which must then not be replaced."""
         from prometheus_client import multiprocess
 
-        if self.should_exit.is_set():
-            return
         for index, process in enumerate(self.processes):
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            self.handle_signals()
+            if self.should_exit.is_set():
+                return
+            assert isinstance(process, Worker)  # noqa: S101 - all made by _worker
+            if self._responsive(process):
                 continue
             process.kill()  # hung: gone for good
             process.join()
@@ -180,10 +188,38 @@ class Supervisor(Multiprocess):
                 self.startup_failed = True
                 self.should_exit.set()
                 return
+            self.handle_signals()
             if self.should_exit.is_set():
                 return
             log.warning("serve.worker_replaced", pid=process.pid, exitcode=process.exitcode)
             self.processes[index] = self._worker()
+
+    def _responsive(self, worker: Worker) -> bool:
+        """uvicorn's health check (a ping the worker answers from a thread of its own),
+        over as soon as the worker exits (the pipe alone would not say so: this process
+        holds both its ends), and giving way to a signal for the supervisor (a ping
+        still unanswered then is waited for at the next check)."""
+        if not worker.process.is_alive():
+            return False
+        try:
+            if worker.ping_sent_at is None:
+                worker.parent_conn.send(b"ping")
+                worker.ping_sent_at = time.monotonic()
+            while True:
+                ready = connection.wait([worker.parent_conn, worker.process.sentinel],
+                                        timeout=0.5)
+                if worker.parent_conn in ready:
+                    worker.parent_conn.recv()
+                    worker.ping_sent_at = None
+                    return True
+                if ready:  # the sentinel: the worker has exited
+                    return False
+                if time.monotonic() - worker.ping_sent_at > self.config.timeout_worker_healthcheck:
+                    return False
+                if self.signal_queue:
+                    return True
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False
 
     def terminate_all(self) -> None:
         # once every worker has closed its copy too, the port refuses connections at once

@@ -10,6 +10,7 @@ dropped at the end (the fixture of test_e2e_two_instances.py).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -148,8 +149,15 @@ def test_two_workers_drain_each_claim_once_and_stop_cleanly_on_sigterm(
         assert not [pid for pid in by_worker if Path(f"/proc/{pid}").exists()]
 
         restarted_wall = datetime.now(UTC)
-        with workers_proc(tmp_path, config, port, "gw2"):
+        with workers_proc(tmp_path, config, port, "gw2") as gateway:
             claims = wait_all_accepted(url, auth, ids, timeout=60)
+            # now SIGTERM to the whole process group (Ctrl-C, systemd's KillMode=
+            # control-group): the workers get it twice, the parent must not replace them
+            stopped_at = time.monotonic()
+            os.killpg(gateway.pid, signal.SIGTERM)
+            assert gateway.wait(timeout=STOP_BOUND_S) == 0, output(tmp_path, "gw2")
+            print(f"group stop took {time.monotonic() - stopped_at:.1f} s")
+            assert "worker_replaced" not in output(tmp_path, "gw2")
         entries = ledger(simulator)["claims"]
 
     counts = {entry["key"]: entry["count"] for entry in entries}
