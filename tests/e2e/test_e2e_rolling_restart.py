@@ -218,6 +218,12 @@ def test_sigterm_under_load_answers_or_queues_everything_then_restart_settles_al
                 held = pool.submit(long_claim, url, auth)
                 wait_for("operb holds its claim", lambda: ledger(sims[1])["received"] == 1,
                          timeout=10)
+                # the clients' answers come out of one group commit together, so they may
+                # all be between two requests: stop while one is surely being sent (read,
+                # and inside the operator's 300 ms)
+                wait_for("a claim in progress", lambda: any(
+                    not s.done_at and time.time() - s.sent_at > 0.1 for s in list(sent)),
+                    timeout=10, interval=0.01)
                 t_term = time.time()
                 os.kill(first.pid, signal.SIGTERM)  # the process alone, not its group
                 code = first.wait(timeout=EXIT_BOUND_S)
