@@ -36,6 +36,7 @@ _NOT_SENT: tuple[type[Exception], ...] = (
 # Statuses that say the request was not processed: safe to resend as is.
 _NOT_PROCESSED = frozenset({408, 429, 503})
 _LABEL_MAX = 200
+_FIXED_PATHS = frozenset({"/health", "/rights", "/claims"})  # joined once, kept
 
 
 class ReferenceAdapter:
@@ -45,6 +46,11 @@ class ReferenceAdapter:
         self.name = name
         self._client = client
         self._timeout = httpx.Timeout(timeout_s)
+        # Built once: `client.request` merges the base URL, headers and cookies anew on
+        # every call (~0.08 ms of CPU per claim); operators set no cookies.
+        self._extensions = {"timeout": self._timeout.as_dict()}
+        self._headers = list(client.headers.multi_items())
+        self._urls: dict[str, httpx.URL] = {}
 
     async def health(self) -> None:
         what = "GET /health"
@@ -83,13 +89,30 @@ class ReferenceAdapter:
     ) -> httpx.Response:
         """One attempt; a 2xx (or a 404 when `missing_ok`) comes back, anything else raises."""
         try:
-            response = await self._client.request(method, path, timeout=self._timeout, **kwargs)
+            response = await self._client.send(self._request(method, path, **kwargs))
         except _NOT_SENT as exc:
             raise OperatorUnavailable(f"{what}: {type(exc).__name__}") from exc
         except httpx.RequestError as exc:  # read/write timeout, reset, broken answer
             raise OperatorUnavailable(f"{what}: {type(exc).__name__}", ambiguous=True) from exc
         _check_status(response, what, missing_ok=missing_ok)
         return response
+
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 headers: dict[str, str] | None = None) -> httpx.Request:
+        """What `client.build_request` makes, from parts prepared once."""
+        return httpx.Request(method, self._url(path), json=json,
+                             headers=[*self._headers, *(headers or {}).items()],
+                             extensions=self._extensions)
+
+    def _url(self, path: str) -> httpx.URL:
+        """`path` under the base URL, as httpx joins them (the base's path kept)."""
+        url = self._urls.get(path)
+        if url is None:
+            base = self._client.base_url
+            url = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
+            if path in _FIXED_PATHS:  # not one per claim id
+                self._urls[path] = url
+        return url
 
 
 def _check_status(response: httpx.Response, what: str, *, missing_ok: bool) -> None:
