@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/gateway demo
 
+# Bytecode cached under .venv for the test run and every process it starts (the e2e
+# tests start gateways, simulators and CLI commands by the hundred): where
+# PYTHONDONTWRITEBYTECODE is set, as on CI, each of them compiled the project again.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
+		$(BIN)/python -m pytest -q
 
 # The edit loop: tests/unit, tests/integration and tests/adapters on SQLite (never the
 # PostgreSQL or Redis of GATEWAY_TEST_*_URL, no browser, no e2e), on CHECK_WORKERS
