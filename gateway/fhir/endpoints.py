@@ -47,9 +47,9 @@ def outcomes(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def body_of(kind: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "description": f"A FHIR R4 {kind}", "content": {
-        MEDIA_TYPE: {"schema": {"type": "object"}},
-        "application/json": {"schema": {"type": "object"}}}}}
+    """Declared as application/fhir+json only (application/json is accepted too)."""
+    return {"requestBody": {"required": True, "description": f"A FHIR R4 {kind}",
+                            "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}}}
 
 
 @router.get("/metadata", response_class=FhirJSON, summary="The CapabilityStatement",
