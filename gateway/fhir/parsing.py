@@ -67,13 +67,17 @@ def model_errors(root: str, exc: ValidationError) -> list[dict[str, str]]:
 
 
 async def read_resource(request: Request, model: type[R]) -> R:
-    """The body as `model`, or a 400/415 naming what is wrong; never a 5xx."""
+    """The request's body as `model`, or a 400/415 naming what is wrong; never a 5xx."""
+    return parse_resource(await request.body(), request.headers.get("content-type", ""), model)
+
+
+def parse_resource(body: bytes, content_type: str, model: type[R]) -> R:
     root = model.__name__
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = content_type.split(";")[0].strip().lower()
     if media not in ACCEPTED_TYPES:
         raise UnsupportedMediaType(f"send the {root} as {MEDIA_TYPE} (or application/json)")
     try:
-        data = json.loads(await request.body())
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadResource("the body is not JSON", errors=[
             {"field": root, "message": "malformed JSON", "code": "structure"}]) from None
