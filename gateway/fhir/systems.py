@@ -22,7 +22,6 @@ NIR_SYSTEMS = (INS_NIR, INS_NIR_TEST)
 FINESS = "https://finess.esante.gouv.fr"
 RPPS = "https://rpps.esante.gouv.fr"
 CIP = "urn:oid:1.2.250.1.213.2.3.2"  # Code Identifiant de Présentation (CIP13)
-FR_IDENTIFIER_TYPE = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 
 # HL7 terminology
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
