@@ -15,6 +15,7 @@ from fhir.resources.R4B.coverageeligibilityrequest import CoverageEligibilityReq
 from gateway.claims import queries, service
 from gateway.claims.schemas import ClaimCreate
 from gateway.errors import GatewayError, ValidationFailed
+from gateway.fhir import examples
 from gateway.fhir.capability import capability_statement
 from gateway.fhir.claims import claim_id_of, claim_response, fhir_id, read_claim
 from gateway.fhir.eligibility import eligibility_response, read_eligibility
@@ -46,10 +47,10 @@ def outcomes(*statuses: int) -> dict[int | str, dict[str, Any]]:
                      **ANY_RESOURCE} for status in statuses}
 
 
-def body_of(kind: str) -> dict[str, Any]:
+def body_of(kind: str, example: dict[str, Any]) -> dict[str, Any]:
     """Declared as application/fhir+json only (application/json is accepted too)."""
-    return {"requestBody": {"required": True, "description": f"A FHIR R4 {kind}",
-                            "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}}}
+    return {"requestBody": {"required": True, "description": f"A FHIR R4 {kind}", "content": {
+        MEDIA_TYPE: {"schema": {"type": "object"}, "example": example}}}}
 
 
 @router.get("/metadata", response_class=FhirJSON, summary="The CapabilityStatement",
@@ -61,7 +62,8 @@ async def metadata(request: Request, ctx: ContextDep) -> Response:
 
 
 @router.post(
-    "/Claim", response_class=FhirJSON, status_code=201, openapi_extra=body_of("Claim"),
+    "/Claim", response_class=FhirJSON, status_code=201,
+    openapi_extra=body_of("Claim", examples.CLAIM),
     summary="Submit a claim; the answer is its ClaimResponse",
     responses={201: {"description": "ClaimResponse: the operator answered", **ANY_RESOURCE},
                202: {"description": "ClaimResponse, outcome queued", **ANY_RESOURCE},
@@ -117,7 +119,7 @@ async def read_claim_response(id: str, ctx: ContextDep, principal: PharmacyDep) 
 @router.post(
     "/CoverageEligibilityRequest", response_class=FhirJSON,
     dependencies=[Depends(rate_limited("rights"))],
-    openapi_extra=body_of("CoverageEligibilityRequest"),
+    openapi_extra=body_of("CoverageEligibilityRequest", examples.ELIGIBILITY_REQUEST),
     summary="Check a beneficiary's rights (cached answer when the operator is down)",
     responses={200: {"description": "CoverageEligibilityResponse", **ANY_RESOURCE},
                **outcomes(400, 401, 403, 413, 415, 422, 429, 502)},

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
+from gateway.fhir import examples as openapi_examples
 from gateway.fhir import systems
 from gateway.fhir.claims import read_claim
 from gateway.fhir.eligibility import read_eligibility
@@ -54,3 +55,9 @@ def test_every_system_the_face_uses_is_written_down():
             if name.isupper() and isinstance(value, str) and value.startswith(("http", "urn"))}
     missing = {name: value for name, value in uris.items() if value not in text}
     assert not missing, missing
+
+
+def test_the_openapi_examples_are_the_pages():
+    found = {e["resourceType"]: e for e in examples()}
+    assert openapi_examples.CLAIM == found["Claim"]
+    assert openapi_examples.ELIGIBILITY_REQUEST == found["CoverageEligibilityRequest"]
