@@ -6,17 +6,36 @@ from __future__ import annotations
 
 from typing import Any
 
+PATIENT: dict[str, Any] = {  # the beneficiary, contained in both requests
+    "resourceType": "Patient",
+    "id": "patient",
+    "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "185077511512396"}],
+    "name": [{"use": "official", "family": "Martin", "given": ["Claire"]}],
+    "birthDate": "1985-07-14",
+    "multipleBirthInteger": 1,
+}
+
+CARD: dict[str, Any] = {  # the AMC card, contained in both requests
+    "resourceType": "Coverage",
+    "id": "coverage",
+    "status": "active",
+    "beneficiary": {"reference": "#patient"},
+    "subscriberId": "A123456",
+    "payor": [
+        {
+            "identifier": {
+                "system": "https://tiers-payant-gateway.example/fhir/sid/amc-insurer-number",
+                "value": "801234567",
+            }
+        }
+    ],
+    "period": {"start": "2026-01-01", "end": "2026-12-31"},
+}
+
 CLAIM: dict[str, Any] = {
     "resourceType": "Claim",
     "contained": [
-        {
-            "resourceType": "Patient",
-            "id": "patient",
-            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "185077511512396"}],
-            "name": [{"use": "official", "family": "Martin", "given": ["Claire"]}],
-            "birthDate": "1985-07-14",
-            "multipleBirthInteger": 1,
-        },
+        PATIENT,
         {
             "resourceType": "Organization",
             "id": "pharmacy",
@@ -28,20 +47,7 @@ CLAIM: dict[str, Any] = {
             "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": "10001234565"}],
         },
         {
-            "resourceType": "Coverage",
-            "id": "coverage",
-            "status": "active",
-            "beneficiary": {"reference": "#patient"},
-            "subscriberId": "A123456",
-            "payor": [
-                {
-                    "identifier": {
-                        "system": "https://tiers-payant-gateway.example/fhir/sid/amc-insurer-number",
-                        "value": "801234567",
-                    }
-                }
-            ],
-            "period": {"start": "2026-01-01", "end": "2026-12-31"},
+            **CARD,
             "class": [
                 {
                     "type": {
@@ -118,30 +124,8 @@ CLAIM: dict[str, Any] = {
 ELIGIBILITY_REQUEST: dict[str, Any] = {
     "resourceType": "CoverageEligibilityRequest",
     "contained": [
-        {
-            "resourceType": "Patient",
-            "id": "patient",
-            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "185077511512396"}],
-            "name": [{"use": "official", "family": "Martin", "given": ["Claire"]}],
-            "birthDate": "1985-07-14",
-            "multipleBirthInteger": 1,
-        },
-        {
-            "resourceType": "Coverage",
-            "id": "coverage",
-            "status": "active",
-            "beneficiary": {"reference": "#patient"},
-            "subscriberId": "A123456",
-            "payor": [
-                {
-                    "identifier": {
-                        "system": "https://tiers-payant-gateway.example/fhir/sid/amc-insurer-number",
-                        "value": "801234567",
-                    }
-                }
-            ],
-            "period": {"start": "2026-01-01", "end": "2026-12-31"},
-        },
+        PATIENT,
+        CARD,
     ],
     "status": "active",
     "purpose": ["validation"],
