@@ -122,7 +122,10 @@ def _line(reader: Reader, index: int, item: Any) -> dict[str, Any]:
 
 def _service_date(reader: Reader, claim: Claim) -> str | None:
     """Every item's servicedDate, which must be one day: the claim's service date."""
-    days = {item.servicedDate for item in claim.item or []}
+    if not claim.item:
+        reader.fail("Claim.item", "at least one item is required")
+        return None
+    days = {item.servicedDate for item in claim.item}
     if len(days) != 1 or None in days:
         reader.fail("Claim.item.servicedDate", "every item needs the same servicedDate")
         return None

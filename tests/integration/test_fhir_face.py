@@ -9,6 +9,7 @@ from fhir.resources.R4B.coverageeligibilityresponse import CoverageEligibilityRe
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir_samples import FHIR_JSON, fhir_claim, fhir_eligibility
 from simulator_control import set_fault
+from sqlmodel import select
 from synthetic import claim_body, rights_body
 from test_drain import gateway, wait_until
 
@@ -16,7 +17,7 @@ from gateway.claims.payload import payload_context
 from gateway.fhir import systems
 from gateway.keys.admin import create_key
 from gateway.receipts.signing import verify
-from gateway.storage.models import Claim
+from gateway.storage.models import AuditEntry, Claim
 
 pytestmark = pytest.mark.anyio
 VOLATILE = {"id", "invoice_number", "idempotency_key", "request_hash", "created_at",
@@ -38,6 +39,13 @@ def expressions(answer) -> list[str]:
 def extension(resource, url):
     found = [e for e in resource.extension or [] if e.url == url]
     return {part.url: part for part in found[0].extension} if found else None
+
+
+async def audited(app, object_id: str) -> list[tuple[str, str, str]]:
+    """The audit trail's entries about an object: (role, action, outcome)."""
+    entries = await app.state.context.db.read(lambda session: session.exec(
+        select(AuditEntry).where(AuditEntry.object_id == object_id)).all())
+    return [(entry.role, entry.action, entry.outcome) for entry in entries]
 
 
 async def stored(app, claim_id: str) -> tuple[dict, dict]:
@@ -68,6 +76,8 @@ async def test_the_same_claim_through_both_faces_is_the_same_stored_claim(app, c
     assert {k: v for k, v in fhir_row.items() if k not in VOLATILE} == {
         k: v for k, v in rest_row.items() if k not in VOLATILE}
     assert fhir_row["idempotency_key"] == "rt-fhir"
+    assert await audited(app, claim_id) == await audited(app, rest.json()["id"]) == [
+        ("pharmacy", "claim.submit", "pending")]
     # the REST claim's very body through the FHIR face: the same request, so its replay
     again = await client.post("/fhir/R4/Claim", json=fhir_claim(claim_body("RT-REST")),
                               headers=fhir_headers)

@@ -89,6 +89,12 @@ def test_missing_pieces_are_named():
         "Claim.item[0].extension"}
 
 
+def test_a_claim_without_items_is_refused_naming_them():
+    resource = fhir_claim(claim_body("U7"))
+    resource["item"] = []
+    assert [e["field"] for e in refusal(resource).errors or []] == ["Claim.item"]
+
+
 def test_a_test_identity_nir_system_is_accepted():
     resource = fhir_claim(claim_body("U6"))
     resource["contained"][0]["identifier"][0]["system"] = systems.INS_NIR_TEST
