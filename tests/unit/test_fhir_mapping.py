@@ -200,3 +200,24 @@ def test_claim_ids_and_fhir_ids_map_both_ways():
     claim_id = "clm_01ABCDEFGHJKMNPQRSTVWXYZ00"
     assert fhir_id(claim_id) == "clm-01ABCDEFGHJKMNPQRSTVWXYZ00"
     assert claim_id_of(fhir_id(claim_id)) == claim_id
+
+
+def _elements(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every element and array entry of the resource, by its path."""
+    found: list[tuple[Any, ...]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+        node, list) else []
+    for key, value in items:
+        found += [(*path, key), *_elements(value, (*path, key))]
+    return found
+
+
+def test_any_one_element_left_out_is_a_400_or_422_never_worse():
+    for place in _elements(SAMPLE):
+        resource = copy.deepcopy(SAMPLE)
+        *parent, last = place
+        del _at(resource, tuple(parent))[last]
+        try:
+            read_claim(parsed(resource))
+        except GatewayError as error:
+            assert error.status in (400, 422), (place, error)
