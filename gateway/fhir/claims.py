@@ -68,9 +68,6 @@ def _check_kind(reader: Reader, claim: Claim) -> None:
     if not any(c.system == systems.CLAIM_TYPE and c.code == "pharmacy"
                for c in (claim.type.coding or [])):
         reader.fail("Claim.type", f"must be {systems.CLAIM_TYPE}#pharmacy", "value")
-    if claim.modifierExtension:
-        reader.fail("Claim.modifierExtension", "no modifier extension is understood",
-                    "not-supported")
 
 
 def _organisation(reader: Reader, reference: Any) -> str | None:

@@ -28,9 +28,6 @@ def read_eligibility(request: CoverageEligibilityRequest) -> tuple[RightsCheck, 
     if not set(request.purpose or []) & set(PURPOSES):
         reader.fail("CoverageEligibilityRequest.purpose",
                     f"must include {' or '.join(PURPOSES)}", "value")
-    if request.modifierExtension:
-        reader.fail("CoverageEligibilityRequest.modifierExtension",
-                    "no modifier extension is understood", "not-supported")
     body: dict[str, Any] = {
         "beneficiary": read_patient(reader, request.patient, "CoverageEligibilityRequest.patient"),
         "date": reader.day("date", "CoverageEligibilityRequest.servicedDate",

@@ -26,6 +26,10 @@ class BadResource(GatewayError):
     status, type, title = 400, "invalid-resource", "The body is not a valid FHIR resource"
 
 
+class ModifierNotUnderstood(GatewayError):
+    status, type, title = 422, "modifier-not-understood", "A modifier extension is not understood"
+
+
 class UnsupportedMediaType(GatewayError):
     status, type, title = 415, "unsupported-media-type", "Send application/fhir+json"
 
@@ -85,7 +89,7 @@ def parse_resource(body: bytes, content_type: str, model: type[R]) -> R:
         raise BadResource(f"the body must be a {root} resource", errors=[
             {"field": root, "message": f"resourceType must be {root}", "code": "structure"}])
     try:
-        return model.model_validate(data)
+        resource = model.model_validate(data)
     except ValidationError as exc:
         errors = model_errors(root, exc)
         raise BadResource(f"invalid elements: {', '.join(e['field'] for e in errors)}",
@@ -93,3 +97,22 @@ def parse_resource(body: bytes, content_type: str, model: type[R]) -> R:
     except (TypeError, ValueError, LookupError) as exc:  # a model validator's own refusal
         raise BadResource(f"the {root} could not be read: {type(exc).__name__}", errors=[
             {"field": root, "message": "not a valid resource", "code": "structure"}]) from None
+    if modifiers := sorted(modifier_extensions(data, root)):
+        raise ModifierNotUnderstood("modifier extensions are not understood", errors=[
+            {"field": path, "message": "a modifier extension this gateway does not understand",
+             "code": "not-supported"} for path in modifiers])
+    return resource
+
+
+def modifier_extensions(node: Any, path: str) -> list[str]:
+    """Where the body has a `modifierExtension`: FHIR says a system that does not understand
+    one must refuse the resource, not ignore it (this gateway understands none)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}"
+            found += [where] if key == "modifierExtension" else modifier_extensions(value, where)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += modifier_extensions(value, f"{path}[{index}]")
+    return found

@@ -95,6 +95,18 @@ def test_a_claim_without_items_is_refused_naming_them():
     assert [e["field"] for e in refusal(resource).errors or []] == ["Claim.item"]
 
 
+def test_a_modifier_extension_anywhere_is_refused_naming_it():
+    resource = fhir_claim(claim_body("U8"))
+    modifier = [{"url": "https://example.org/no-substitution", "valueBoolean": True}]
+    resource["item"][0]["modifierExtension"] = modifier
+    resource["contained"][0]["modifierExtension"] = modifier
+    with pytest.raises(GatewayError) as caught:
+        parsed(resource)
+    assert caught.value.status == 422
+    assert [e["field"] for e in caught.value.errors or []] == [
+        "Claim.contained[0].modifierExtension", "Claim.item[0].modifierExtension"]
+
+
 def test_a_test_identity_nir_system_is_accepted():
     resource = fhir_claim(claim_body("U6"))
     resource["contained"][0]["identifier"][0]["system"] = systems.INS_NIR_TEST
