@@ -33,6 +33,7 @@ from gateway.context import AppContext
 from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
 from gateway.events.notifier import EventHub
+from gateway.fhir.endpoints import install_fhir
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
 from gateway.keys.endpoints import router as keys_router
@@ -226,6 +227,7 @@ def create_app(
     app.include_router(console_pharmacy_router)
     app.include_router(console_operations_router)
     app.include_router(console_admin_router)
+    install_fhir(app)  # /fhir/R4/...: the FHIR face, its errors as OperationOutcomes
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_api_docs(app, settings)
 

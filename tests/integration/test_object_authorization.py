@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from console_people import LOGIN_TOKEN, Person, form_value, log_in, make_person
+from fhir_samples import FHIR_JSON, fhir_claim, fhir_eligibility
 from simulator_control import set_fault
 from sqlmodel import select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body, rights_body
@@ -344,6 +345,34 @@ async def submit(world: World, actor: str) -> httpx.Response:
     return await world.http.post("/v1/claims", json=body, headers=headers)
 
 
+async def submit_fhir(world: World, actor: str) -> httpx.Response:
+    """The same as `submit`, through the FHIR face: A's claim as a FHIR Claim with A's
+    Idempotency-Key (A: a replay); B sends A's body (403), then its own (a new claim)."""
+    headers = {**world.headers[actor], **FHIR_JSON, "Idempotency-Key": world.idempotency_key}
+    if actor == "B":
+        as_a = await world.http.post("/fhir/R4/Claim", json=fhir_claim(claim_body("OA-ACC")),
+                                     headers=headers)
+        assert as_a.status_code == 403, as_a.text
+        denied(world, as_a)
+        body = claim_body("OA-ACC", person=1, finess=OTHER_FINESS)
+    else:
+        body = claim_body("OA-ACC")
+    return await world.http.post("/fhir/R4/Claim", json=fhir_claim(body), headers=headers)
+
+
+def fhir_b_new_claim(world: World, answer: httpx.Response) -> None:
+    """B's own claim through the FHIR face, nothing of A's."""
+    assert answer.headers.get("Idempotent-Replayed") is None
+    assert answer.json()["patient"]["display"] == mask_nir(PEOPLE[1]["nir"])
+    for secret in world.a_data():
+        assert secret == "OA-ACC" or secret not in answer.text, f"A's {secret[:6]}... leaked"
+
+
+def fhir_a_replayed(world: World, answer: httpx.Response) -> None:
+    assert answer.json()["identifier"][0]["value"] == world.accepted["id"]
+    assert answer.headers.get("Idempotent-Replayed") == "true"
+
+
 def b_new_claim(world: World, answer: httpx.Response) -> None:
     """B's own claim (it may reuse A's invoice number: unique per FINESS), nothing of A's."""
     assert answer.headers.get("Idempotent-Replayed") is None
@@ -548,6 +577,18 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("POST", CLAIM + "/cancel"): pharmacy_object(
         post(lambda w: f"/v1/claims/{w.queued['id']}/cancel"),
         owner=Expect(200, shows(lambda w: w.queued["id"])), unchanged=queued_claim_untouched),
+    ("POST", "/fhir/R4/Claim"): RouteSpec("pharmacy-create", submit_fhir, api(
+        A=Expect(201, fhir_a_replayed), B=Expect(201, fhir_b_new_claim),
+        operations=Expect(403), operations_elsewhere=Expect(403), admin=Expect(403),
+    ), owners=(*OWNER, "B")),
+    ("GET", "/fhir/R4/ClaimResponse/{id}"): pharmacy_object(
+        get(lambda w: f"/fhir/R4/ClaimResponse/{w.accepted['id'].replace('_', '-')}"),
+        owner=Expect(200, shows(lambda w: w.accepted["id"]))),
+    ("POST", "/fhir/R4/CoverageEligibilityRequest"): pharmacy_own(
+        post(lambda w: "/fhir/R4/CoverageEligibilityRequest",
+             lambda w, a: fhir_eligibility(rights_body(person=1 if a == "B" else 0))),
+        owner=Expect(200), other=Expect(200)),
+    ("GET", "/fhir/R4/metadata"): public(get(lambda w: "/fhir/R4/metadata")),
     ("POST", "/v1/rights"): pharmacy_own(
         post(lambda w: "/v1/rights", lambda w, a: rights_body(person=1 if a == "B" else 0)),
         owner=Expect(200), other=Expect(200)),

@@ -42,7 +42,11 @@ async def test_openapi_documents_every_body_with_an_example(client):
             if "requestBody" not in operation:
                 continue
             bodies += 1
-            schema = operation["requestBody"]["content"]["application/json"]["schema"]
+            content = operation["requestBody"]["content"]
+            if "application/json" not in content:  # the FHIR face: a resource, its example
+                assert content["application/fhir+json"].get("example"), f"{method} {path}"
+                continue
+            schema = content["application/json"]["schema"]
             ref = schema.get("$ref") or schema["anyOf"][0]["$ref"]  # optional bodies: anyOf
             schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
             assert schema.get("examples"), f"{method.upper()} {path} has no example"
