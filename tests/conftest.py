@@ -34,7 +34,7 @@ hypothesis_settings.register_profile("explore", derandomize=False, print_blob=Tr
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
-TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
+TABLES = ("handover_claims", "handover_batches", "claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
           "receipt_exposure", "queue_depth", "console_sessions", "users", "login_throttle",
           "data_keys", "audit_heads", "claims", "rights_cache", "rights_lookups", "api_keys",
           "webhook_cursors", "rate_windows", "long_poll_slots",

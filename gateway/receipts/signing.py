@@ -55,6 +55,7 @@ class _ContractRegistry(JWSRegistry):
 
 
 _REGISTRY = _ContractRegistry(algorithms=[ALG])
+RECEIPT_TYP = "JWT"
 
 
 def key_id(public_key_bytes: bytes) -> str:
@@ -100,9 +101,17 @@ class ReceiptSigner:
         if missing:
             raise ValueError(f"receipt payload lacks {', '.join(missing)}")
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-        header = {"alg": ALG, "kid": self._kid, "typ": "JWT"}
+        header = {"alg": ALG, "kid": self._kid, "typ": RECEIPT_TYP}
         return jws.serialize_compact(header, body.encode("utf-8"), self._signing_key,
                                      registry=_REGISTRY)
+
+    def sign_document(self, payload: bytes, *, typ: str) -> str:
+        """A compact JWS of another kind of document (a hand-over batch) under the same
+        published key: its `typ` keeps it from ever passing for a receipt, and back."""
+        if typ == RECEIPT_TYP:
+            raise ValueError("a document is not a receipt: give it a typ of its own")
+        header = {"alg": ALG, "kid": self._kid, "typ": typ}
+        return jws.serialize_compact(header, payload, self._signing_key, registry=_REGISTRY)
 
     def jwks(self) -> dict[str, Any]:
         """The published key set: current key first, then previous ones."""
@@ -160,20 +169,12 @@ def verify(token: str, jwks: dict[str, Any], *, now: datetime | None = None,
         raise InvalidReceipt("malformed token") from exc
     if not isinstance(header, dict):
         raise InvalidReceipt("malformed token")
-    if header.get("alg") != ALG:
-        raise InvalidReceipt("algorithm not allowed")
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        raise InvalidReceipt("missing key id")
-    key = _find_key(jwks, kid)
+    if header.get("typ", RECEIPT_TYP) != RECEIPT_TYP:
+        raise InvalidReceipt("not a receipt")  # a hand-over batch, signed by the same key
+    signed = verify_document(token, jwks, typ=header.get("typ"))
+    kid = str(header["kid"])  # verify_document found the key by it
     try:
-        signed = jws.deserialize_compact(token, key, registry=_REGISTRY)
-    except BadSignatureError as exc:
-        raise InvalidReceipt("bad signature") from exc
-    except (JoseError, ValueError, TypeError) as exc:
-        raise InvalidReceipt("malformed token") from exc
-    try:
-        payload = json.loads(signed.payload)
+        payload = json.loads(signed)
     except (ValueError, TypeError) as exc:
         raise InvalidReceipt("payload is not JSON") from exc
     checked = _check_payload(payload, issuer)
@@ -182,3 +183,28 @@ def verify(token: str, jwks: dict[str, Any], *, now: datetime | None = None,
         moment = moment.replace(tzinfo=UTC)
     return VerifiedReceipt(payload=checked, kid=kid,
                            expired=moment.timestamp() >= checked["exp"])
+
+
+def verify_document(token: str, jwks: dict[str, Any], *, typ: str | None) -> bytes:
+    """The payload of a compact JWS signed by a key of `jwks` with this `typ` (None: no
+    typ); InvalidReceipt (its message says why) for anything else."""
+    try:
+        header = jws.extract_compact(token.encode("utf-8")).protected
+    except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        raise InvalidReceipt("malformed token") from exc
+    if not isinstance(header, dict):
+        raise InvalidReceipt("malformed token")
+    if header.get("alg") != ALG:
+        raise InvalidReceipt("algorithm not allowed")
+    if header.get("typ") != typ:
+        raise InvalidReceipt(f"not a {typ or 'untyped'} document")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidReceipt("missing key id")
+    key = _find_key(jwks, kid)
+    try:
+        return jws.deserialize_compact(token, key, registry=_REGISTRY).payload
+    except BadSignatureError as exc:
+        raise InvalidReceipt("bad signature") from exc
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidReceipt("malformed token") from exc
