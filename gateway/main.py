@@ -32,6 +32,7 @@ from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
 from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
+from gateway.handover.endpoints import router as handover_router
 from gateway.events.notifier import EventHub
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
@@ -219,6 +220,7 @@ def create_app(
     app.include_router(keys_router)
     app.include_router(events_router)
     app.include_router(ops_router)
+    app.include_router(handover_router)
     app.include_router(receipts_router)
     app.include_router(console_auth_router)
     app.include_router(console_psc_router)
