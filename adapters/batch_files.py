@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwe import JWERegistry
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from joserfc.jwa import JWSAlgModel
 from joserfc.jws import JWSRegistry
 
 BATCH_FORMAT = "tp-batch/1"
@@ -205,7 +205,9 @@ def read_acks(content: bytes) -> Acks:
     batch_id = header.get("batch_id")
     if not isinstance(batch_id, str) or not BATCH_ID.match(batch_id):
         raise BadFile(["line 1: batch_id is not a batch id"])
-    answers, problems, seen = [], [], {}
+    answers: list[Ack] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     for number, item in enumerate(objects[1:], start=2):
         answer = _answer(item, number, batch_id)
         if isinstance(answer, str):
@@ -233,25 +235,40 @@ class Algorithms(JWSRegistry):
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(algorithms=names)
-        self.allowed = frozenset(names)
+        self.names = frozenset(names)
 
     def get_alg(self, name: str) -> JWSAlgModel:
-        if name not in self.allowed:
+        if name not in self.names:
             raise ValueError(f"algorithm {name!r} not allowed")
         return self.algorithms[name]
 
 
+def import_jwk(jwk: Mapping[str, Any]) -> ECKey | OKPKey | RSAKey:
+    """An EC, OKP or RSA JWK as a key; ValueError (or JoseError) for anything else."""
+    kty, value = jwk.get("kty"), dict(jwk)
+    if kty == "EC":
+        return ECKey.import_key(value)
+    if kty == "OKP":
+        return OKPKey.import_key(value)
+    if kty == "RSA":
+        return RSAKey.import_key(value)
+    raise ValueError("not an EC, OKP or RSA key")
+
+
 def private_key(jwk: Mapping[str, Any]) -> ECKey | OKPKey | RSAKey:
-    cls = {"EC": ECKey, "OKP": OKPKey, "RSA": RSAKey}.get(str(jwk.get("kty")))
-    if cls is None or "d" not in jwk:
-        raise ValueError("not a private JWK (EC, OKP or RSA)")
-    return cls.import_key(dict(jwk))  # type: ignore[attr-defined, no-any-return]
+    if "d" not in jwk:
+        raise ValueError("not a private JWK")
+    return import_jwk(jwk)
 
 
 def _gateway_key(jwks: Mapping[str, Any], kid: object) -> OKPKey:
     for entry in jwks.get("keys") or []:
         if isinstance(entry, dict) and entry.get("kid") == kid and entry.get("crv") == "Ed25519":
-            return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": entry.get("x")})
+            try:
+                return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519",
+                                          "x": str(entry.get("x"))})
+            except (JoseError, ValueError, TypeError) as exc:
+                raise BadFile(["the gateway's JWKS holds an unusable key"]) from exc
     raise BadFile(["signed by a key the gateway's JWKS does not publish"])
 
 

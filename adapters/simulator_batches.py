@@ -88,8 +88,8 @@ def add_batch_intake(app: FastAPI, state: _State) -> None:
                                gateway_jwks=await _jwks(keys))
             if batch.operator != state.name:
                 raise BadFile([f"a batch for {batch.operator!r}, not {state.name!r}"])
-            unreadable = [claim.claim_id for claim in batch.claims
-                          if claim.claim_id not in state.claims and not _readable(state, claim.body)]
+            unreadable = [c.claim_id for c in batch.claims
+                          if c.claim_id not in state.claims and not _readable(state, c.body)]
             if unreadable:
                 raise BadFile([f"{claim_id}: unreadable claim" for claim_id in unreadable])
         except BadFile as exc:

@@ -32,8 +32,8 @@ from gateway.console.users import router as console_users_router
 from gateway.context import AppContext
 from gateway.errors import Unauthorized, install_error_handlers, problem_responses
 from gateway.events.endpoints import router as events_router
-from gateway.handover.endpoints import router as handover_router
 from gateway.events.notifier import EventHub
+from gateway.handover.endpoints import router as handover_router
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
 from gateway.keys.endpoints import router as keys_router

@@ -15,6 +15,9 @@ from gateway.web.deps import ContextDep, rate_limited
 
 router = APIRouter(prefix="/v1/operators", tags=["operations"])
 JOSE = "application/jose"
+# the shape of a compact JWS of typ tp-batch-ack+jws (header.payload.signature), shortened
+ACK_EXAMPLE = ("eyJhbGciOiJFZERTQSIsInR5cCI6InRwLWJhdGNoLWFjaytqd3MifQ."
+               "eyJiYXRjaF9pZCI6ImJhdF8wMU05NEY3MTFKM1ZYSzBTUEdTSkZORjBKRiJ9.c2lnbmF0dXJl")
 _FILE = {"content": {JOSE: {"schema": {"type": "string"}}},
          "description": "The batch file: a compact JWE (docs/handover.md)"}
 
@@ -71,8 +74,9 @@ async def release(name: str, batch_id: BatchId, ctx: ContextDep,
 @router.post("/{name}/acks", response_model=AcksImported,
              responses=problem_responses(401, 403, 404, 409, 413, 422),
              openapi_extra={"requestBody": {"required": True, "content": {
-                 JOSE: {"schema": {"type": "string"}}},
-                 "description": "The operator's acknowledgement file: a compact JWS"}},
+                 JOSE: {"schema": {"type": "string"}, "example": ACK_EXAMPLE}},
+                 "description": "The operator's acknowledgement file: a compact JWS "
+                                "(docs/handover.md)"}},
              summary="Settle the claims an operator's signed acknowledgement answers")
 async def import_acks(name: str, request: Request, ctx: ContextDep,
                       principal: OperationsDep) -> AcksImported:

@@ -13,6 +13,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from adapters.batch_files import import_jwk
+
 ECDH = "ECDH-ES+A256KW"
 CONTENT = "A256GCM"
 # (kty, crv) -> the algorithm used with that key; RSA keys have no curve
@@ -43,9 +45,8 @@ def public_key(jwk: Mapping[str, Any], *, algs: Mapping[tuple[str, str | None], 
     if alg is None:
         usable = ", ".join(f"{kty} {crv}" if crv else kty for kty, crv in algs)
         raise ValueError(f"unusable key type: one of {usable}")
-    cls: type[PublicKey] = {"EC": ECKey, "OKP": OKPKey, "RSA": RSAKey}[kind[0]]
     try:
-        key = cls.import_key(dict(jwk))  # type: ignore[arg-type]
+        key = import_jwk(jwk)
     except (JoseError, ValueError, TypeError) as exc:
         raise ValueError("not a valid public JWK") from exc
     if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:

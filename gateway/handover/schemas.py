@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel
 from fastapi import Path
+from pydantic import BaseModel
 
 from gateway.storage.models import HandoverBatch
 

@@ -119,12 +119,13 @@ async def test_a_tampered_batch_is_refused_by_the_operator(app, client, pharmacy
 
 def _resign(answer: str, mutate) -> str:
     """The acknowledgement's lines changed by `mutate`, signed again by the operator."""
-    from adapters.batch_files import ACK_TYP, Algorithms, ndjson
+    import json
+
     from handover_support import operator_keys
     from joserfc import jws
     from joserfc.jwk import OKPKey
 
-    import json
+    from adapters.batch_files import ACK_TYP, Algorithms, ndjson
     lines = [json.loads(line) for line in
              jws.extract_compact(answer.strip().encode()).payload.decode().splitlines()]
     lines = mutate(lines)

@@ -184,7 +184,8 @@ async def world(app, client, settings, simulators, pharmacy, other_pharmacy,
         secrets[actor] = ""
     return World(http=client, settings=settings, simulators=simulators, headers=headers,
                  secrets=secrets, people=people, csrf=csrf, session_hash=hashes,
-                 accepted=accepted.json(), queued=queued.json(), b_claim=b_claim.json())
+                 accepted=accepted.json(), queued=queued.json(), b_claim=b_claim.json(),
+                 extra={"app": app})
 
 
 # --------------------------------------------------------------------------- the table
@@ -389,6 +390,60 @@ async def replay_progress(world: World, actor: str) -> httpx.Response:
     return await world.http.get("/v1/operators/opera/replay", headers=world.headers[actor])
 
 
+async def open_batch(world: World) -> str:
+    """A batch holding A's queued claim, exported by operations (again, once released)."""
+    if "batch" not in world.extra:
+        answer = await world.http.post("/v1/operators/opera/exports",
+                                       headers=world.headers["operations"])
+        assert answer.status_code == 201, answer.text
+        world.extra["batch"], world.extra["batch_file"] = answer.headers["batch-id"], answer.text
+    return str(world.extra["batch"])
+
+
+async def export_a_batch(world: World, actor: str) -> httpx.Response:
+    if "batch" in world.extra:  # the previous owner's: its claim back in the queue first
+        released = await world.http.post(
+            f"/v1/operators/opera/exports/{world.extra.pop('batch')}/release",
+            headers=world.headers["operations"])
+        assert released.status_code == 200, released.text
+    answer = await world.http.post("/v1/operators/opera/exports", headers=world.headers[actor])
+    if answer.status_code == 201:
+        world.extra["batch"] = answer.headers["batch-id"]
+    return answer
+
+
+async def batch_file_again(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    return await world.http.get(f"/v1/operators/opera/exports/{batch}",
+                                headers=world.headers[actor])
+
+
+async def release_a_batch(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    answer = await world.http.post(f"/v1/operators/opera/exports/{batch}/release",
+                                   headers=world.headers[actor])
+    if answer.status_code == 200:
+        del world.extra["batch"]  # the next owner exports another
+    return answer
+
+
+async def import_acks(world: World, actor: str) -> httpx.Response:
+    from handover_support import acknowledge, give_keys
+
+    await open_batch(world)
+    if "acks" not in world.extra:
+        give_keys(world.simulators["opera"], world.extra["app"])
+        answer = await acknowledge(world.simulators["opera"], world.extra["batch_file"])
+        assert answer.status_code == 200, answer.text
+        world.extra["acks"] = answer.text
+    return await world.http.post("/v1/operators/opera/acks", content=world.extra["acks"],
+                                 headers=world.headers[actor])
+
+
+async def queued_claim_exported(world: World) -> None:
+    assert await world.a_claim_status(world.queued["id"]) == "exported"
+
+
 async def receipt_status(world: World, actor: str) -> httpx.Response:
     """Console callers come as browsers (the patient's QR scan): the French page."""
     accept = "text/html" if actor in CONSOLE_ACTORS else "application/json"
@@ -579,6 +634,20 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         replay_progress, ok=Expect(200, no_personal_data)),
     ("GET", "/v1/operators/{name}/queue"): operations_only(
         get(lambda w: "/v1/operators/opera/queue"), ok=Expect(200, ops_queue)),
+    # the batch hand-over of opera's queue (A's queued claim goes into the batch)
+    ("POST", "/v1/operators/{name}/exports"): operations_only(
+        export_a_batch, ok=Expect(201, no_personal_data), unchanged=queued_claim_untouched),
+    ("GET", "/v1/operators/{name}/exports"): operations_only(
+        get(lambda w: "/v1/operators/opera/exports"), ok=Expect(200, no_personal_data)),
+    ("GET", "/v1/operators/{name}/exports/{batch_id}"): operations_only(
+        batch_file_again, ok=Expect(200, no_personal_data)),
+    ("POST", "/v1/operators/{name}/exports/{batch_id}/release"): operations_only(
+        release_a_batch, ok=Expect(200, no_personal_data), unchanged=queued_claim_exported),
+    # the first owner's acknowledgement settles the claim; the same file again is refused
+    ("POST", "/v1/operators/{name}/acks"): RouteSpec("operations", import_acks, api(
+        A=Expect(403), B=Expect(403), operations=Expect(200, no_personal_data),
+        operations_elsewhere=Expect(403), admin=Expect(422)),
+        owners=("operations", "admin"), unchanged=queued_claim_exported),
     # a pharmacy's key suspended over a rights budget: any operations key (keys are not an
     # operator's objects) or admin lifts it; pharmacies, even its own, may not
     ("POST", "/v1/keys/{key_id}/lift"): RouteSpec("operations", lift_a_key, api(
