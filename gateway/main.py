@@ -24,6 +24,7 @@ from gateway.claims.endpoints import router as claims_router
 from gateway.console.admin import router as console_admin_router
 from gateway.console.auth import router as console_auth_router
 from gateway.console.errors import install_console_errors
+from gateway.console.handover import router as console_handover_router
 from gateway.console.operations import router as console_operations_router
 from gateway.console.pharmacy import router as console_pharmacy_router
 from gateway.console.psc import router as console_psc_router
@@ -227,6 +228,7 @@ def create_app(
     app.include_router(console_users_router)
     app.include_router(console_pharmacy_router)
     app.include_router(console_operations_router)
+    app.include_router(console_handover_router)
     app.include_router(console_admin_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_api_docs(app, settings)

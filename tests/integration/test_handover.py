@@ -326,3 +326,55 @@ async def test_only_operations_keys_in_scope_hand_over(app, client, pharmacy, op
     unknown = await client.get(f"/v1/operators/opera/exports/bat_{'0' * 26}",
                                headers=operations)
     assert unknown.status_code == 404
+
+
+async def test_the_console_exports_takes_acknowledgements_and_releases(
+        app, client, pharmacy, operations, simulators, settings):
+    """Operations staff in the console: export (the file is the download), a refused
+    upload shows every problem and changes nothing, a good one settles, release."""
+    import re
+
+    from console_people import log_in, make_person
+
+    ids = await queue_claims(client, pharmacy, operations,
+                             [claim_body("CO1"), claim_body("CO2"), claim_body("CO3")])
+    staff = make_person(settings, "operations")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                 base_url="http://gateway.test") as http:
+        assert (await log_in(http, staff)).headers["location"] == "/console/"
+        board = (await http.get("/console/operations")).text
+        assert 'href="/console/operations/opera/batches"' in board
+        page = (await http.get("/console/operations/opera/batches")).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        forged = await http.post("/console/operations/opera/exports", data={"max": "2"})
+        assert forged.status_code == 403
+        download = await http.post("/console/operations/opera/exports",
+                                   data={"csrf_token": token, "max": "2"})
+        assert download.status_code == 200, download.text
+        assert download.headers["content-disposition"].startswith("attachment")
+        give_keys(simulators["opera"], app)
+        answer = (await acknowledge(simulators["opera"], download.text)).text
+        bad = await http.post("/console/operations/opera/acks", data={"csrf_token": token},
+                              files={"acks": ("acks.jws", answer[:-8] + "AAAAAAAA")})
+        assert bad.status_code == 422 and "rien n'a été modifié" in bad.text
+        assert await statuses(client, pharmacy, ids) == ["exported", "exported", "queued"]
+        good = await http.post("/console/operations/opera/acks", data={"csrf_token": token},
+                               files={"acks": ("acks.jws", answer)}, follow_redirects=True)
+        assert "2 demande(s) réglée(s)" in good.text
+        assert await statuses(client, pharmacy, ids) == ["accepted", "accepted", "queued"]
+        second = await http.post("/console/operations/opera/exports",
+                                 data={"csrf_token": token, "max": ""})
+        assert second.status_code == 200, second.text
+        batch_id = re.search(r'filename="(bat_[0-9A-Z]{26})\.jwe"',
+                             second.headers["content-disposition"]).group(1)
+        again = await http.get(f"/console/operations/opera/exports/{batch_id}")
+        assert again.status_code == 200 and again.headers["content-type"] == "application/jose"
+        released = await http.post(f"/console/operations/opera/exports/{batch_id}/release",
+                                   data={"csrf_token": token}, follow_redirects=True)
+        assert "1 demande(s) remise(s) en file" in released.text
+        assert await statuses(client, pharmacy, ids) == ["accepted", "accepted", "queued"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                 base_url="http://gateway.test") as http:
+        pharmacist = make_person(settings, "pharmacist", finess="330001231")
+        await log_in(http, pharmacist)
+        assert (await http.get("/console/operations/opera/batches")).status_code == 403

@@ -440,6 +440,41 @@ async def import_acks(world: World, actor: str) -> httpx.Response:
                                  headers=world.headers[actor])
 
 
+async def export_a_batch_form(world: World, actor: str) -> httpx.Response:
+    if "batch" in world.extra:  # the previous owner's: its claim back in the queue first
+        released = await world.http.post(
+            f"/v1/operators/opera/exports/{world.extra.pop('batch')}/release",
+            headers=world.headers["operations"])
+        assert released.status_code == 200, released.text
+    answer = await console_post(lambda w: "/console/operations/opera/exports")(world, actor)
+    if answer.status_code == 200:
+        world.extra["batch"] = answer.headers["content-disposition"].split('"')[1][:-4]
+    return answer
+
+
+async def batch_file_again_page(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    return await get(lambda w: f"/console/operations/opera/exports/{batch}")(world, actor)
+
+
+async def release_a_batch_form(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    answer = await console_post(
+        lambda w: f"/console/operations/opera/exports/{batch}/release")(world, actor)
+    if answer.headers.get("location", "").startswith("/console/operations/opera/batches"):
+        del world.extra["batch"]  # released (not a redirection to the login page)
+    return answer
+
+
+async def import_acks_form(world: World, actor: str) -> httpx.Response:
+    await import_acks(world, "anonymous")  # the batch and its acknowledgement, once
+    answer = await world.http.post(
+        "/console/operations/opera/acks", data={"csrf_token": world.csrf.get(actor, "")},
+        files={"acks": ("acks.jws", world.extra["acks"])}, headers=world.headers[actor])
+    world.http.cookies.clear()
+    return answer
+
+
 async def queued_claim_exported(world: World) -> None:
     assert await world.a_claim_status(world.queued["id"]) == "exported"
 
@@ -725,6 +760,21 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("POST", "/console/operations/{name}/replay"): staff_console(
         console_post(lambda w: "/console/operations/opera/replay", {"status": "failed"}),
         TO_BOARD, unchanged=no_replay_of_opera),
+    ("GET", "/console/operations/{name}/batches"): staff_console(
+        get(lambda w: "/console/operations/opera/batches"), STAFF_PAGE),
+    ("POST", "/console/operations/{name}/exports"): staff_console(
+        export_a_batch_form, Expect(200, no_personal_data), unchanged=queued_claim_untouched),
+    ("GET", "/console/operations/{name}/exports/{batch_id}"): staff_console(
+        batch_file_again_page, Expect(200, no_personal_data)),
+    ("POST", "/console/operations/{name}/exports/{batch_id}/release"): staff_console(
+        release_a_batch_form, Expect(303, redirects_to("/console/operations/opera/batches")),
+        unchanged=queued_claim_exported),
+    # as the API's: the first owner's upload settles the claim, the same file is refused
+    ("POST", "/console/operations/{name}/acks"): console(
+        "console-staff", import_acks_form, owners=("operations_session", "admin_session"),
+        unchanged=queued_claim_exported, A_session=Expect(403), B_session=Expect(403),
+        operations_session=Expect(303, redirects_to("/console/operations/opera/batches")),
+        operations_elsewhere_session=Expect(403), admin_session=Expect(422, no_personal_data)),
     ("POST", "/console/keys/{key_id}/lift"): console(
         "console-staff", lift_a_key_form,
         owners=("operations_session", "operations_elsewhere_session", "admin_session"),
