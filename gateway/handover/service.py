@@ -185,16 +185,17 @@ class Handover:
                 raise BadFile([f"line 1: written for operator {acks.operator!r}, not {name!r}"])
             return await self.db.write(
                 lambda s: self._settle(s, name, acks, _digest(content), actor))
-        except (UnverifiedFile, BadFile, AcksRefused) as exc:
-            problems = exc.problems if isinstance(exc, BadFile) else [
-                exc.detail if isinstance(exc, AcksRefused) else str(exc)]
-            if isinstance(exc, AcksRefused) and exc.errors:
-                problems = [error["message"] for error in exc.errors]
-            await self.db.write(lambda s: self.audit_log.append(
-                s, actor, "handover.import", object_id=name, outcome="refused",
-                problems=len(problems)))
-            raise AcksRefused(f"nothing was changed: {len(problems)} problem(s)", errors=[
-                {"field": "acknowledgement", "message": p} for p in problems]) from None
+        except UnverifiedFile as exc:
+            problems = [str(exc)]
+        except BadFile as exc:
+            problems = exc.problems
+        except AcksRefused as exc:
+            problems = [error["message"] for error in exc.errors or []]
+        await self.db.write(lambda s: self.audit_log.append(
+            s, actor, "handover.import", object_id=name, outcome="refused",
+            problems=len(problems)))
+        raise AcksRefused(f"nothing was changed: {len(problems)} problem(s)", errors=[
+            {"field": "acknowledgement", "message": problem} for problem in problems])
 
     def _settle(self, session: UnitOfWork, name: str, acks: Acks, digest: str,
                 actor: Principal) -> Imported:

@@ -169,12 +169,22 @@ def verify(token: str, jwks: dict[str, Any], *, now: datetime | None = None,
         raise InvalidReceipt("malformed token") from exc
     if not isinstance(header, dict):
         raise InvalidReceipt("malformed token")
+    if header.get("alg") != ALG:
+        raise InvalidReceipt("algorithm not allowed")
     if header.get("typ", RECEIPT_TYP) != RECEIPT_TYP:
         raise InvalidReceipt("not a receipt")  # a hand-over batch, signed by the same key
-    signed = verify_document(token, jwks, typ=header.get("typ"))
-    kid = str(header["kid"])  # verify_document found the key by it
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidReceipt("missing key id")
+    key = _find_key(jwks, kid)
     try:
-        payload = json.loads(signed)
+        signed = jws.deserialize_compact(token, key, registry=_REGISTRY)
+    except BadSignatureError as exc:
+        raise InvalidReceipt("bad signature") from exc
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidReceipt("malformed token") from exc
+    try:
+        payload = json.loads(signed.payload)
     except (ValueError, TypeError) as exc:
         raise InvalidReceipt("payload is not JSON") from exc
     checked = _check_payload(payload, issuer)
@@ -183,28 +193,3 @@ def verify(token: str, jwks: dict[str, Any], *, now: datetime | None = None,
         moment = moment.replace(tzinfo=UTC)
     return VerifiedReceipt(payload=checked, kid=kid,
                            expired=moment.timestamp() >= checked["exp"])
-
-
-def verify_document(token: str, jwks: dict[str, Any], *, typ: str | None) -> bytes:
-    """The payload of a compact JWS signed by a key of `jwks` with this `typ` (None: no
-    typ); InvalidReceipt (its message says why) for anything else."""
-    try:
-        header = jws.extract_compact(token.encode("utf-8")).protected
-    except (JoseError, ValueError, TypeError, AttributeError) as exc:
-        raise InvalidReceipt("malformed token") from exc
-    if not isinstance(header, dict):
-        raise InvalidReceipt("malformed token")
-    if header.get("alg") != ALG:
-        raise InvalidReceipt("algorithm not allowed")
-    if header.get("typ") != typ:
-        raise InvalidReceipt(f"not a {typ or 'untyped'} document")
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        raise InvalidReceipt("missing key id")
-    key = _find_key(jwks, kid)
-    try:
-        return jws.deserialize_compact(token, key, registry=_REGISTRY).payload
-    except BadSignatureError as exc:
-        raise InvalidReceipt("bad signature") from exc
-    except (JoseError, ValueError, TypeError) as exc:
-        raise InvalidReceipt("malformed token") from exc

@@ -400,12 +400,17 @@ async def open_batch(world: World) -> str:
     return str(world.extra["batch"])
 
 
-async def export_a_batch(world: World, actor: str) -> httpx.Response:
-    if "batch" in world.extra:  # the previous owner's: its claim back in the queue first
+async def release_earlier_batch(world: World) -> None:
+    """The previous owner's batch, if any: its claim back in the queue."""
+    if "batch" in world.extra:
         released = await world.http.post(
             f"/v1/operators/opera/exports/{world.extra.pop('batch')}/release",
             headers=world.headers["operations"])
         assert released.status_code == 200, released.text
+
+
+async def export_a_batch(world: World, actor: str) -> httpx.Response:
+    await release_earlier_batch(world)
     answer = await world.http.post("/v1/operators/opera/exports", headers=world.headers[actor])
     if answer.status_code == 201:
         world.extra["batch"] = answer.headers["batch-id"]
@@ -441,11 +446,7 @@ async def import_acks(world: World, actor: str) -> httpx.Response:
 
 
 async def export_a_batch_form(world: World, actor: str) -> httpx.Response:
-    if "batch" in world.extra:  # the previous owner's: its claim back in the queue first
-        released = await world.http.post(
-            f"/v1/operators/opera/exports/{world.extra.pop('batch')}/release",
-            headers=world.headers["operations"])
-        assert released.status_code == 200, released.text
+    await release_earlier_batch(world)
     answer = await console_post(lambda w: "/console/operations/opera/exports")(world, actor)
     if answer.status_code == 200:
         world.extra["batch"] = answer.headers["content-disposition"].split('"')[1][:-4]
