@@ -6,8 +6,9 @@ acknowledgement file (a compact JWS, `application/jose`). Each claim is judged b
 simulator's usual rules and recorded in its ledger under its idempotency key, so a claim
 it already had (sent online, or in an earlier batch) gets its first answer again and is
 never counted as accepted twice. 409 until `BatchKeys` are set (`app.state.batch_keys`);
-422 for a batch it cannot decrypt, whose gateway signature does not verify, or that is
-not for this operator: then nothing is recorded.
+503 when the gateway's JWKS cannot be fetched; 422 for a batch it cannot decrypt, whose
+gateway signature does not verify, or that is not for this operator: then nothing is
+recorded.
 """
 
 from __future__ import annotations
@@ -83,9 +84,13 @@ def add_batch_intake(app: FastAPI, state: _State) -> None:
         if keys is None:
             return JSONResponse({"detail": "no batch keys configured"}, status_code=409)
         try:
+            jwks = await _jwks(keys)
+        except (httpx.HTTPError, ValueError):
+            return JSONResponse({"detail": "the gateway's JWKS could not be fetched"},
+                                status_code=503)
+        try:
             batch = open_batch((await request.body()).decode("ascii", "replace"),
-                               decryption_key=keys.decryption_key,
-                               gateway_jwks=await _jwks(keys))
+                               decryption_key=keys.decryption_key, gateway_jwks=jwks)
             if batch.operator != state.name:
                 raise BadFile([f"a batch for {batch.operator!r}, not {state.name!r}"])
             unreadable = [c.claim_id for c in batch.claims
