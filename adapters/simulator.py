@@ -23,6 +23,9 @@ processing, `flaky` 500 with probability `error_rate`, `ambiguous` records a POS
 for an hour (or until the client goes away: the operator has the claim, its sender never
 hears so). A request whose client disconnected is not processed.
 
+Batches: `POST /_batches` reads a hand-over batch and answers its signed acknowledgement
+(adapters.simulator_batches), judging each claim by the rules above, once.
+
 The ledger holds idempotency keys, counts and statuses only: never personal data. All
 state lives in the app instance, so simulators in one process are independent.
 `GET /_ledger?health=true` adds `health`, the `GET /health` calls that arrived (whatever the
@@ -41,6 +44,8 @@ import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.simulator_batches import add_batch_intake
 
 HANG_S = 3600.0
 _POLL_S = 0.05
@@ -75,6 +80,7 @@ class _State:
     received: int = 0
     rights: int = 0
     accepted: int = 0
+    batches: int = 0  # batch files acknowledged (adapters.simulator_batches)
     health_at: list[float] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -85,7 +91,7 @@ class _State:
             for key, e in self.claims.items()
         ]
         ledger = {"name": self.name, "claims": claims, "received": self.received,
-                  "rights": self.rights}
+                  "rights": self.rights, "batches": self.batches}
         if health:
             ledger.update(health=len(self.health_at), health_at=list(self.health_at))
         return ledger
@@ -94,10 +100,12 @@ class _State:
         """Forget what was received; `accepted` stays so references are never reused."""
         self.claims.clear()
         self.health_at.clear()
-        self.received = self.rights = 0
+        self.received = self.rights = self.batches = 0
 
-    def judge(self, body: Any) -> dict[str, Any]:
-        """The answer to a new claim; ValueError, KeyError or TypeError if unreadable."""
+    @staticmethod
+    def read(body: Any) -> tuple[str, date, date, date, int]:
+        """(member, service date, valid from, valid to, AMC total) of a claim's body;
+        ValueError, KeyError or TypeError if unreadable."""
         amc = body["amc"]
         member = _text(amc["member_number"])
         service = date.fromisoformat(body["service_date"])
@@ -107,7 +115,15 @@ class _State:
         lines = body["lines"]
         if not isinstance(lines, list) or not lines:
             raise ValueError("no lines")
-        total = sum(_cents(line["amc_cents"]) for line in lines)
+        return member, service, valid_from, valid_to, sum(
+            _cents(line["amc_cents"]) for line in lines)
+
+    def record(self, key: str, answer: dict[str, Any]) -> None:
+        self.claims[key] = _Entry(answer)
+
+    def judge(self, body: Any) -> dict[str, Any]:
+        """The answer to a new claim; ValueError, KeyError or TypeError if unreadable."""
+        member, service, valid_from, valid_to, total = self.read(body)
         if member.startswith("REJ"):
             return {"status": "rejected", "code": R02[0], "label": R02[1]}
         if not valid_from <= service <= valid_to:
@@ -229,6 +245,8 @@ def create_simulator(name: str = "simulator") -> FastAPI:
             return _problem(404, "claim never received")
         entry.cancelled = True
         return JSONResponse({"status": "cancelled"})
+
+    add_batch_intake(app, state)
 
     @app.get("/_faults")
     async def get_faults() -> Faults:

@@ -24,6 +24,7 @@ from gateway.claims.endpoints import router as claims_router
 from gateway.console.admin import router as console_admin_router
 from gateway.console.auth import router as console_auth_router
 from gateway.console.errors import install_console_errors
+from gateway.console.handover import router as console_handover_router
 from gateway.console.operations import router as console_operations_router
 from gateway.console.pharmacy import router as console_pharmacy_router
 from gateway.console.psc import router as console_psc_router
@@ -34,6 +35,7 @@ from gateway.errors import Unauthorized, install_error_handlers, problem_respons
 from gateway.events.endpoints import router as events_router
 from gateway.events.notifier import EventHub
 from gateway.fhir.endpoints import install_fhir
+from gateway.handover.endpoints import router as handover_router
 from gateway.identity.credentials import CredentialKeys
 from gateway.identity.psc import ProSanteConnect
 from gateway.keys.endpoints import router as keys_router
@@ -220,12 +222,14 @@ def create_app(
     app.include_router(keys_router)
     app.include_router(events_router)
     app.include_router(ops_router)
+    app.include_router(handover_router)
     app.include_router(receipts_router)
     app.include_router(console_auth_router)
     app.include_router(console_psc_router)
     app.include_router(console_users_router)
     app.include_router(console_pharmacy_router)
     app.include_router(console_operations_router)
+    app.include_router(console_handover_router)
     app.include_router(console_admin_router)
     install_fhir(app)  # /fhir/R4/...: the FHIR face, its errors as OperationOutcomes
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

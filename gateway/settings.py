@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.domain.identifiers import check_finess
+from gateway.handover.keys import ENCRYPTION_ALGS, SIGNATURE_ALGS, check_jwk
 from gateway.webhooks.signing import decode_secret
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
@@ -187,6 +188,27 @@ class OperatorSettings(_Section):
     drain_ramp_s: float = Field(10, ge=0)
     max_attempts: int = Field(12, ge=1)
     max_queue_age_s: float = Field(7 * 24 * 3600, gt=0)  # then `failed`, for operations staff
+    # the batch hand-over (gateway.handover): the operator's public JWKs; off while empty
+    handover_encryption_key: dict[str, str] = Field(default_factory=dict)
+    handover_ack_key: dict[str, str] = Field(default_factory=dict)
+    handover_max_claims: int = Field(1000, ge=1, le=50_000)
+
+    @field_validator("handover_encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: dict[str, str]) -> dict[str, str]:
+        check_jwk(value, algs=ENCRYPTION_ALGS)
+        return value
+
+    @field_validator("handover_ack_key")
+    @classmethod
+    def _check_ack_key(cls, value: dict[str, str]) -> dict[str, str]:
+        check_jwk(value, algs=SIGNATURE_ALGS)
+        return value
+
+    @property
+    def hands_over(self) -> bool:
+        """Both keys are configured: batches can be exported and acknowledged."""
+        return bool(self.handover_encryption_key and self.handover_ack_key)
 
     @model_validator(mode="after")
     def _check_patterns(self) -> OperatorSettings:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
+from handover_support import handover_config
 from hypothesis import settings as hypothesis_settings
 from operator_settings import operator_config
 from sqlalchemy import create_engine, text
@@ -34,8 +35,9 @@ hypothesis_settings.register_profile("explore", derandomize=False, print_blob=Tr
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
-TABLES = ("claim_history", "events", "audit_log", "replays", "operator_controls", "receipts",
-          "receipt_exposure", "queue_depth", "console_sessions", "users", "login_throttle",
+TABLES = ("handover_claims", "handover_batches", "claim_history", "events", "audit_log",
+          "replays", "operator_controls", "receipts", "receipt_exposure", "queue_depth",
+          "console_sessions", "users", "login_throttle",
           "data_keys", "audit_heads", "claims", "rights_cache", "rights_lookups", "api_keys",
           "webhook_cursors", "rate_windows", "long_poll_slots",
           "deployment")
@@ -193,7 +195,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         data_dir=tmp_path / "data",
         operators=[
-            operator_config("opera", ["80*", "123456789"]),
+            # opera takes batches too (tests/handover_support.py): santex does not
+            operator_config("opera", ["80*", "123456789"], **handover_config()),
             operator_config("santex", ["90*"], provisional="cached_rights"),
         ],
     )

@@ -114,7 +114,8 @@ def history(session: UnitOfWork, claim_id: str) -> list[ClaimHistory]:
     return list(result.all())
 
 
-EVENT_STATUSES = frozenset({"accepted", "rejected", "queued", "failed", "cancelled"})
+EVENT_STATUSES = frozenset({"accepted", "rejected", "queued", "failed", "cancelled",
+                            "exported"})
 
 
 def record(

@@ -152,7 +152,8 @@ class ClaimCreate(_In):
         return sum(line.amc_cents for line in self.lines)
 
 
-ClaimStatus = Literal["pending", "accepted", "rejected", "queued", "cancelled", "failed"]
+ClaimStatus = Literal["pending", "accepted", "rejected", "queued", "cancelled", "failed",
+                      "exported"]
 
 
 class Rejection(BaseModel):

@@ -198,6 +198,15 @@ DESCRIPTIONS: dict[str, str] = {
     "operators.max_attempts": "Failed attempts after which a claim is `failed`.",
     "operators.max_queue_age_s": (
         "Seconds after its creation after which a claim that still fails is `failed`."),
+    "operators.handover_encryption_key": (
+        "The operator's public key (a JWK: EC P-256/P-384/P-521 or OKP X25519 for "
+        "ECDH-ES+A256KW, RSA of 2048 bits or more for RSA-OAEP-256) that hand-over "
+        "batches are encrypted to (docs/handover.md); the hand-over is off while empty."),
+    "operators.handover_ack_key": (
+        "The operator's public key (a JWK: OKP Ed25519 for EdDSA, EC P-256 for ES256) "
+        "that its signed acknowledgement files are verified with."),
+    "operators.handover_max_claims": (
+        "Most claims in one hand-over batch (`--max` and the API's `max` ask for fewer)."),
     "webhooks.finess": "The pharmacy (FINESS) whose events are sent.",
     "webhooks.url": "Where the events are POSTed.",
     "webhooks.secret": "`whsec_` followed by the base64 of the signing key.",
@@ -223,6 +232,8 @@ CHECKS: dict[str, str] = {
     "operators.name": "unique",
     "operators.adapter": "a registered adapter",
     "operators.insurers": "digits (1 to 12), optionally ending in `*`; each under one operator",
+    "operators.handover_encryption_key": "a public JWK of a listed type, or empty",
+    "operators.handover_ack_key": "a public JWK of a listed type, or empty",
     "webhooks.finess": "a valid FINESS",
     "webhooks.url": "`http://` or `https://` with a host",
     "webhooks.secret": "a key of 24 to 64 bytes",

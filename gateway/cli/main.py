@@ -101,13 +101,25 @@ def simulator(
     port: Annotated[int, typer.Option(help="port to listen on")],
     name: Annotated[str, typer.Option(help="the operator's name")] = "simulator",
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    batch_keys: Annotated[Path | None, typer.Option(
+        help="JSON file: decryption_key and signing_key (private JWKs), gateway_jwks (the "
+             "gateway's JWKS URL); then POST /_batches answers hand-over batches")] = None,
 ) -> None:
     """One simulated operator speaking the reference protocol, with fault injection."""
+    import json
+
     import uvicorn
 
     from adapters.simulator import create_simulator
+    from adapters.simulator_batches import BatchKeys
 
-    uvicorn.run(create_simulator(name), host=host, port=port, log_level="warning",
+    simulator = create_simulator(name)
+    if batch_keys is not None:
+        try:
+            simulator.state.batch_keys = BatchKeys(**json.loads(batch_keys.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise fail(f"{batch_keys}: {type(exc).__name__}") from None
+    uvicorn.run(simulator, host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=1)
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from gateway.audit.trail import AuditLog, cli_actor
+from gateway.cli import handover
 from gateway.cli.support import ConfigOption, fail, migrated_settings
 from gateway.errors import GatewayError
 from gateway.ops.schemas import ReplayRequest
@@ -24,7 +25,7 @@ from gateway.storage.db import Database
 from gateway.storage.unit import UnitOfWork
 
 T = TypeVar("T")
-queue_app = typer.Typer(help="List, pause, resume and replay operators' queues.",
+queue_app = typer.Typer(help="List, pause, resume, replay and hand over operators' queues.",
                         no_args_is_help=True)
 
 
@@ -83,13 +84,13 @@ def list_queue(
             depth = repository.depth(session)
             lines = []
             for op in settings.operators:
-                stats = depth.get(op.name) or repository.Depth(
-                    queued=0, pending=0, failed=0, oldest=None)
+                stats = depth.get(op.name) or repository.no_depth()
                 control = repository.control(session, op.name)
                 lines.append(
                     f"{op.name}\tpaused={'yes' if control.paused else 'no'}"
                     f"\tqueued={stats['queued']}\tpending={stats['pending']}"
-                    f"\tfailed={stats['failed']}\toldest={stats['oldest'] or '-'}")
+                    f"\tfailed={stats['failed']}\texported={stats['exported']}"
+                    f"\toldest={stats['oldest'] or '-'}")
             return lines
 
         lines = run(settings, board)
@@ -148,3 +149,10 @@ def replay(
         name, actor=actor(), request=request))
     typer.echo(f"{'would requeue' if dry_run else 'requeued'} {count} claim(s)"
                + (f" (replay {replay_id})" if replay_id else ""))
+
+
+queue_app.command("export")(handover.export_command)
+queue_app.command("export-again")(handover.export_again_command)
+queue_app.command("batches")(handover.batches_command)
+queue_app.command("import-acks")(handover.import_acks_command)
+queue_app.command("release")(handover.release_command)

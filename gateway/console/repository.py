@@ -9,7 +9,7 @@ from sqlmodel import col, func, select
 from gateway.storage.models import AuditEntry, Claim
 from gateway.storage.unit import UnitOfWork
 
-QUEUED = ("queued", "pending")
+QUEUED = ("queued", "pending", "exported")  # exported: awaiting the operator's batch answer
 SETTLED = ("accepted", "rejected", "cancelled")
 
 

@@ -24,7 +24,7 @@ CLAIM_ID = re.compile(r"^clm_[0-9A-Z]{26}$")
 STATUS_WORDS = {
     "new": "reçue", "pending": "en cours d'envoi", "queued": "en file d'attente",
     "accepted": "acceptée", "rejected": "rejetée", "cancelled": "annulée",
-    "failed": "en échec",
+    "failed": "en échec", "exported": "remise par lot à l'opérateur",
 }
 RECEIPT_WORDS = {"provisional": "provisoire", "honored": "honoré", "contested": "contesté",
                  "void": "annulé"}

@@ -15,10 +15,13 @@ import json
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from joserfc.jwk import OKPKey
 
 from adapters.simulator import create_simulator
+from adapters.simulator_batches import BatchKeys
 from gateway.cli.users import accounts_of
 from gateway.demo.controls import DemoControls, mount
 from gateway.demo.samples import DEMO_FINESS, sample_claim
@@ -50,8 +53,22 @@ def bound_socket(port: int) -> socket.socket:
     return sock
 
 
+def demo_batch_keys(public_url: str) -> dict[str, BatchKeys]:
+    """Each simulated operator's hand-over key pairs, made afresh at each start and kept
+    in memory only; the simulators fetch the gateway's JWKS to check its batches."""
+    return {name: BatchKeys(OKPKey.generate_key("X25519").as_dict(private=True),
+                            OKPKey.generate_key("Ed25519").as_dict(private=True),
+                            f"{public_url}/.well-known/jwks.json")
+            for name, _, _ in DEMO_OPERATORS}
+
+
+def public_half(jwk: dict[str, Any]) -> dict[str, str]:
+    return {name: str(value) for name, value in jwk.items() if name != "d"}
+
+
 def demo_settings(data_dir: Path, port: int, simulator_ports: dict[str, int],
-                  psc_port: int | None = None) -> Settings:
+                  psc_port: int | None = None,
+                  batch_keys: dict[str, BatchKeys] | None = None) -> Settings:
     psc = ({"issuer": f"http://127.0.0.1:{psc_port}", "client_id": DEFAULT_CLIENT_ID,
             "client_secret": DEFAULT_CLIENT_SECRET} if psc_port else {})
     return Settings(
@@ -65,7 +82,10 @@ def demo_settings(data_dir: Path, port: int, simulator_ports: dict[str, int],
         operators=[
             {"name": name, "adapter": "reference", "insurers": insurers,  # type: ignore[misc]
              "base_url": f"http://127.0.0.1:{simulator_ports[name]}", "provisional": provisional,
-             "timeout_s": 1.0, "deadline_s": 2.0}
+             "timeout_s": 1.0, "deadline_s": 2.0, **({
+                 "handover_encryption_key": public_half(keys.decryption_key),
+                 "handover_ack_key": public_half(keys.signing_key)}
+                 if (keys := (batch_keys or {}).get(name)) else {})}
             for name, insurers, provisional in DEMO_OPERATORS
         ],
     )
@@ -150,6 +170,9 @@ curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults \\
 curl -s {settings.public_url}/v1/operators -H 'Authorization: Bearer {operations_key}'
 curl -s -X POST http://127.0.0.1:{simulator_ports['opera']}/_faults \\
   -H 'Content-Type: application/json' -d '{{"mode": "ok"}}'
+Batch hand-over (docs/handover.md): pause opera, queue claims, export a batch from
+the console's operator page, POST the file to opera's /_batches (its answer is the
+signed acknowledgement), then upload that answer on the same page.
 Events of the pharmacy:
 curl -s '{settings.public_url}/v1/events?wait=25' \\
   -H 'Authorization: Bearer {pharmacy_key}'
@@ -164,17 +187,21 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
     psc_socket = bound_socket(port + len(DEMO_OPERATORS) + 1)
     psc_port = psc_socket.getsockname()[1]
     gateway_socket = bound_socket(port)
-    settings = demo_settings(data_dir, port, ports, psc_port)
+    batch_keys = demo_batch_keys(f"http://127.0.0.1:{port}")
+    settings = demo_settings(data_dir, port, ports, psc_port, batch_keys)
     credentials = CredentialKeys(load_credential_key(settings))
     await asyncio.to_thread(upgrade, settings.database_url, credentials)
     people = await asyncio.to_thread(demo_accounts, settings)
     _, pharmacy_key = create_key(settings, role="pharmacy", finess=DEMO_FINESS,
                                  label="demo pharmacy")
     _, operations_key = create_key(settings, role="operations", label="demo operations")
+    simulators = {name: create_simulator(name) for name, _, _ in DEMO_OPERATORS}
+    for name, simulator in simulators.items():
+        simulator.state.batch_keys = batch_keys[name]
     servers = [
-        (uvicorn.Server(uvicorn.Config(create_simulator(name), log_level="warning",
+        (uvicorn.Server(uvicorn.Config(simulator, log_level="warning",
                                       timeout_graceful_shutdown=1)), sockets[name])
-        for name, _, _ in DEMO_OPERATORS
+        for name, simulator in simulators.items()
     ]
     servers.append((uvicorn.Server(uvicorn.Config(
         create_psc_simulator(settings.pro_sante_connect.issuer), log_level="warning",

@@ -29,6 +29,8 @@ MESSAGES = {
     "receipt.honored": "La complémentaire a accepté la demande : le reçu provisoire est honoré.",
     "claim.failed": "Envoi abandonné après plusieurs échecs : en attente des équipes "
                     "d'exploitation.",
+    "claim.exported": "Demande remise à la complémentaire dans un lot : sa réponse "
+                      "arrivera plus tard, sans rien à faire d'ici là.",
 }
 
 

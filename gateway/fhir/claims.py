@@ -20,8 +20,10 @@ from gateway.fhir.receipt import money, receipt_extension
 
 AMOUNTS = {"base_cents": systems.BASE_AMOUNT, "amo_cents": systems.AMO_AMOUNT,
            "amc_cents": systems.AMC_AMOUNT}
-OUTCOMES = {"pending": "queued", "queued": "queued", "accepted": "complete",
-            "rejected": "error", "cancelled": "complete", "failed": "error"}
+# exported: handed over in a batch (docs/handover.md), the operator's answer still to come
+OUTCOMES = {"pending": "queued", "queued": "queued", "exported": "queued",
+            "accepted": "complete", "rejected": "error", "cancelled": "complete",
+            "failed": "error"}
 CLAIM_PREFIX, FHIR_PREFIX = "clm_", "clm-"  # FHIR ids allow no underscore
 
 

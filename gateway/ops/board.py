@@ -29,8 +29,7 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
     depth, controls = await ctx.db.read(load)
     operators = []
     for operator in ctx.operators:
-        stats = depth.get(operator.name) or repository.Depth(
-            queued=0, pending=0, failed=0, oldest=None)
+        stats = depth.get(operator.name) or repository.no_depth()
         control = controls.get(operator.name)
         breaker = operator.breaker
         operators.append(OperatorPublic(
@@ -41,7 +40,7 @@ async def board(ctx: AppContext) -> list[OperatorPublic]:
             paused_by=control.paused_by if control else None,
             pause_reason=control.pause_reason if control else None,
             queued=stats["queued"], pending=stats["pending"], failed=stats["failed"],
-            oldest_queued_at=stats["oldest"],
+            exported=stats["exported"], oldest_queued_at=stats["oldest"],
             last_failure_at=breaker.last_failure_at,
             last_success_at=breaker.last_success_at,
         ))

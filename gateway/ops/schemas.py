@@ -29,6 +29,7 @@ class OperatorPublic(_OperatorHead):
     queued: int
     pending: int
     failed: int
+    exported: int  # handed over in batch files, awaiting the operator's acknowledgement
     oldest_queued_at: datetime | None = None
     last_failure_at: datetime | None
     last_success_at: datetime | None

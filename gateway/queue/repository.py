@@ -154,11 +154,16 @@ class Depth(TypedDict):
     queued: int
     pending: int
     failed: int
+    exported: int
     oldest: datetime | None
 
 
+def no_depth() -> Depth:
+    return Depth(queued=0, pending=0, failed=0, exported=0, oldest=None)
+
+
 def depth(session: UnitOfWork) -> dict[str, Depth]:
-    """Per operator: queued, pending and failed counts and the oldest queued instant.
+    """Per operator: queued, pending, failed and exported counts, the oldest queued instant.
 
     The counts are not counted here: `queue_depth` holds them, moved by triggers on
     `claims` in the transaction of every change (migration 0015), so they are exact at
@@ -172,13 +177,15 @@ def depth(session: UnitOfWork) -> dict[str, Depth]:
     ).all()
     stats: dict[str, Depth] = {}
     for operator, status, count in totals:
-        entry = stats.setdefault(operator, Depth(queued=0, pending=0, failed=0, oldest=None))
+        entry = stats.setdefault(operator, no_depth())
         if status == "queued":
             entry["queued"] = int(count)
         elif status == "pending":
             entry["pending"] = int(count)
         elif status == "failed":
             entry["failed"] = int(count)
+        elif status == "exported":
+            entry["exported"] = int(count)
     for operator, entry in stats.items():
         if entry["queued"]:
             entry["oldest"] = session.exec(_OLDEST, params={"operator": operator}).first()

@@ -55,6 +55,7 @@ class _ContractRegistry(JWSRegistry):
 
 
 _REGISTRY = _ContractRegistry(algorithms=[ALG])
+RECEIPT_TYP = "JWT"
 
 
 def key_id(public_key_bytes: bytes) -> str:
@@ -100,9 +101,17 @@ class ReceiptSigner:
         if missing:
             raise ValueError(f"receipt payload lacks {', '.join(missing)}")
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-        header = {"alg": ALG, "kid": self._kid, "typ": "JWT"}
+        header = {"alg": ALG, "kid": self._kid, "typ": RECEIPT_TYP}
         return jws.serialize_compact(header, body.encode("utf-8"), self._signing_key,
                                      registry=_REGISTRY)
+
+    def sign_document(self, payload: bytes, *, typ: str) -> str:
+        """A compact JWS of another kind of document (a hand-over batch) under the same
+        published key: its `typ` keeps it from ever passing for a receipt, and back."""
+        if typ == RECEIPT_TYP:
+            raise ValueError("a document is not a receipt: give it a typ of its own")
+        header = {"alg": ALG, "kid": self._kid, "typ": typ}
+        return jws.serialize_compact(header, payload, self._signing_key, registry=_REGISTRY)
 
     def jwks(self) -> dict[str, Any]:
         """The published key set: current key first, then previous ones."""
@@ -162,6 +171,8 @@ def verify(token: str, jwks: dict[str, Any], *, now: datetime | None = None,
         raise InvalidReceipt("malformed token")
     if header.get("alg") != ALG:
         raise InvalidReceipt("algorithm not allowed")
+    if header.get("typ", RECEIPT_TYP) != RECEIPT_TYP:
+        raise InvalidReceipt("not a receipt")  # a hand-over batch, signed by the same key
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidReceipt("missing key id")

@@ -251,7 +251,7 @@ class QueueDepth(SQLModel, table=True):
     __tablename__ = "queue_depth"
 
     operator: str = Field(primary_key=True, max_length=64)
-    status: str = Field(primary_key=True, max_length=16)  # queued | pending | failed
+    status: str = Field(primary_key=True, max_length=16)  # queued|pending|failed|exported
     slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     claims: int = Field(default=0, sa_type=BigInteger)
 
@@ -267,6 +267,38 @@ class Replay(SQLModel, table=True):
     running: bool = True
     created_at: datetime = instant_column()
     finished_at: datetime | None = instant_column(nullable=True)
+
+
+class HandoverBatch(SQLModel, table=True):
+    """A batch of queued claims handed over to an operator as a file (gateway.handover).
+
+    `state`: `exported` until acknowledged in full (`acknowledged`) or released back to
+    the queue (`released`); `digest` is the SHA-256 of its signed content, which is
+    rebuilt from the database whenever the file is written again."""
+
+    __tablename__ = "handover_batches"
+
+    id: str = Field(primary_key=True, max_length=40)
+    operator: str = Field(max_length=64, index=True)
+    state: str = Field(max_length=16)
+    count: int
+    digest: str = Field(max_length=64)
+    created_at: datetime = instant_column()
+    created_by: str = Field(max_length=32)
+    settled: int = 0  # claims settled by acknowledgements so far
+    acks_digest: str | None = Field(default=None, max_length=64)  # the last file imported
+    closed_at: datetime | None = instant_column(nullable=True)
+    closed_by: str | None = Field(default=None, max_length=32)
+
+
+class HandoverClaim(SQLModel, table=True):
+    """A claim in a batch, at its place in the file (oldest queued first)."""
+
+    __tablename__ = "handover_claims"
+
+    batch_id: str = Field(primary_key=True, foreign_key="handover_batches.id", max_length=40)
+    claim_id: str = Field(primary_key=True, foreign_key="claims.id", max_length=40, index=True)
+    position: int
 
 
 class AuditEntry(SQLModel, table=True):

@@ -38,7 +38,7 @@ async def test_two_simulators_are_independent(anyio_backend: str) -> None:
         assert (first.status_code, second.status_code) == (503, 200)
         assert second.json()["reference"] == "b-00000001"
         assert (await a.get("/_ledger")).json() == {
-            "name": "a", "claims": [], "received": 0, "rights": 0,
+            "name": "a", "claims": [], "received": 0, "rights": 0, "batches": 0,
         }
         assert (await b.get("/_ledger")).json()["received"] == 1
 

@@ -185,7 +185,8 @@ async def world(app, client, settings, simulators, pharmacy, other_pharmacy,
         secrets[actor] = ""
     return World(http=client, settings=settings, simulators=simulators, headers=headers,
                  secrets=secrets, people=people, csrf=csrf, session_hash=hashes,
-                 accepted=accepted.json(), queued=queued.json(), b_claim=b_claim.json())
+                 accepted=accepted.json(), queued=queued.json(), b_claim=b_claim.json(),
+                 extra={"app": app})
 
 
 # --------------------------------------------------------------------------- the table
@@ -418,6 +419,96 @@ async def replay_progress(world: World, actor: str) -> httpx.Response:
     return await world.http.get("/v1/operators/opera/replay", headers=world.headers[actor])
 
 
+async def open_batch(world: World) -> str:
+    """A batch holding A's queued claim, exported by operations (again, once released)."""
+    if "batch" not in world.extra:
+        answer = await world.http.post("/v1/operators/opera/exports",
+                                       headers=world.headers["operations"])
+        assert answer.status_code == 201, answer.text
+        world.extra["batch"], world.extra["batch_file"] = answer.headers["batch-id"], answer.text
+    return str(world.extra["batch"])
+
+
+async def release_earlier_batch(world: World) -> None:
+    """The previous owner's batch, if any: its claim back in the queue."""
+    if "batch" in world.extra:
+        released = await world.http.post(
+            f"/v1/operators/opera/exports/{world.extra.pop('batch')}/release",
+            headers=world.headers["operations"])
+        assert released.status_code == 200, released.text
+
+
+async def export_a_batch(world: World, actor: str) -> httpx.Response:
+    await release_earlier_batch(world)
+    answer = await world.http.post("/v1/operators/opera/exports", headers=world.headers[actor])
+    if answer.status_code == 201:
+        world.extra["batch"] = answer.headers["batch-id"]
+    return answer
+
+
+async def batch_file_again(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    return await world.http.get(f"/v1/operators/opera/exports/{batch}",
+                                headers=world.headers[actor])
+
+
+async def release_a_batch(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    answer = await world.http.post(f"/v1/operators/opera/exports/{batch}/release",
+                                   headers=world.headers[actor])
+    if answer.status_code == 200:
+        del world.extra["batch"]  # the next owner exports another
+    return answer
+
+
+async def import_acks(world: World, actor: str) -> httpx.Response:
+    from handover_support import acknowledge, give_keys
+
+    await open_batch(world)
+    if "acks" not in world.extra:
+        give_keys(world.simulators["opera"], world.extra["app"])
+        answer = await acknowledge(world.simulators["opera"], world.extra["batch_file"])
+        assert answer.status_code == 200, answer.text
+        world.extra["acks"] = answer.text
+    return await world.http.post("/v1/operators/opera/acks", content=world.extra["acks"],
+                                 headers=world.headers[actor])
+
+
+async def export_a_batch_form(world: World, actor: str) -> httpx.Response:
+    await release_earlier_batch(world)
+    answer = await console_post(lambda w: "/console/operations/opera/exports")(world, actor)
+    if answer.status_code == 200:
+        world.extra["batch"] = answer.headers["content-disposition"].split('"')[1][:-4]
+    return answer
+
+
+async def batch_file_again_page(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    return await get(lambda w: f"/console/operations/opera/exports/{batch}")(world, actor)
+
+
+async def release_a_batch_form(world: World, actor: str) -> httpx.Response:
+    batch = await open_batch(world)
+    answer = await console_post(
+        lambda w: f"/console/operations/opera/exports/{batch}/release")(world, actor)
+    if answer.headers.get("location", "").startswith("/console/operations/opera/batches"):
+        del world.extra["batch"]  # released (not a redirection to the login page)
+    return answer
+
+
+async def import_acks_form(world: World, actor: str) -> httpx.Response:
+    await import_acks(world, "anonymous")  # the batch and its acknowledgement, once
+    answer = await world.http.post(
+        "/console/operations/opera/acks", data={"csrf_token": world.csrf.get(actor, "")},
+        files={"acks": ("acks.jws", world.extra["acks"])}, headers=world.headers[actor])
+    world.http.cookies.clear()
+    return answer
+
+
+async def queued_claim_exported(world: World) -> None:
+    assert await world.a_claim_status(world.queued["id"]) == "exported"
+
+
 async def receipt_status(world: World, actor: str) -> httpx.Response:
     """Console callers come as browsers (the patient's QR scan): the French page."""
     accept = "text/html" if actor in CONSOLE_ACTORS else "application/json"
@@ -620,6 +711,20 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         replay_progress, ok=Expect(200, no_personal_data)),
     ("GET", "/v1/operators/{name}/queue"): operations_only(
         get(lambda w: "/v1/operators/opera/queue"), ok=Expect(200, ops_queue)),
+    # the batch hand-over of opera's queue (A's queued claim goes into the batch)
+    ("POST", "/v1/operators/{name}/exports"): operations_only(
+        export_a_batch, ok=Expect(201, no_personal_data), unchanged=queued_claim_untouched),
+    ("GET", "/v1/operators/{name}/exports"): operations_only(
+        get(lambda w: "/v1/operators/opera/exports"), ok=Expect(200, no_personal_data)),
+    ("GET", "/v1/operators/{name}/exports/{batch_id}"): operations_only(
+        batch_file_again, ok=Expect(200, no_personal_data)),
+    ("POST", "/v1/operators/{name}/exports/{batch_id}/release"): operations_only(
+        release_a_batch, ok=Expect(200, no_personal_data), unchanged=queued_claim_exported),
+    # the first owner's acknowledgement settles the claim; the same file again is refused
+    ("POST", "/v1/operators/{name}/acks"): RouteSpec("operations", import_acks, api(
+        A=Expect(403), B=Expect(403), operations=Expect(200, no_personal_data),
+        operations_elsewhere=Expect(403), admin=Expect(422)),
+        owners=("operations", "admin"), unchanged=queued_claim_exported),
     # a pharmacy's key suspended over a rights budget: any operations key (keys are not an
     # operator's objects) or admin lifts it; pharmacies, even its own, may not
     ("POST", "/v1/keys/{key_id}/lift"): RouteSpec("operations", lift_a_key, api(
@@ -697,6 +802,21 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("POST", "/console/operations/{name}/replay"): staff_console(
         console_post(lambda w: "/console/operations/opera/replay", {"status": "failed"}),
         TO_BOARD, unchanged=no_replay_of_opera),
+    ("GET", "/console/operations/{name}/batches"): staff_console(
+        get(lambda w: "/console/operations/opera/batches"), STAFF_PAGE),
+    ("POST", "/console/operations/{name}/exports"): staff_console(
+        export_a_batch_form, Expect(200, no_personal_data), unchanged=queued_claim_untouched),
+    ("GET", "/console/operations/{name}/exports/{batch_id}"): staff_console(
+        batch_file_again_page, Expect(200, no_personal_data)),
+    ("POST", "/console/operations/{name}/exports/{batch_id}/release"): staff_console(
+        release_a_batch_form, Expect(303, redirects_to("/console/operations/opera/batches")),
+        unchanged=queued_claim_exported),
+    # as the API's: the first owner's upload settles the claim, the same file is refused
+    ("POST", "/console/operations/{name}/acks"): console(
+        "console-staff", import_acks_form, owners=("operations_session", "admin_session"),
+        unchanged=queued_claim_exported, A_session=Expect(403), B_session=Expect(403),
+        operations_session=Expect(303, redirects_to("/console/operations/opera/batches")),
+        operations_elsewhere_session=Expect(403), admin_session=Expect(422, no_personal_data)),
     ("POST", "/console/keys/{key_id}/lift"): console(
         "console-staff", lift_a_key_form,
         owners=("operations_session", "operations_elsewhere_session", "admin_session"),

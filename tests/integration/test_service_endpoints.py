@@ -43,8 +43,9 @@ async def test_openapi_documents_every_body_with_an_example(client):
                 continue
             bodies += 1
             content = operation["requestBody"]["content"]
-            if "application/json" not in content:  # the FHIR face: a resource, its example
-                assert content["application/fhir+json"].get("example"), f"{method} {path}"
+            if "application/json" not in content:  # a FHIR resource, or the hand-over's
+                # acknowledgement file: an example for each media type
+                assert all(media.get("example") for media in content.values()), (method, path)
                 continue
             schema = content["application/json"]["schema"]
             ref = schema.get("$ref") or schema["anyOf"][0]["$ref"]  # optional bodies: anyOf

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fhir.resources.R4B.claim import Claim
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import claim_body
 
-from gateway.claims.schemas import ClaimCreate, ClaimPublic, Coverage
+from gateway.claims.schemas import ClaimCreate, ClaimPublic, ClaimStatus, Coverage
 from gateway.errors import GatewayError
 from gateway.fhir import systems
 from gateway.fhir.claims import claim_id_of, claim_response, fhir_id, read_claim
@@ -197,9 +197,16 @@ def _public(status: str, **extra: Any) -> ClaimPublic:
         "created_at": now, "updated_at": now, **extra})
 
 
-@pytest.mark.parametrize(("status", "outcome"), [
-    ("pending", "queued"), ("queued", "queued"), ("accepted", "complete"),
-    ("rejected", "error"), ("cancelled", "complete"), ("failed", "error")])
+OUTCOME_OF = {"pending": "queued", "queued": "queued", "exported": "queued",
+              "accepted": "complete", "rejected": "error", "cancelled": "complete",
+              "failed": "error"}
+
+
+def test_every_claim_status_is_mapped():
+    assert set(OUTCOME_OF) == set(get_args(ClaimStatus))
+
+
+@pytest.mark.parametrize(("status", "outcome"), OUTCOME_OF.items())
 def test_each_status_has_its_outcome(status, outcome):
     extra = {"rejection": {"code": "R01", "label": "inconnu"}} if status == "rejected" else {}
     response = claim_response(_public(status, **extra))
