@@ -4,6 +4,7 @@ the model library's validation, every fault named by the FHIRPath of its element
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -75,15 +76,21 @@ async def read_resource(request: Request, model: type[R]) -> R:
     return parse_resource(await request.body(), request.headers.get("content-type", ""), model)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_resource(body: bytes, content_type: str, model: type[R]) -> R:
     root = model.__name__
     media = content_type.split(";")[0].strip().lower()
     if media not in ACCEPTED_TYPES:
         raise UnsupportedMediaType(f"send the {root} as {MEDIA_TYPE} (or application/json)")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadResource("the body is not JSON", errors=[
+        # decimals kept exact (a float would round 8.0000000000000000001 to 8), and no
+        # NaN or Infinity, which JSON does not have
+        data = json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested
+        raise BadResource("the body is not JSON", errors=[  # deeper than Python reads
             {"field": root, "message": "malformed JSON", "code": "structure"}]) from None
     if not isinstance(data, dict) or data.get("resourceType") != root:
         raise BadResource(f"the body must be a {root} resource", errors=[

@@ -13,6 +13,33 @@ from pydantic import ValidationError
 from gateway.errors import GatewayError, ValidationFailed, validation_errors
 
 CURRENCY = "EUR"
+MAX_MAGNITUDE = 9  # 10^9 units: far beyond any amount or quantity of a claim
+
+
+def scaled(value: Any, places: int) -> int | None:
+    """`value` x 10^places as an int when that is exact and of a sane size, else None.
+
+    Read off the decimal's digits, never by arithmetic: the default 28-digit context
+    would round 8.00000000000000000000000000001 to 8, and a FHIR decimal may arrive as
+    a string such as "1E999999", whose product overflows (a 500) or, as a quantity, took
+    seconds of the event loop to compare."""
+    try:
+        number = Decimal(value)
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    if number.is_zero():
+        return 0
+    if number.adjusted() > MAX_MAGNITUDE:
+        return None
+    sign, digits, exponent = number.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    exponent = int(exponent) + len(digits) - len(significant)
+    if exponent + places < 0:  # a part finer than 10^-places
+        return None
+    magnitude: int = int(significant) * 10 ** (exponent + places)
+    return -magnitude if sign else magnitude
 
 
 class Reader:
@@ -83,17 +110,18 @@ class Reader:
         if money.currency != CURRENCY:
             self.fail(f"{path}.currency", f"must be {CURRENCY}", "value")
             return None
-        cents = Decimal(money.value) * 100
-        if cents != cents.to_integral_value():
-            self.fail(f"{path}.value", "must be a whole number of cents", "value")
+        cents = scaled(money.value, 2)
+        if cents is None:
+            self.fail(f"{path}.value", "must be a whole number of cents, under 10^9", "value")
             return None
-        return int(self.take(field, f"{path}.value", int(cents)))
+        return int(self.take(field, f"{path}.value", cents))
 
     def whole(self, field: str, path: str, value: Decimal | None) -> int | None:
-        if value is None or value != value.to_integral_value():
-            self.fail(path, "a whole number is required", "value")
+        number = None if value is None else scaled(value, 0)
+        if number is None:
+            self.fail(path, "a whole number is required, under 10^9", "value")
             return None
-        return int(self.take(field, path, int(value)))
+        return int(self.take(field, path, number))
 
     def day(self, field: str, path: str, value: Any) -> str | None:
         if value is None:

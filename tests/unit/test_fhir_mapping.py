@@ -114,6 +114,30 @@ def test_a_test_identity_nir_system_is_accepted():
     assert claim_in.beneficiary.nir == claim_body()["beneficiary"]["nir"]
 
 
+@pytest.mark.parametrize("element", ["unitPrice", "quantity"])
+@pytest.mark.parametrize("raw", ['"1E999999"', "1E999999", "-1E400000", '"1E-999999999"',
+                                 "8.0000000000000000000000000001", "1000000000000"])
+def test_an_absurd_number_or_one_finer_than_a_cent_is_refused_naming_it(element, raw):
+    # a FHIR decimal may come as a string: "1E999999" overflowed the cents (a 500), and as a
+    # quantity held the event loop for seconds; 28 digits of context rounded the fourth
+    resource = fhir_claim(claim_body("U4"))
+    resource["item"][0][element]["value"] = "RAW"
+    body = json.dumps(resource).replace('"RAW"', raw).encode()
+    with pytest.raises(GatewayError) as caught:
+        read_claim(parse_resource(body, FHIR, Claim))
+    assert caught.value.status == 422
+    assert f"Claim.item[0].{element}.value" in {e["field"] for e in caught.value.errors or []}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"resourceType": "Claim", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"resourceType": "Claim", "item": [{"unitPrice": {"value": NaN}}]}',
+    b'{"resourceType": "Claim", "item": [{"quantity": {"value": Infinity}}]}'])
+def test_json_nested_too_deep_or_with_nan_is_a_400(body):
+    with pytest.raises(BadResource):
+        parse_resource(body, FHIR, Claim)
+
+
 def test_not_json_not_a_claim_or_another_media_type():
     with pytest.raises(BadResource):
         parse_resource(b"{not json", FHIR, Claim)
