@@ -59,6 +59,7 @@ log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
 LEASE_GRACE_S = 5.0  # a sync sender's lease outlives its deadline by this much
 SETTLED = frozenset({"accepted", "rejected"})  # the operator's answer, for good
+EXPORTED = "exported"  # handed over in a batch file (gateway.handover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +307,14 @@ async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim], *
 
 def _first_answer(session: UnitOfWork, claim_id: str, http_status: int,
                   move: Callable[[Claim], object]) -> Claim:
+    """The claim moved since this request stored it (its lease ran out: swept back to the
+    queue, replayed): record this request's outcome on it as it now stands. Except once it
+    is handed over in a batch: then the batch's acknowledgement settles it, and this
+    request must not put it back in the live queue while the operator holds its file."""
     claim = repository.load(session, claim_id)
+    if claim.status == EXPORTED:
+        log.info("claim.answer_after_export", claim_id=claim_id)
+        return claim
     claim.first_http_status = http_status
     move(claim)
     return claim
