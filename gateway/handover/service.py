@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING
 from ulid import ULID
 
 from adapters.base import ClaimOutcome
-from adapters.batch_files import Acks, BadFile, Batch, BatchClaim, batch_content, read_acks
+from adapters.batch_files import (
+    MAX_BATCH_BYTES,
+    Acks,
+    BadFile,
+    Batch,
+    BatchClaim,
+    batch_content,
+    line_bytes,
+    read_acks,
+)
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims import transitions
@@ -41,6 +50,7 @@ if TYPE_CHECKING:
     from gateway.context import AppContext
 
 EXPORTED = "exported"
+_HEADER_BYTES = 1024  # a batch's header line, at most
 
 
 class HandoverNotConfigured(Conflict):
@@ -117,14 +127,19 @@ class Handover:
         now, batch_id = utcnow(), f"bat_{ULID()}"
         chosen: list[Claim] = []
         lines: list[BatchClaim] = []
+        size = _HEADER_BYTES
         for claim in repository.oldest_queued(session, name, limit):
             try:
                 body = self.cipher.decrypt_json(claim.payload_enc,
                                                 context=payload_context(claim.id))
             except DecryptionError:
                 continue  # left queued: the drain fails it, naming the reason
+            line = BatchClaim(claim.id, wire_claim(claim.id, body).body)
+            size += line_bytes(line)
+            if size > MAX_BATCH_BYTES:
+                break  # left queued, for the next batch: the file stays within bounds
             chosen.append(claim)
-            lines.append(BatchClaim(claim.id, wire_claim(claim.id, body).body))
+            lines.append(line)
         if not chosen:
             raise NothingToExport(f"no claim of {name!r} is queued")
         ids = [claim.id for claim in chosen]

@@ -91,6 +91,68 @@ async def test_export_acknowledge_import_settles_every_claim_once(
         (batch.id, "acknowledged", 3, 0)]
 
 
+def queue_directly(app, count: int, tag: str) -> list[str]:
+    """`count` claims queued for opera with the gateway's own claim construction, as the
+    API's queued path writes them (bench/drain.py's fill), without a request each."""
+    from types import SimpleNamespace
+
+    from gateway.claims import service, transitions
+    from gateway.claims.schemas import ClaimCreate
+
+    ctx = app.state.context
+    operator = SimpleNamespace(name="opera")
+
+    def queue(session) -> list[str]:
+        ids = []
+        for n in range(count):
+            claim_in = ClaimCreate.model_validate(claim_body(f"{tag}{n}"))
+            body = claim_in.model_dump(mode="json")
+            claim = service._new_claim(
+                ctx, claim_in, body, ctx.cipher.index("claim-request", f"{tag}{n}"), None,
+                operator, ctx.cipher.index(*claim_in.beneficiary.index_parts))
+            claim.first_http_status = 202
+            transitions.enqueue(session, claim, "received; operator paused: queued")
+            ids.append(claim.id)
+        return ids
+
+    return ctx.db.write_now(queue)
+
+
+async def test_a_batch_far_above_joserfcs_default_sizes_round_trips(
+        app, client, pharmacy, operations, simulators):
+    """300 claims: a batch file of some 360 KB (joserfc refused a JWE above 67.7 KB as
+    "altered") and an acknowledgement of some 55 KB, imported through the API."""
+    assert (await client.post("/v1/operators/opera/pause", headers=operations)).status_code == 200
+    ids = queue_directly(app, 300, "BIG")
+    response = await client.post("/v1/operators/opera/exports", headers=operations)
+    assert response.status_code == 201, response.text
+    assert len(response.text) > 300_000
+    give_keys(simulators["opera"], app)
+    answer = await acknowledge(simulators["opera"], response.text)
+    assert answer.status_code == 200, answer.text
+    imported = await client.post("/v1/operators/opera/acks", content=answer.text,
+                                 headers={**operations, "Content-Type": "application/jose"})
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["accepted"] == 300
+    claims = await rows(app, Claim, col(Claim.id).in_(ids))
+    assert {c.status for c in claims} == {"accepted"}
+
+
+async def test_an_export_stops_before_the_largest_file_and_leaves_the_rest_queued(
+        app, client, pharmacy, operations, monkeypatch):
+    from adapters.batch_files import BatchClaim, line_bytes
+    from gateway.handover import service
+
+    ids = await queue_claims(client, pharmacy, operations,
+                             [claim_body(f"CAP{n}") for n in range(3)])
+    line = line_bytes(BatchClaim(ids[0], {**claim_body("CAP0"), "claim_id": ids[0]}))
+    monkeypatch.setattr(service, "MAX_BATCH_BYTES", service._HEADER_BYTES + 2 * line + 10)
+    batch, _ = await handover(app).export("opera", actor=ACTOR)
+    assert batch.count == 2
+    claims = {c.id: c.status for c in await rows(app, Claim)}
+    assert [claims[i] for i in ids] == ["exported", "exported", "queued"]
+
+
 async def exported(client, pharmacy, operations, bodies) -> tuple[list[str], str, str]:
     """Claims queued then exported through the API: (ids, batch id, batch file)."""
     ids = await queue_claims(client, pharmacy, operations, bodies)

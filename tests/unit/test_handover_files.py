@@ -111,3 +111,43 @@ def test_only_public_keys_of_the_listed_kinds_are_configured() -> None:
     p256 = ECKey.generate_key("P-256").as_dict(private=False)
     assert OperatorSettings(**operator_config("opera", ["80*"], handover_encryption_key=p256,
                                               handover_ack_key=p256)).hands_over
+
+
+def test_the_largest_batch_and_its_acknowledgement_round_trip() -> None:
+    """handover_max_claims' default, 1000 claims: the batch (some 1.2 MB) and its
+    acknowledgement are far above joserfc's default limits (a 64 KiB JWE ciphertext, a
+    128,000-byte JWS payload), which refused them as "altered"."""
+    from synthetic import claim_body
+
+    from adapters.batch_files import sign_acks
+
+    signer = ReceiptSigner(b"\x01" * 32)
+    encryption, signing = operator_keys()
+    ids = [f"clm_01M94G3N{n:018d}" for n in range(1000)]
+    batch = Batch(BATCH, "opera", "2026-12-06T01:40:02+00:00",
+                  [BatchClaim(i, {**claim_body(f"BIG{n}"), "claim_id": i})
+                   for n, i in enumerate(ids)])
+    sealed = seal_batch(batch_content(batch), signer=signer, recipient=public(encryption))
+    assert len(sealed) > 1_000_000
+    assert open_batch(sealed, decryption_key=encryption, gateway_jwks=signer.jwks()) == batch
+    acks = Acks(BATCH, "opera", "2026-12-06T09:12:00+00:00",
+                [Ack(i, "accepted", amc_cents=280, reference=f"opera-{n:0128d}"[:128])
+                 for n, i in enumerate(ids)])
+    signed = sign_acks(acks, signing_key=signing)
+    assert len(signed) > 300_000
+    assert read_acks(verify_acks(signed, ack_key=public(signing))).answers == [
+        Ack(a.claim_id, a.status, amc_cents=280, reference=a.reference, line=n)
+        for n, a in enumerate(acks.answers, start=2)]
+
+
+def test_a_file_above_the_largest_batch_is_refused_as_too_large() -> None:
+    from adapters.batch_files import ACK_JWS_PAYLOAD, BATCH_JWS_PAYLOAD
+
+    signer = ReceiptSigner(b"\x01" * 32)
+    encryption, signing = operator_keys()
+    huge = "e30." + "A" * (BATCH_JWS_PAYLOAD * 2) + ".AAAA"
+    with pytest.raises(BadFile, match="too large"):
+        open_batch(f"e30.AAAA.AAAA.{huge}.AAAA", decryption_key=encryption,
+                   gateway_jwks=signer.jwks())
+    with pytest.raises(UnverifiedFile, match="too large"):
+        verify_acks("e30." + "A" * (ACK_JWS_PAYLOAD * 2) + ".AAAA", ack_key=public(signing))
