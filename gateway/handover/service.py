@@ -15,8 +15,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from ulid import ULID
 
 from adapters.base import ClaimOutcome
@@ -119,8 +121,10 @@ class Handover:
         operator = self._operator(name)
         limit = min(max_claims or operator.handover_max_claims, operator.handover_max_claims)
         batch, content = await self.db.write(lambda s: self._export(s, name, actor, limit))
-        return batch, seal_batch(content, signer=self.signer,
-                                 recipient=operator.handover_encryption_key)
+        # signing and encrypting megabytes takes a while: off the event loop
+        return batch, await anyio.to_thread.run_sync(partial(
+            seal_batch, content, signer=self.signer,
+            recipient=operator.handover_encryption_key))
 
     def _export(self, session: UnitOfWork, name: str, actor: Principal,
                 limit: int) -> tuple[HandoverBatch, bytes]:
@@ -167,17 +171,23 @@ class Handover:
             batch = self._open_batch(session, name, batch_id)
             return batch, [(c.id, c.payload_enc) for c in repository.claims_of(session, batch_id)]
 
+        def remake(batch: HandoverBatch, rows: list[tuple[str, bytes]]) -> str:
+            try:
+                lines = [BatchClaim(claim_id, wire_claim(claim_id, self.cipher.decrypt_json(
+                    payload, context=payload_context(claim_id))).body)
+                    for claim_id, payload in rows]
+            except DecryptionError as exc:
+                raise Conflict(f"batch {batch_id} can no longer be read: release it") from exc
+            content = batch_content(Batch(batch.id, name, batch.created_at.isoformat(), lines))
+            if _digest(content) != batch.digest:
+                raise Conflict(
+                    f"batch {batch_id} no longer matches what was exported: release it")
+            return seal_batch(content, signer=self.signer,
+                              recipient=operator.handover_encryption_key)
+
         batch, rows = await self.db.read(load)
-        try:
-            lines = [BatchClaim(claim_id, wire_claim(claim_id, self.cipher.decrypt_json(
-                payload, context=payload_context(claim_id))).body) for claim_id, payload in rows]
-        except DecryptionError as exc:
-            raise Conflict(f"batch {batch_id} can no longer be read: release it") from exc
-        content = batch_content(Batch(batch.id, name, batch.created_at.isoformat(), lines))
-        if _digest(content) != batch.digest:
-            raise Conflict(f"batch {batch_id} no longer matches what was exported: release it")
-        return seal_batch(content, signer=self.signer,
-                          recipient=operator.handover_encryption_key)
+        # decrypting every claim, then signing and encrypting: off the event loop
+        return await anyio.to_thread.run_sync(remake, batch, rows)
 
     @staticmethod
     def _open_batch(session: UnitOfWork, name: str, batch_id: str, *,

@@ -153,6 +153,37 @@ async def test_an_export_stops_before_the_largest_file_and_leaves_the_rest_queue
     assert [claims[i] for i in ids] == ["exported", "exported", "queued"]
 
 
+async def test_files_are_built_and_sealed_off_the_event_loop(
+        app, client, pharmacy, operations, monkeypatch):
+    """Sealing (and for a file made again, decrypting every claim) takes seconds for the
+    largest batches: it never runs on the event loop's thread."""
+    import threading
+
+    from gateway.handover import service
+
+    sealed_on, decrypted_on = [], []
+    seal, decrypt = service.seal_batch, service.wire_claim
+
+    def recording_seal(*args, **kwargs):
+        sealed_on.append(threading.get_ident())
+        return seal(*args, **kwargs)
+
+    def recording_wire_claim(*args, **kwargs):
+        decrypted_on.append(threading.get_ident())
+        return decrypt(*args, **kwargs)
+
+    monkeypatch.setattr(service, "seal_batch", recording_seal)
+    monkeypatch.setattr(service, "wire_claim", recording_wire_claim)
+    await queue_claims(client, pharmacy, operations, [claim_body("TH1"), claim_body("TH2")])
+    batch, first = await handover(app).export("opera", actor=ACTOR)
+    decrypted_on.clear()
+    again = await handover(app).file_of("opera", batch.id)
+    assert first != again  # sealed again: a fresh content key
+    loop = threading.get_ident()
+    assert len(sealed_on) == 2 and loop not in sealed_on
+    assert len(decrypted_on) == 2 and loop not in decrypted_on
+
+
 async def exported(client, pharmacy, operations, bodies) -> tuple[list[str], str, str]:
     """Claims queued then exported through the API: (ids, batch id, batch file)."""
     ids = await queue_claims(client, pharmacy, operations, bodies)

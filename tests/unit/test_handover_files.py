@@ -151,3 +151,10 @@ def test_a_file_above_the_largest_batch_is_refused_as_too_large() -> None:
                    gateway_jwks=signer.jwks())
     with pytest.raises(UnverifiedFile, match="too large"):
         verify_acks("e30." + "A" * (ACK_JWS_PAYLOAD * 2) + ".AAAA", ack_key=public(signing))
+
+
+def test_a_batch_holds_at_most_ten_thousand_claims() -> None:
+    config = operator_config("opera", ["80*"], **handover_config())
+    assert OperatorSettings(**config, handover_max_claims=10_000).handover_max_claims == 10_000
+    with pytest.raises(ValidationError, match="less than or equal to 10000"):
+        OperatorSettings(**config, handover_max_claims=10_001)
