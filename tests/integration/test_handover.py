@@ -184,6 +184,23 @@ async def test_files_are_built_and_sealed_off_the_event_loop(
     assert len(decrypted_on) == 2 and loop not in decrypted_on
 
 
+async def test_a_claim_loaded_earlier_in_the_write_group_reads_exported_after_the_export(
+        app, client, pharmacy, operations):
+    """The works of a write group share one session: a claim an earlier work loaded (a
+    cancel, a replayed submission) must not still say `queued` to a later one once the
+    export's UPDATE took it, or a cancel would cancel a claim the operator holds."""
+    ids = await queue_claims(client, pharmacy, operations, [claim_body("ST1")])
+    exporting = handover(app)
+
+    def group(session) -> tuple[str, str]:
+        earlier = session.get(Claim, ids[0])  # an earlier work of the group
+        before = earlier.status
+        exporting._export(session, "opera", ACTOR, 10)
+        return before, session.get(Claim, ids[0]).status  # a later one
+
+    assert app.state.context.db.write_now(group) == ("queued", "exported")
+
+
 async def exported(client, pharmacy, operations, bodies) -> tuple[list[str], str, str]:
     """Claims queued then exported through the API: (ids, batch id, batch file)."""
     ids = await queue_claims(client, pharmacy, operations, bodies)
