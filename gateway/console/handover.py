@@ -87,7 +87,8 @@ async def export(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
 async def export_again(ctx: ContextDep, user: StaffDep, name: OperatorName,
                        batch_id: BatchPath) -> Response:
     operator = known_operator(ctx, user.principal, name)
-    return batch_file(await Handover.of(ctx).file_of(operator, batch_id), batch_id)
+    return batch_file(await Handover.of(ctx).file_of(operator, batch_id, actor=user.principal),
+                      batch_id)
 
 
 @router.post("/{name}/acks", dependencies=StaffOnly, response_model=None)

@@ -60,7 +60,8 @@ async def batches(name: str, ctx: ContextDep, principal: OperationsDep) -> list[
 async def export_again(name: str, batch_id: BatchId, ctx: ContextDep,
                        principal: OperationsDep) -> Response:
     operator = known_operator(ctx, principal, name)
-    return batch_file(await Handover.of(ctx).file_of(operator, batch_id), batch_id)
+    return batch_file(await Handover.of(ctx).file_of(operator, batch_id, actor=principal),
+                      batch_id)
 
 
 @router.post("/{name}/exports/{batch_id}/release", response_model=BatchReleased,

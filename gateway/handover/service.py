@@ -162,9 +162,10 @@ class Handover:
                               operator=name, count=len(ids))
         return batch, content
 
-    async def file_of(self, name: str, batch_id: str) -> str:
+    async def file_of(self, name: str, batch_id: str, *, actor: Principal) -> str:
         """The batch's file made again from the database (lost, or never written after a
-        crash): the same signed content, checked against the digest taken at export."""
+        crash): the same signed content, checked against the digest taken at export.
+        Audited before it is handed out: it carries the claims' personal data again."""
         operator = self._operator(name)
 
         def load(session: UnitOfWork) -> tuple[HandoverBatch, list[tuple[str, bytes]]]:
@@ -187,7 +188,11 @@ class Handover:
 
         batch, rows = await self.db.read(load)
         # decrypting every claim, then signing and encrypting: off the event loop
-        return await anyio.to_thread.run_sync(remake, batch, rows)
+        text = await anyio.to_thread.run_sync(remake, batch, rows)
+        await self.db.write(lambda s: self.audit_log.append(
+            s, actor, "handover.export_again", object_id=batch_id, operator=name,
+            count=len(rows)))
+        return text
 
     @staticmethod
     def _open_batch(session: UnitOfWork, name: str, batch_id: str, *,

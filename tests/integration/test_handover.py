@@ -177,7 +177,7 @@ async def test_files_are_built_and_sealed_off_the_event_loop(
     await queue_claims(client, pharmacy, operations, [claim_body("TH1"), claim_body("TH2")])
     batch, first = await handover(app).export("opera", actor=ACTOR)
     decrypted_on.clear()
-    again = await handover(app).file_of("opera", batch.id)
+    again = await handover(app).file_of("opera", batch.id, actor=ACTOR)
     assert first != again  # sealed again: a fresh content key
     loop = threading.get_ident()
     assert len(sealed_on) == 2 and loop not in sealed_on
@@ -199,6 +199,28 @@ async def test_a_claim_loaded_earlier_in_the_write_group_reads_exported_after_th
         return before, session.get(Claim, ids[0]).status  # a later one
 
     assert app.state.context.db.write_now(group) == ("queued", "exported")
+
+
+async def test_writing_a_batch_again_is_audited_without_personal_data(
+        app, client, pharmacy, operations):
+    """A file made again carries every claim's personal data again: who asked, for which
+    operator and batch, how many claims; nothing of the claims themselves."""
+    import json
+
+    from synthetic import PEOPLE
+
+    await queue_claims(client, pharmacy, operations, [claim_body("AU1"), claim_body("AU2")])
+    response = await client.post("/v1/operators/opera/exports", headers=operations)
+    batch_id = response.headers["batch-id"]
+    again = await client.get(f"/v1/operators/opera/exports/{batch_id}", headers=operations)
+    assert again.status_code == 200
+    exports = await rows(app, AuditEntry, col(AuditEntry.action) == "handover.export")
+    entries = await rows(app, AuditEntry, col(AuditEntry.action) == "handover.export_again")
+    assert [(e.object_id, e.outcome, e.actor) for e in entries] == [
+        (batch_id, "ok", exports[0].actor)]
+    assert json.loads(entries[0].details_json) == {"operator": "opera", "count": 2}
+    assert not any(value in entries[0].details_json
+                   for value in (PEOPLE[0]["nir"], PEOPLE[0]["last_name"], "AU1"))
 
 
 async def exported(client, pharmacy, operations, bodies) -> tuple[list[str], str, str]:
