@@ -158,3 +158,36 @@ def test_a_batch_holds_at_most_ten_thousand_claims() -> None:
     assert OperatorSettings(**config, handover_max_claims=10_000).handover_max_claims == 10_000
     with pytest.raises(ValidationError, match="less than or equal to 10000"):
         OperatorSettings(**config, handover_max_claims=10_001)
+
+
+@pytest.mark.parametrize("code", ["EPERM", "EOPNOTSUPP", "EXDEV"])
+def test_a_batch_file_is_written_whole_where_hard_links_are_refused(
+        tmp_path, monkeypatch, code) -> None:
+    """FAT, exFAT, some SMB shares and FUSE file systems refuse link(): the file is then
+    renamed into place, still whole, owner-only, and never over an existing one."""
+    import errno
+    import os
+    import stat
+
+    from gateway.handover.files import write_whole
+
+    def no_links(source, target):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "opera-1.jwe"
+    write_whole(target, "a.b.c.d.e")
+    assert target.read_text() == "a.b.c.d.e\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["opera-1.jwe"]
+    with pytest.raises(FileExistsError):
+        write_whole(target, "other")
+    assert target.read_text() == "a.b.c.d.e\n"
+
+    def full_disk(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_whole(tmp_path / "opera-2.jwe", "a.b.c.d.e")
+    assert [p.name for p in tmp_path.iterdir()] == ["opera-1.jwe"]  # nothing half-written
