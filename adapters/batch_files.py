@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from joserfc import jwe, jws
-from joserfc.errors import JoseError
+from joserfc.errors import ExceededSizeError, JoseError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwe import JWERegistry
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -38,6 +38,42 @@ CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 MAX_CENTS = 100_000_000
 _JWE_ALGS = ["ECDH-ES+A256KW", "RSA-OAEP-256", "A256GCM"]
+
+# Sizes. joserfc refuses by default a JWS payload above 128,000 bytes and a JWE
+# ciphertext above 64 KiB: some 60 claims. Both sides size their registries from these
+# bounds instead: the gateway never exports more claims, or more bytes of NDJSON, than
+# MAX_BATCH_CLAIMS and MAX_BATCH_BYTES (typical claims take some 650 bytes a line:
+# 10,000 of them 6.5 MB; a claim of 99 lines and the longest names, 16 KB), and an
+# acknowledgement answers at most a batch (its longest well-formed line is 275 bytes).
+MAX_BATCH_CLAIMS = 10_000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_ACK_LINE_BYTES = 512
+MAX_ACK_BYTES = 4096 + MAX_BATCH_CLAIMS * MAX_ACK_LINE_BYTES
+_MARGIN = 1024 * 1024  # what the readers accept beyond those bounds
+_MAX_HEADER = 512  # a JWS protected header, base64url (joserfc's default)
+_MAX_SIGNATURE = 1024
+
+
+def _b64(size: int) -> int:
+    """The length of the base64url (unpadded) of `size` bytes, at most."""
+    return 4 * -(-size // 3)
+
+
+def _jws_length(payload: int) -> int:
+    """The longest compact JWS of a payload of `payload` bytes."""
+    return _MAX_HEADER + 1 + _b64(payload) + 1 + _MAX_SIGNATURE
+
+
+BATCH_JWS_PAYLOAD = MAX_BATCH_BYTES + _MARGIN
+ACK_JWS_PAYLOAD = MAX_ACK_BYTES + _MARGIN
+
+
+def batch_jwe_registry(algorithms: list[str]) -> JWERegistry:
+    """The JWE registry of a batch: these algorithms, a ciphertext as long as the largest
+    batch's signed content (joserfc's 64 KiB default holds some 60 claims)."""
+    registry = JWERegistry(algorithms=algorithms)
+    registry.max_ciphertext_length = _b64(_jws_length(BATCH_JWS_PAYLOAD))
+    return registry
 _SIG_ALGS = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
 
 
@@ -76,9 +112,17 @@ def batch_content(batch: Batch) -> bytes:
     header = {"type": "batch", "format": BATCH_FORMAT, "batch_id": batch.batch_id,
               "operator": batch.operator, "created_at": batch.created_at,
               "count": len(batch.claims)}
-    return ndjson([header, *({"type": "claim", "claim_id": c.claim_id,
-                              "idempotency_key": c.claim_id, "body": c.body}
-                             for c in batch.claims)])
+    return ndjson([header, *map(_claim_line, batch.claims)])
+
+
+def _claim_line(claim: BatchClaim) -> dict[str, Any]:
+    return {"type": "claim", "claim_id": claim.claim_id, "idempotency_key": claim.claim_id,
+            "body": claim.body}
+
+
+def line_bytes(claim: BatchClaim) -> int:
+    """How many bytes the claim's line takes in a batch's NDJSON."""
+    return len(ndjson([_claim_line(claim)]))
 
 
 def _objects(content: bytes) -> list[Any]:
@@ -231,11 +275,13 @@ def read_acks(content: bytes) -> Acks:
 
 class Algorithms(JWSRegistry):
     """These JWS algorithms alone, "EdDSA" (the gateway's) without joserfc's warning that
-    RFC 9864 deprecates the name."""
+    RFC 9864 deprecates the name; payloads up to `max_payload` bytes (joserfc's default
+    is 128,000 bytes of base64url, too few for a batch or a long acknowledgement)."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], *, max_payload: int = 128_000 * 3 // 4) -> None:
         super().__init__(algorithms=names)
         self.names = frozenset(names)
+        self.max_payload_length = _b64(max_payload)
 
     def get_alg(self, name: str) -> JWSAlgModel:
         if name not in self.names:
@@ -276,11 +322,15 @@ def open_batch(token: str, *, decryption_key: Mapping[str, Any],
                gateway_jwks: Mapping[str, Any]) -> Batch:
     """Decrypt a batch with the operator's private key, check the gateway's signature
     (EdDSA, a key of its JWKS, `typ` tp-batch+jws) and read it; BadFile otherwise."""
+    verifier = Algorithms(["EdDSA"], max_payload=BATCH_JWS_PAYLOAD)
     try:
         signed = jwe.decrypt_compact(token.strip(), private_key(decryption_key),
-                                     registry=JWERegistry(algorithms=_JWE_ALGS)).plaintext
+                                     registry=batch_jwe_registry(_JWE_ALGS)).plaintext
         inner = (signed or b"").decode("ascii")
-        header = jws.extract_compact(inner.encode("ascii")).protected
+        header = jws.extract_compact(inner.encode("ascii"), registry=verifier).protected
+    except ExceededSizeError as exc:
+        raise BadFile([f"too large: a batch holds at most {MAX_BATCH_BYTES} bytes of "
+                       f"claims ({exc})"]) from exc
     except (JoseError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BadFile(["cannot be decrypted with this key, or altered"]) from exc
     if not isinstance(header, dict) or header.get("typ") != BATCH_TYP \
@@ -288,8 +338,7 @@ def open_batch(token: str, *, decryption_key: Mapping[str, Any],
         raise BadFile([f"not a {BATCH_TYP} document"])
     key = _gateway_key(gateway_jwks, header.get("kid"))
     try:
-        content = jws.deserialize_compact(inner, key,
-                                          registry=Algorithms(["EdDSA"])).payload
+        content = jws.deserialize_compact(inner, key, registry=verifier).payload
     except (JoseError, ValueError, TypeError) as exc:
         raise BadFile(["the gateway's signature does not verify: altered"]) from exc
     return read_batch(content)
@@ -303,4 +352,4 @@ def sign_acks(acks: Acks, *, signing_key: Mapping[str, Any]) -> str:
         raise ValueError("an acknowledgement key is OKP Ed25519 or EC P-256")
     header = {"alg": alg, "typ": ACK_TYP}
     return jws.serialize_compact(header, ack_content(acks), key,
-                                 registry=Algorithms([alg]))
+                                 registry=Algorithms([alg], max_payload=ACK_JWS_PAYLOAD))

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from adapters.batch_files import MAX_BATCH_CLAIMS
 from gateway.domain.identifiers import check_finess
 from gateway.handover.keys import ENCRYPTION_ALGS, SIGNATURE_ALGS, check_jwk
 from gateway.webhooks.signing import decode_secret
@@ -191,7 +192,8 @@ class OperatorSettings(_Section):
     # the batch hand-over (gateway.handover): the operator's public JWKs; off while empty
     handover_encryption_key: dict[str, str] = Field(default_factory=dict)
     handover_ack_key: dict[str, str] = Field(default_factory=dict)
-    handover_max_claims: int = Field(1000, ge=1, le=50_000)
+    # at most 10,000: a file of some 12.6 MB the operator takes whole (docs/handover.md)
+    handover_max_claims: int = Field(1000, ge=1, le=MAX_BATCH_CLAIMS)
 
     @field_validator("handover_encryption_key")
     @classmethod

@@ -206,7 +206,9 @@ DESCRIPTIONS: dict[str, str] = {
         "The operator's public key (a JWK: OKP Ed25519 for EdDSA, EC P-256 for ES256) "
         "that its signed acknowledgement files are verified with."),
     "operators.handover_max_claims": (
-        "Most claims in one hand-over batch (`--max` and the API's `max` ask for fewer)."),
+        "Most claims in one hand-over batch (`--max` and the API's `max` ask for fewer). "
+        "At most 10000: a file of some 12.6 MB that the operator takes whole; hand a "
+        "larger backlog over in several batches."),
     "webhooks.finess": "The pharmacy (FINESS) whose events are sent.",
     "webhooks.url": "Where the events are POSTed.",
     "webhooks.secret": "`whsec_` followed by the base64 of the signing key.",

@@ -80,7 +80,7 @@ def export_again_command(operator: str, batch_id: str, to: ToOption,
                          config: ConfigOption = None) -> None:
     """Write an exported batch's file again, from the database (same signed content)."""
     settings = migrated_settings(config)
-    text = act(settings, lambda h: h.file_of(operator, batch_id))
+    text = act(settings, lambda h: h.file_of(operator, batch_id, actor=cli_actor()))
     try:
         write_whole(to, text)
     except OSError as exc:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Path, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from adapters.batch_files import MAX_BATCH_CLAIMS
 from gateway.console.operations import STAFF, OperatorName, StaffDep
 from gateway.console.views import render
 from gateway.console.web import CsrfUserDep, role_in
@@ -57,6 +58,7 @@ async def page(request: Request, ctx: ContextDep, user: StaffDep, operator: str,
     settings = ctx.settings.operator(operator)
     return render(request, "batches.html", user=user, operator=operator, batches=batches,
                   configured=bool(settings and settings.hands_over), problems=problems or [],
+                  max_claims=settings.handover_max_claims if settings else MAX_BATCH_CLAIMS,
                   notice=notice(request), status_code=status_code)
 
 
@@ -68,7 +70,8 @@ async def batches(request: Request, ctx: ContextDep, user: StaffDep,
 
 @router.post("/{name}/exports", dependencies=StaffOnly, response_model=None)
 async def export(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
-                 max_claims: Annotated[int | None, Form(alias="max", ge=1, le=50_000)] = None,
+                 max_claims: Annotated[int | None,
+                                       Form(alias="max", ge=1, le=MAX_BATCH_CLAIMS)] = None,
                  ) -> Response:
     """The batch file itself, as a download; the board shows the batch afterwards."""
     operator = known_operator(ctx, user.principal, name)
@@ -84,7 +87,8 @@ async def export(ctx: ContextDep, user: CsrfUserDep, name: OperatorName,
 async def export_again(ctx: ContextDep, user: StaffDep, name: OperatorName,
                        batch_id: BatchPath) -> Response:
     operator = known_operator(ctx, user.principal, name)
-    return batch_file(await Handover.of(ctx).file_of(operator, batch_id), batch_id)
+    return batch_file(await Handover.of(ctx).file_of(operator, batch_id, actor=user.principal),
+                      batch_id)
 
 
 @router.post("/{name}/acks", dependencies=StaffOnly, response_model=None)

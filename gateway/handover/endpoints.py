@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from adapters.batch_files import MAX_BATCH_CLAIMS
 from gateway.errors import ValidationFailed, problem_responses
 from gateway.handover.schemas import AcksImported, BatchId, BatchPublic, BatchReleased
 from gateway.handover.service import Handover
@@ -32,7 +33,8 @@ def batch_file(text: str, batch_id: str, status: int = 200, **headers: str) -> R
              responses={201: _FILE, **problem_responses(401, 403, 404, 409, 422)},
              summary="Hand the oldest queued claims over in a signed, encrypted batch file")
 async def export(name: str, ctx: ContextDep, principal: OperationsDep,
-                 max_claims: Annotated[int | None, Query(alias="max", ge=1, le=50_000)] = None,
+                 max_claims: Annotated[int | None,
+                                       Query(alias="max", ge=1, le=MAX_BATCH_CLAIMS)] = None,
                  ) -> Response:
     operator = known_operator(ctx, principal, name)
     batch, text = await Handover.of(ctx).export(operator, actor=principal,
@@ -58,7 +60,8 @@ async def batches(name: str, ctx: ContextDep, principal: OperationsDep) -> list[
 async def export_again(name: str, batch_id: BatchId, ctx: ContextDep,
                        principal: OperationsDep) -> Response:
     operator = known_operator(ctx, principal, name)
-    return batch_file(await Handover.of(ctx).file_of(operator, batch_id), batch_id)
+    return batch_file(await Handover.of(ctx).file_of(operator, batch_id, actor=principal),
+                      batch_id)
 
 
 @router.post("/{name}/exports/{batch_id}/release", response_model=BatchReleased,

@@ -39,12 +39,15 @@ def oldest_queued(session: UnitOfWork, operator: str, limit: int) -> list[Claim]
 
 
 def take(session: UnitOfWork, claim_ids: Sequence[str], *, status: str, now: datetime) -> int:
-    """Move these claims from `queued` to `status`; how many were still queued."""
+    """Move these claims from `queued` to `status`; how many were still queued. ORM objects
+    of them the session holds are expired: read again, they say `status`."""
     if not claim_ids:
         return 0
-    return session.changed(update(_CLAIMS).where(
+    taken = session.changed(update(_CLAIMS).where(
         _CLAIMS.c.id.in_(list(claim_ids)), _CLAIMS.c.status == "queued",
     ).values(status=status, lease_owner=None, lease_until=None, updated_at=now))
+    session.expire_rows(Claim, claim_ids)  # a cancel later in the group must see `status`
+    return taken
 
 
 def add_batch(session: UnitOfWork, batch: HandoverBatch, claim_ids: Sequence[str]) -> None:

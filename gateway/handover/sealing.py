@@ -7,10 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from joserfc import jwe, jws
-from joserfc.errors import BadSignatureError, JoseError
-from joserfc.jwe import JWERegistry
+from joserfc.errors import BadSignatureError, ExceededSizeError, JoseError
 
-from adapters.batch_files import ACK_TYP, BATCH_TYP, Algorithms
+from adapters.batch_files import (
+    ACK_JWS_PAYLOAD,
+    ACK_TYP,
+    BATCH_TYP,
+    MAX_ACK_BYTES,
+    Algorithms,
+    batch_jwe_registry,
+)
 from gateway.handover.keys import CONTENT, ENCRYPTION_ALGS, SIGNATURE_ALGS, public_key
 from gateway.receipts.signing import ReceiptSigner
 
@@ -28,16 +34,20 @@ def seal_batch(content: bytes, *, signer: ReceiptSigner, recipient: Mapping[str,
     if isinstance(recipient.get("kid"), str):
         header["kid"] = recipient["kid"]
     return jwe.encrypt_compact(header, signed.encode("ascii"), key,
-                               registry=JWERegistry(algorithms=[alg, CONTENT]))
+                               registry=batch_jwe_registry([alg, CONTENT]))
 
 
 def verify_acks(token: str, *, ack_key: Mapping[str, Any]) -> bytes:
     """The signed content of an acknowledgement file, if `ack_key` signed it with the one
     algorithm of that key and the acknowledgement `typ`; UnverifiedFile otherwise."""
     key, alg = public_key(ack_key, algs=SIGNATURE_ALGS)
+    registry = Algorithms([alg], max_payload=ACK_JWS_PAYLOAD)
     text = token.strip()
     try:
-        header = jws.extract_compact(text.encode("ascii")).protected
+        header = jws.extract_compact(text.encode("ascii"), registry=registry).protected
+    except ExceededSizeError as exc:
+        raise UnverifiedFile(f"too large: an acknowledgement holds at most {MAX_ACK_BYTES} "
+                             f"bytes ({exc})") from exc
     except (JoseError, ValueError, TypeError, AttributeError, UnicodeEncodeError) as exc:
         raise UnverifiedFile("not a compact JWS") from exc
     if not isinstance(header, dict) or header.get("typ") != ACK_TYP:
@@ -45,7 +55,7 @@ def verify_acks(token: str, *, ack_key: Mapping[str, Any]) -> bytes:
     if header.get("alg") != alg:
         raise UnverifiedFile(f"signed with {header.get('alg')!r}, not {alg}")
     try:
-        return jws.deserialize_compact(text, key, registry=Algorithms([alg])).payload
+        return jws.deserialize_compact(text, key, registry=registry).payload
     except BadSignatureError as exc:
         raise UnverifiedFile("the operator's signature does not verify: altered, or "
                              "signed by another key") from exc

@@ -15,12 +15,23 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from ulid import ULID
 
 from adapters.base import ClaimOutcome
-from adapters.batch_files import Acks, BadFile, Batch, BatchClaim, batch_content, read_acks
+from adapters.batch_files import (
+    MAX_BATCH_BYTES,
+    Acks,
+    BadFile,
+    Batch,
+    BatchClaim,
+    batch_content,
+    line_bytes,
+    read_acks,
+)
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims import transitions
@@ -41,6 +52,7 @@ if TYPE_CHECKING:
     from gateway.context import AppContext
 
 EXPORTED = "exported"
+_HEADER_BYTES = 1024  # a batch's header line, at most
 
 
 class HandoverNotConfigured(Conflict):
@@ -109,22 +121,29 @@ class Handover:
         operator = self._operator(name)
         limit = min(max_claims or operator.handover_max_claims, operator.handover_max_claims)
         batch, content = await self.db.write(lambda s: self._export(s, name, actor, limit))
-        return batch, seal_batch(content, signer=self.signer,
-                                 recipient=operator.handover_encryption_key)
+        # signing and encrypting megabytes takes a while: off the event loop
+        return batch, await anyio.to_thread.run_sync(partial(
+            seal_batch, content, signer=self.signer,
+            recipient=operator.handover_encryption_key))
 
     def _export(self, session: UnitOfWork, name: str, actor: Principal,
                 limit: int) -> tuple[HandoverBatch, bytes]:
         now, batch_id = utcnow(), f"bat_{ULID()}"
         chosen: list[Claim] = []
         lines: list[BatchClaim] = []
+        size = _HEADER_BYTES
         for claim in repository.oldest_queued(session, name, limit):
             try:
                 body = self.cipher.decrypt_json(claim.payload_enc,
                                                 context=payload_context(claim.id))
             except DecryptionError:
                 continue  # left queued: the drain fails it, naming the reason
+            line = BatchClaim(claim.id, wire_claim(claim.id, body).body)
+            size += line_bytes(line)
+            if size > MAX_BATCH_BYTES:
+                break  # left queued, for the next batch: the file stays within bounds
             chosen.append(claim)
-            lines.append(BatchClaim(claim.id, wire_claim(claim.id, body).body))
+            lines.append(line)
         if not chosen:
             raise NothingToExport(f"no claim of {name!r} is queued")
         ids = [claim.id for claim in chosen]
@@ -143,26 +162,37 @@ class Handover:
                               operator=name, count=len(ids))
         return batch, content
 
-    async def file_of(self, name: str, batch_id: str) -> str:
+    async def file_of(self, name: str, batch_id: str, *, actor: Principal) -> str:
         """The batch's file made again from the database (lost, or never written after a
-        crash): the same signed content, checked against the digest taken at export."""
+        crash): the same signed content, checked against the digest taken at export.
+        Audited before it is handed out: it carries the claims' personal data again."""
         operator = self._operator(name)
 
         def load(session: UnitOfWork) -> tuple[HandoverBatch, list[tuple[str, bytes]]]:
             batch = self._open_batch(session, name, batch_id)
             return batch, [(c.id, c.payload_enc) for c in repository.claims_of(session, batch_id)]
 
+        def remake(batch: HandoverBatch, rows: list[tuple[str, bytes]]) -> str:
+            try:
+                lines = [BatchClaim(claim_id, wire_claim(claim_id, self.cipher.decrypt_json(
+                    payload, context=payload_context(claim_id))).body)
+                    for claim_id, payload in rows]
+            except DecryptionError as exc:
+                raise Conflict(f"batch {batch_id} can no longer be read: release it") from exc
+            content = batch_content(Batch(batch.id, name, batch.created_at.isoformat(), lines))
+            if _digest(content) != batch.digest:
+                raise Conflict(
+                    f"batch {batch_id} no longer matches what was exported: release it")
+            return seal_batch(content, signer=self.signer,
+                              recipient=operator.handover_encryption_key)
+
         batch, rows = await self.db.read(load)
-        try:
-            lines = [BatchClaim(claim_id, wire_claim(claim_id, self.cipher.decrypt_json(
-                payload, context=payload_context(claim_id))).body) for claim_id, payload in rows]
-        except DecryptionError as exc:
-            raise Conflict(f"batch {batch_id} can no longer be read: release it") from exc
-        content = batch_content(Batch(batch.id, name, batch.created_at.isoformat(), lines))
-        if _digest(content) != batch.digest:
-            raise Conflict(f"batch {batch_id} no longer matches what was exported: release it")
-        return seal_batch(content, signer=self.signer,
-                          recipient=operator.handover_encryption_key)
+        # decrypting every claim, then signing and encrypting: off the event loop
+        text = await anyio.to_thread.run_sync(remake, batch, rows)
+        await self.db.write(lambda s: self.audit_log.append(
+            s, actor, "handover.export_again", object_id=batch_id, operator=name,
+            count=len(rows)))
+        return text
 
     @staticmethod
     def _open_batch(session: UnitOfWork, name: str, batch_id: str, *,

@@ -24,7 +24,7 @@ the obvious one:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
@@ -107,6 +107,16 @@ class UnitOfWork(Session):
         if count and self.staging is not None and self.staging.active:
             self.staging.wrote_directly = True
         return count
+
+    def expire_rows(self, kind: type[Any], keys: Iterable[Any]) -> None:
+        """Rows of `kind` with these primary keys were just changed by a statement (`changed`)
+        the ORM does not see: objects of them this session already holds (loaded by a work
+        earlier in the same write group, which shares the session) are expired, so that
+        the next work reads them again instead of acting on their old values."""
+        for key in keys:
+            held = self.identity_map.get(self.identity_key(kind, key))
+            if held is not None:
+                self.expire(held)
 
     def changed_returning(self, statement: Update) -> Row[Any] | None:
         """Run an UPDATE ... RETURNING meant to change at most one row: that row's

@@ -91,6 +91,138 @@ async def test_export_acknowledge_import_settles_every_claim_once(
         (batch.id, "acknowledged", 3, 0)]
 
 
+def queue_directly(app, count: int, tag: str) -> list[str]:
+    """`count` claims queued for opera with the gateway's own claim construction, as the
+    API's queued path writes them (bench/drain.py's fill), without a request each."""
+    from types import SimpleNamespace
+
+    from gateway.claims import service, transitions
+    from gateway.claims.schemas import ClaimCreate
+
+    ctx = app.state.context
+    operator = SimpleNamespace(name="opera")
+
+    def queue(session) -> list[str]:
+        ids = []
+        for n in range(count):
+            claim_in = ClaimCreate.model_validate(claim_body(f"{tag}{n}"))
+            body = claim_in.model_dump(mode="json")
+            claim = service._new_claim(
+                ctx, claim_in, body, ctx.cipher.index("claim-request", f"{tag}{n}"), None,
+                operator, ctx.cipher.index(*claim_in.beneficiary.index_parts))
+            claim.first_http_status = 202
+            transitions.enqueue(session, claim, "received; operator paused: queued")
+            ids.append(claim.id)
+        return ids
+
+    return ctx.db.write_now(queue)
+
+
+async def test_a_batch_far_above_joserfcs_default_sizes_round_trips(
+        app, client, pharmacy, operations, simulators):
+    """300 claims: a batch file of some 360 KB (joserfc refused a JWE above 67.7 KB as
+    "altered") and an acknowledgement of some 55 KB, imported through the API."""
+    assert (await client.post("/v1/operators/opera/pause", headers=operations)).status_code == 200
+    ids = queue_directly(app, 300, "BIG")
+    response = await client.post("/v1/operators/opera/exports", headers=operations)
+    assert response.status_code == 201, response.text
+    assert len(response.text) > 300_000
+    give_keys(simulators["opera"], app)
+    answer = await acknowledge(simulators["opera"], response.text)
+    assert answer.status_code == 200, answer.text
+    imported = await client.post("/v1/operators/opera/acks", content=answer.text,
+                                 headers={**operations, "Content-Type": "application/jose"})
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["accepted"] == 300
+    claims = await rows(app, Claim, col(Claim.id).in_(ids))
+    assert {c.status for c in claims} == {"accepted"}
+
+
+async def test_an_export_stops_before_the_largest_file_and_leaves_the_rest_queued(
+        app, client, pharmacy, operations, monkeypatch):
+    from adapters.batch_files import BatchClaim, line_bytes
+    from gateway.handover import service
+
+    ids = await queue_claims(client, pharmacy, operations,
+                             [claim_body(f"CAP{n}") for n in range(3)])
+    line = line_bytes(BatchClaim(ids[0], {**claim_body("CAP0"), "claim_id": ids[0]}))
+    monkeypatch.setattr(service, "MAX_BATCH_BYTES", service._HEADER_BYTES + 2 * line + 10)
+    batch, _ = await handover(app).export("opera", actor=ACTOR)
+    assert batch.count == 2
+    claims = {c.id: c.status for c in await rows(app, Claim)}
+    assert [claims[i] for i in ids] == ["exported", "exported", "queued"]
+
+
+async def test_files_are_built_and_sealed_off_the_event_loop(
+        app, client, pharmacy, operations, monkeypatch):
+    """Sealing (and for a file made again, decrypting every claim) takes seconds for the
+    largest batches: it never runs on the event loop's thread."""
+    import threading
+
+    from gateway.handover import service
+
+    sealed_on, decrypted_on = [], []
+    seal, decrypt = service.seal_batch, service.wire_claim
+
+    def recording_seal(*args, **kwargs):
+        sealed_on.append(threading.get_ident())
+        return seal(*args, **kwargs)
+
+    def recording_wire_claim(*args, **kwargs):
+        decrypted_on.append(threading.get_ident())
+        return decrypt(*args, **kwargs)
+
+    monkeypatch.setattr(service, "seal_batch", recording_seal)
+    monkeypatch.setattr(service, "wire_claim", recording_wire_claim)
+    await queue_claims(client, pharmacy, operations, [claim_body("TH1"), claim_body("TH2")])
+    batch, first = await handover(app).export("opera", actor=ACTOR)
+    decrypted_on.clear()
+    again = await handover(app).file_of("opera", batch.id, actor=ACTOR)
+    assert first != again  # sealed again: a fresh content key
+    loop = threading.get_ident()
+    assert len(sealed_on) == 2 and loop not in sealed_on
+    assert len(decrypted_on) == 2 and loop not in decrypted_on
+
+
+async def test_a_claim_loaded_earlier_in_the_write_group_reads_exported_after_the_export(
+        app, client, pharmacy, operations):
+    """The works of a write group share one session: a claim an earlier work loaded (a
+    cancel, a replayed submission) must not still say `queued` to a later one once the
+    export's UPDATE took it, or a cancel would cancel a claim the operator holds."""
+    ids = await queue_claims(client, pharmacy, operations, [claim_body("ST1")])
+    exporting = handover(app)
+
+    def group(session) -> tuple[str, str]:
+        earlier = session.get(Claim, ids[0])  # an earlier work of the group
+        before = earlier.status
+        exporting._export(session, "opera", ACTOR, 10)
+        return before, session.get(Claim, ids[0]).status  # a later one
+
+    assert app.state.context.db.write_now(group) == ("queued", "exported")
+
+
+async def test_writing_a_batch_again_is_audited_without_personal_data(
+        app, client, pharmacy, operations):
+    """A file made again carries every claim's personal data again: who asked, for which
+    operator and batch, how many claims; nothing of the claims themselves."""
+    import json
+
+    from synthetic import PEOPLE
+
+    await queue_claims(client, pharmacy, operations, [claim_body("AU1"), claim_body("AU2")])
+    response = await client.post("/v1/operators/opera/exports", headers=operations)
+    batch_id = response.headers["batch-id"]
+    again = await client.get(f"/v1/operators/opera/exports/{batch_id}", headers=operations)
+    assert again.status_code == 200
+    exports = await rows(app, AuditEntry, col(AuditEntry.action) == "handover.export")
+    entries = await rows(app, AuditEntry, col(AuditEntry.action) == "handover.export_again")
+    assert [(e.object_id, e.outcome, e.actor) for e in entries] == [
+        (batch_id, "ok", exports[0].actor)]
+    assert json.loads(entries[0].details_json) == {"operator": "opera", "count": 2}
+    assert not any(value in entries[0].details_json
+                   for value in (PEOPLE[0]["nir"], PEOPLE[0]["last_name"], "AU1"))
+
+
 async def exported(client, pharmacy, operations, bodies) -> tuple[list[str], str, str]:
     """Claims queued then exported through the API: (ids, batch id, batch file)."""
     ids = await queue_claims(client, pharmacy, operations, bodies)

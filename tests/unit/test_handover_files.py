@@ -111,3 +111,83 @@ def test_only_public_keys_of_the_listed_kinds_are_configured() -> None:
     p256 = ECKey.generate_key("P-256").as_dict(private=False)
     assert OperatorSettings(**operator_config("opera", ["80*"], handover_encryption_key=p256,
                                               handover_ack_key=p256)).hands_over
+
+
+def test_the_largest_batch_and_its_acknowledgement_round_trip() -> None:
+    """handover_max_claims' default, 1000 claims: the batch (some 1.2 MB) and its
+    acknowledgement are far above joserfc's default limits (a 64 KiB JWE ciphertext, a
+    128,000-byte JWS payload), which refused them as "altered"."""
+    from synthetic import claim_body
+
+    from adapters.batch_files import sign_acks
+
+    signer = ReceiptSigner(b"\x01" * 32)
+    encryption, signing = operator_keys()
+    ids = [f"clm_01M94G3N{n:018d}" for n in range(1000)]
+    batch = Batch(BATCH, "opera", "2026-12-06T01:40:02+00:00",
+                  [BatchClaim(i, {**claim_body(f"BIG{n}"), "claim_id": i})
+                   for n, i in enumerate(ids)])
+    sealed = seal_batch(batch_content(batch), signer=signer, recipient=public(encryption))
+    assert len(sealed) > 1_000_000
+    assert open_batch(sealed, decryption_key=encryption, gateway_jwks=signer.jwks()) == batch
+    acks = Acks(BATCH, "opera", "2026-12-06T09:12:00+00:00",
+                [Ack(i, "accepted", amc_cents=280, reference=f"opera-{n:0128d}"[:128])
+                 for n, i in enumerate(ids)])
+    signed = sign_acks(acks, signing_key=signing)
+    assert len(signed) > 300_000
+    assert read_acks(verify_acks(signed, ack_key=public(signing))).answers == [
+        Ack(a.claim_id, a.status, amc_cents=280, reference=a.reference, line=n)
+        for n, a in enumerate(acks.answers, start=2)]
+
+
+def test_a_file_above_the_largest_batch_is_refused_as_too_large() -> None:
+    from adapters.batch_files import ACK_JWS_PAYLOAD, BATCH_JWS_PAYLOAD
+
+    signer = ReceiptSigner(b"\x01" * 32)
+    encryption, signing = operator_keys()
+    huge = "e30." + "A" * (BATCH_JWS_PAYLOAD * 2) + ".AAAA"
+    with pytest.raises(BadFile, match="too large"):
+        open_batch(f"e30.AAAA.AAAA.{huge}.AAAA", decryption_key=encryption,
+                   gateway_jwks=signer.jwks())
+    with pytest.raises(UnverifiedFile, match="too large"):
+        verify_acks("e30." + "A" * (ACK_JWS_PAYLOAD * 2) + ".AAAA", ack_key=public(signing))
+
+
+def test_a_batch_holds_at_most_ten_thousand_claims() -> None:
+    config = operator_config("opera", ["80*"], **handover_config())
+    assert OperatorSettings(**config, handover_max_claims=10_000).handover_max_claims == 10_000
+    with pytest.raises(ValidationError, match="less than or equal to 10000"):
+        OperatorSettings(**config, handover_max_claims=10_001)
+
+
+@pytest.mark.parametrize("code", ["EPERM", "EOPNOTSUPP", "EXDEV"])
+def test_a_batch_file_is_written_whole_where_hard_links_are_refused(
+        tmp_path, monkeypatch, code) -> None:
+    """FAT, exFAT, some SMB shares and FUSE file systems refuse link(): the file is then
+    renamed into place, still whole, owner-only, and never over an existing one."""
+    import errno
+    import os
+    import stat
+
+    from gateway.handover.files import write_whole
+
+    def no_links(source, target):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "opera-1.jwe"
+    write_whole(target, "a.b.c.d.e")
+    assert target.read_text() == "a.b.c.d.e\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["opera-1.jwe"]
+    with pytest.raises(FileExistsError):
+        write_whole(target, "other")
+    assert target.read_text() == "a.b.c.d.e\n"
+
+    def full_disk(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_whole(tmp_path / "opera-2.jwe", "a.b.c.d.e")
+    assert [p.name for p in tmp_path.iterdir()] == ["opera-1.jwe"]  # nothing half-written
