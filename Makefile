@@ -16,12 +16,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/gateway demo
 
-# Bytecode cached under .venv for the test run and every process it starts (the e2e
-# tests start gateways, simulators and CLI commands by the hundred): where
-# PYTHONDONTWRITEBYTECODE is set, as on CI, each of them compiled the project again.
+# The whole suite, in two runs: the in-process tests (unit, integration, adapters) on
+# TEST_WORKERS processes, each with a PostgreSQL database of its own when
+# GATEWAY_TEST_POSTGRES_URL is set (tests/conftest.py: `<name>_gw0`, ...), then the
+# end-to-end tests one at a time (their processes, signals and timings want the machine).
+# The second runs even when the first fails; make fails if either did. Bytecode is
+# cached under .venv for both and every process they start (the e2e tests start gateways,
+# simulators and CLI commands by the hundred): where PYTHONDONTWRITEBYTECODE is set, as
+# on CI, each of them compiled the project again.
+TEST_WORKERS ?= 3
+TEST_ENV := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache
 test: $(STAMP)
-	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
-		$(BIN)/python -m pytest -q
+	@status=0; \
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
+		tests/unit tests/integration tests/adapters || status=1; \
+	$(TEST_ENV) $(BIN)/python -m pytest -q tests/e2e || status=1; \
+	exit $$status
 
 # The edit loop: tests/unit, tests/integration and tests/adapters on SQLite (never the
 # PostgreSQL or Redis of GATEWAY_TEST_*_URL, no browser, no e2e), on CHECK_WORKERS

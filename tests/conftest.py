@@ -34,7 +34,21 @@ hypothesis_settings.register_profile("repeatable", derandomize=True, database=No
 hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
-POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
+
+
+def worker_database(url: str) -> str:
+    """Under `pytest -n` (make test runs the in-process tests so), each worker gets a
+    database of its own on the configured server, named after the configured one
+    (`test_gw0`, `test_gw1`, ...), which it empties and migrates on its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    base, _, name = url.rpartition("/")
+    return f"{base}/{name}_{worker}"
+
+
+CONFIGURED_POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
+POSTGRES_URL = worker_database(CONFIGURED_POSTGRES_URL)
 TABLES = ("handover_claims", "handover_batches", "claim_history", "events", "audit_log",
           "replays", "operator_controls", "receipts", "receipt_exposure", "queue_depth",
           "console_sessions", "users", "login_throttle",
@@ -112,6 +126,14 @@ def postgres_migrated() -> str:
     from gateway.storage.db import sync_url
     from gateway.storage.migrate import upgrade
 
+    if POSTGRES_URL != CONFIGURED_POSTGRES_URL:  # this worker's own database
+        name = POSTGRES_URL.rsplit("/", 1)[1]
+        admin = create_engine(sync_url(CONFIGURED_POSTGRES_URL), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            if connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                  {"name": name}).first() is None:
+                connection.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
     engine = create_engine(sync_url(POSTGRES_URL))
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
@@ -139,7 +161,7 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         return
     from gateway.storage.db import sync_url
 
-    admin = create_engine(sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    admin = create_engine(sync_url(CONFIGURED_POSTGRES_URL), isolation_level="AUTOCOMMIT")
     name = f"gateway_migration_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
