@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import uvicorn
+from handover_support import acknowledge, give_keys
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +21,8 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 from synthetic import OTHER_FINESS, claim_body
 
+from gateway.audit.trail import cli_actor
+from gateway.handover.service import Handover
 from gateway.settings import WebhookSettings
 from gateway.storage.models import Event, WebhookCursor
 from gateway.webhooks import repository
@@ -238,3 +241,25 @@ async def test_backoff_is_bounded_and_grows():
     assert all(0 <= backoff.delay(1) <= 1 for _ in range(100))
     assert all(0 <= backoff.delay(50) <= 300 for _ in range(100))
     assert max(backoff.delay(9) for _ in range(200)) > 1
+
+
+async def test_a_hand_over_reaches_the_webhook_exported_then_settled(
+        app, client, pharmacy, operations, simulators, receiver, start, reads):
+    """The batch hand-over's events (docs/handover.md) leave by the same outbox: exported,
+    then the acknowledgement's answer, signed, in the feed's order."""
+    await start(hook(receiver.url))
+    assert (await client.post("/v1/operators/opera/pause", headers=operations)).status_code == 200
+    await submit(client, pharmacy, "WH1")
+    handover = Handover.of(app.state.context)
+    _, batch_file = await handover.export("opera", actor=cli_actor())
+    give_keys(simulators["opera"], app)
+    answer = await acknowledge(simulators["opera"], batch_file)
+    assert answer.status_code == 200, answer.text
+    await handover.import_acks("opera", answer.text, actor=cli_actor())
+    events = await feed(client, pharmacy)
+    types = [e["type"] for e in events]
+    assert types.index("claim.exported") < types.index("claim.accepted"), types
+    await received(receiver, len(events), reads)
+    assert receiver.ids() == [e["id"] for e in events]
+    for _, headers, body in receiver.received:
+        verify(KEY, headers, body)
