@@ -36,7 +36,7 @@ from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.claims import transitions
 from gateway.claims.payload import payload_context
-from gateway.claims.service import wire_claim
+from gateway.claims.service import EXPORTED, wire_claim
 from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.handover import repository
 from gateway.handover.sealing import UnverifiedFile, seal_batch, verify_acks
@@ -51,7 +51,6 @@ from gateway.storage.unit import UnitOfWork
 if TYPE_CHECKING:
     from gateway.context import AppContext
 
-EXPORTED = "exported"
 _HEADER_BYTES = 1024  # a batch's header line, at most
 
 
