@@ -142,6 +142,7 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
         proc: subprocess.Popen[bytes] | None = None, path: str = "/v1/claims") -> Load:
     """A closed-loop load with wrk (two threads), or the Python loader without wrk."""
     cpu = cpu_seconds(proc) if proc else 0.0
+    profiler = profile(name, proc, seconds)
     if WRK is None:
         load = asyncio.run(python_load(name, url, read_bodies(bodies), connections, seconds,
                                        path))
@@ -160,7 +161,25 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
             load.codes["socket errors"] = found["socket_errors"]
     if proc is not None:
         load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
+    if profiler is not None:
+        profiler.wait(timeout=60)
     return load
+
+
+def profile(name: str, proc: subprocess.Popen[bytes] | None,
+            seconds: float) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR (and py-spy installed beside the gateway; it is not a
+    dependency), the gateway sampled during this load: DIR/<load>.txt, py-spy's raw
+    folded stacks per thread, for flame graphs or a grep of where the CPU goes."""
+    folder, spy = os.environ.get("BENCH_PROFILE"), shutil.which("py-spy", path=str(HERE.parent
+                                                                                 / ".venv/bin"))
+    if not folder or proc is None or spy is None:
+        return None
+    out = Path(folder) / f"{''.join(c if c.isalnum() else '-' for c in name)}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([spy, "record", "-p", str(proc.pid), "-d", str(max(1, round(seconds))),  # noqa: S603
+                             "-r", "200", "--gil", "--threads", "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def python_load(name: str, url: str, lines: list[list[str]], connections: int,

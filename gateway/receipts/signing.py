@@ -64,6 +64,12 @@ def key_id(public_key_bytes: bytes) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")[:16]
 
 
+def _b64(data: str | bytes) -> bytes:
+    """base64url without padding (RFC 7515's encoding of every JWS part)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
 def _raw_public(private: Ed25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -75,6 +81,12 @@ class ReceiptSigner:
         self._private = Ed25519PrivateKey.from_private_bytes(seed)
         self._kid = key_id(_raw_public(self._private))
         self._signing_key = OKPKey.import_key(self._private)
+        # A receipt's protected header never changes: encoded once. Ed25519 signatures are
+        # deterministic, so the token is the one joserfc's `serialize_compact` makes, byte
+        # for byte (a test holds them equal), at about half its cost: signing runs for
+        # every receipt, inside the write group that queues the claim.
+        self._receipt_header = _b64(json.dumps({"alg": ALG, "kid": self._kid,
+                                                "typ": RECEIPT_TYP}, separators=(",", ":")))
         privates = [self._private] + [
             Ed25519PrivateKey.from_private_bytes(s) for s in previous_seeds
         ]
@@ -101,9 +113,8 @@ class ReceiptSigner:
         if missing:
             raise ValueError(f"receipt payload lacks {', '.join(missing)}")
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-        header = {"alg": ALG, "kid": self._kid, "typ": RECEIPT_TYP}
-        return jws.serialize_compact(header, body.encode("utf-8"), self._signing_key,
-                                     registry=_REGISTRY)
+        signing_input = self._receipt_header + b"." + _b64(body)
+        return (signing_input + b"." + _b64(self._private.sign(signing_input))).decode("ascii")
 
     def sign_document(self, payload: bytes, *, typ: str) -> str:
         """A compact JWS of another kind of document (a hand-over batch) under the same

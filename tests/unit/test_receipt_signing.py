@@ -104,6 +104,22 @@ def test_signing_is_deterministic_and_the_kid_stable(signer: ReceiptSigner) -> N
     assert len(signer.kid) == 16
 
 
+@given(st.dictionaries(st.sampled_from(("basis", "invoice_number", "operator", "iss")),
+                       st.text(max_size=40)))
+@settings(max_examples=40, deadline=None)
+def test_a_receipt_is_joserfcs_own_compact_jws_byte_for_byte(changes: dict[str, str]) -> None:
+    """The signer builds the compact JWS itself (its header encoded once); Ed25519 being
+    deterministic, the token must be the one joserfc makes of the same header and payload,
+    for any text, non-ASCII included."""
+    signer = ReceiptSigner(SEED)
+    body = payload(**changes)
+    expected = jws.serialize_compact(
+        {"alg": "EdDSA", "kid": signer.kid, "typ": "JWT"},
+        json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(),
+        signer._signing_key, registry=_REGISTRY)
+    assert signer.sign(body) == expected
+
+
 def test_the_signing_registry_allows_eddsa_alone_and_without_a_warning() -> None:
     """joserfc flags EdDSA as deprecated (RFC 9864); the contract mandates it, so the
     signer's own registry allows it without warning: signing needs no warnings filter
