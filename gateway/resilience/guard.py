@@ -45,13 +45,21 @@ class DeadlineExceeded(OperatorUnavailable):
     """No answer within the deadline; the request may have reached the operator."""
 
 
-def _full_jitter_or_retry_after(rng: random.Random) -> Callable[[RetryCallState], float]:
+def _pause_after(exc: BaseException | None, attempt_number: int, rng: random.Random) -> float:
+    """The wait after failed attempt `attempt_number`: the operator's `Retry-After`, else
+    full jitter under a doubling ceiling."""
+    if isinstance(exc, OperatorUnavailable) and exc.retry_after_s is not None:
+        return exc.retry_after_s
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt_number - 1))
+    return rng.uniform(0, ceiling)
+
+
+def _full_jitter_or_retry_after(rng: random.Random,
+                                attempts_before: int = 0) -> Callable[[RetryCallState], float]:
+    """tenacity's wait, for a loop that starts after `attempts_before` attempts made."""
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, OperatorUnavailable) and exc.retry_after_s is not None:
-            return exc.retry_after_s
-        ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (state.attempt_number - 1))
-        return rng.uniform(0, ceiling)
+        return _pause_after(exc, attempts_before + state.attempt_number, rng)
 
     return wait
 
@@ -82,10 +90,22 @@ class Guard:
             return (isinstance(exc, OperatorUnavailable) and not isinstance(exc, BreakerOpen)
                     and (idempotent or not exc.ambiguous))
 
+        # The first attempt runs outside tenacity: nearly every call ends with it, and a
+        # retry loop costs ~50 us of CPU to set up and walk (measured), on every claim sent.
+        try:
+            return await self._attempt(call, deadline)
+        except OperatorUnavailable as exc:
+            if not retryable(exc) or self.max_attempts < 2:
+                raise
+            pause = _pause_after(exc, 1, self._rng)
+            if pause >= ends_at - loop.time():  # as tenacity's stop_before_delay
+                raise
+        await asyncio.sleep(pause)
         retrying = AsyncRetrying(
             retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(deadline),
-            wait=_full_jitter_or_retry_after(self._rng),
+            stop=stop_after_attempt(self.max_attempts - 1)
+            | stop_before_delay(ends_at - loop.time()),
+            wait=_full_jitter_or_retry_after(self._rng, attempts_before=1),
             reraise=True,
         )
         async for attempt in retrying:

@@ -9,7 +9,7 @@ import httpx
 
 from adapters.base import OperatorAdapter
 from adapters.registry import InsurerRouter, RoutingError, adapter_factory
-from adapters.transport import AiohttpTransport
+from adapters.transport import AiohttpTransport, OperatorClient
 from gateway.resilience.breaker import OperatorBreaker
 from gateway.resilience.guard import Guard
 from gateway.settings import ConfigError, OperatorSettings, Settings
@@ -76,7 +76,7 @@ def build_directory(
             factory = adapter_factory(op.adapter)
         except RoutingError as exc:
             raise ConfigError(f"operators[{index}].adapter: {exc}") from exc
-        client = httpx.AsyncClient(
+        client = OperatorClient(
             base_url=op.base_url,
             transport=transports.get(op.name) or AiohttpTransport(OPERATOR_LIMITS),
             timeout=httpx.Timeout(op.timeout_s),

@@ -14,7 +14,7 @@ from adapter_samples import operator_claim
 
 from adapters.base import OperatorUnavailable
 from adapters.reference import ReferenceAdapter
-from adapters.transport import MAX_ANSWER_BYTES, AiohttpTransport
+from adapters.transport import MAX_ANSWER_BYTES, AiohttpTransport, OperatorClient
 
 pytestmark = pytest.mark.anyio
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -58,7 +58,7 @@ async def adapter_for() -> AsyncIterator[Callable[[str], ReferenceAdapter]]:
     clients: list[httpx.AsyncClient] = []
 
     def make(base_url: str) -> ReferenceAdapter:
-        client = httpx.AsyncClient(base_url=base_url, transport=AiohttpTransport())
+        client = OperatorClient(base_url=base_url, transport=AiohttpTransport())
         clients.append(client)
         return ReferenceAdapter("opera", client, timeout_s=0.5)
 
@@ -148,3 +148,56 @@ async def test_status_codes_reach_the_adapter(adapter_for) -> None:
         with pytest.raises(OperatorUnavailable) as caught:
             await adapter_for(url).submit_claim(operator_claim())
     assert not caught.value.ambiguous and caught.value.retry_after_s == 7.0
+
+
+async def test_the_operator_client_sends_straight_to_its_transport() -> None:
+    """An operator call skips httpx's auth, redirect and cookie handling (none is used):
+    the answer comes back read, and no cookie an operator sets is kept or sent back."""
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            head, _ = await read_request(reader)
+            heads.append(head)
+            writer.write(b"HTTP/1.1 200 X\r\nSet-Cookie: s=1; Path=/\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(ACCEPTED), ACCEPTED))
+            await writer.drain()
+
+    async for url in serving(handler):
+        async with OperatorClient(base_url=url, transport=AiohttpTransport()) as client:
+            first = await client.send(client.build_request("POST", "/claims", json={}))
+            await client.send(client.build_request("POST", "/claims", json={}))
+    assert first.status_code == 200 and first.content == ACCEPTED
+    assert first.request.url.path == "/claims"
+    assert not client.cookies and b"cookie:" not in heads[1].lower()
+
+
+async def test_the_operator_client_keeps_httpx_send_for_what_it_skips() -> None:
+    """A client given event hooks or credentials gets httpx's own `send` (hooks called,
+    credentials sent), and a closed client still refuses to send."""
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        heads.append(head.lower())
+        writer.write(answer(200, ACCEPTED))
+        await writer.drain()
+
+    hooked: list[int] = []
+
+    async def hook(response: httpx.Response) -> None:
+        hooked.append(response.status_code)
+
+    async for url in serving(handler):
+        async with OperatorClient(base_url=url, transport=AiohttpTransport(),
+                                  event_hooks={"response": [hook]}) as client:
+            await client.get("/health")
+        async with OperatorClient(base_url=url, transport=AiohttpTransport(),
+                                  auth=("gateway", "secret")) as client:
+            await client.get("/health")
+        closed = OperatorClient(base_url=url, transport=AiohttpTransport())
+        await closed.aclose()
+        with pytest.raises(RuntimeError):
+            await closed.send(closed.build_request("GET", "/health"))
+    assert hooked == [200]
+    assert b"authorization: basic " in heads[1] and b"authorization" not in heads[0]
