@@ -46,6 +46,8 @@ TINY = {
                         "--max-seconds", "30"], r"target: p99 of GET /v1/operators "),
     "queue_depth_cost": (["--seconds", "0.5", "--rounds", "2", "--group", "4"],
                          r"sqlite on / off: claims/s x\d"),
+    "operator_call": (["--calls", "20", "--rounds", "1"],
+                      r"OperatorClient, guarded / aiohttp alone: x\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--pharmacies", "2"],
               r"claims the operator received twice: 0 \(must be 0\)"),
 }
