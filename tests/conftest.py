@@ -93,7 +93,7 @@ def cheap_password_hashing(request: pytest.FixtureRequest,
         from gateway.identity import passwords
 
         monkeypatch.setattr(passwords, "HASHER", CHEAP_PASSWORD_HASHER)
-        monkeypatch.setattr(passwords, "_DECOY", CHEAP_DECOY)
+        monkeypatch.setattr(passwords, "_decoy", lambda: CHEAP_DECOY)
 
 
 @pytest.fixture(scope="session")
