@@ -19,11 +19,10 @@ run: $(STAMP)
 # The whole suite, in two runs: the in-process tests (unit, integration, adapters) on
 # TEST_WORKERS processes, each with a PostgreSQL database of its own when
 # GATEWAY_TEST_POSTGRES_URL is set (tests/conftest.py: `<name>_gw0`, ...), then the
-# end-to-end tests on E2E_WORKERS processes, a test file per process at a time
-# (`--dist loadfile`: a module's shared gateway, browser or benchmark run is started
-# once, not once per process). Each e2e test makes its own databases, ports and Redis
-# namespace; most of their time is waiting on processes, restarts and timers: two at a
-# time took 611 s where one at a time took 827 s on a 2-core machine.
+# end-to-end tests on E2E_WORKERS processes (`--dist loadgroup`: a module with a shared
+# gateway, browser or benchmark run is marked `xdist_group`, so that one process runs it
+# whole and starts it once). Each e2e test makes its own databases, ports and Redis
+# namespace; much of their time is waiting on processes, restarts and timers.
 # The second runs even when the first fails; make fails if either did. Bytecode is
 # cached under .venv for both and every process they start (the e2e tests start gateways,
 # simulators and CLI commands by the hundred): where PYTHONDONTWRITEBYTECODE is set, as
@@ -35,7 +34,7 @@ test: $(STAMP)
 	@status=0; \
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
 		tests/unit tests/integration tests/adapters || status=1; \
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(E2E_WORKERS) --dist loadfile tests/e2e \
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(E2E_WORKERS) --dist loadgroup tests/e2e \
 		|| status=1; \
 	exit $$status
 

@@ -22,7 +22,7 @@ wrk, from the Python loader of bench/harness.py, which shares the cores it measu
 The operators board and /metrics at 500,000 queued claims: bench/board_at_scale.py;
 1 versus 2 worker processes: bench/workers.py (both run last with --all).
 Everything listens on 127.0.0.1; every process is stopped on exit.
-Run: .venv/bin/python bench/costs.py [--seconds S] [--pharmacies N] [--all]
+Run: .venv/bin/python bench/costs.py [--seconds S] [--pharmacies N] [--drain-rates R,R] [--all]
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ class Run:
             self.sync()
         if "drain" in steps:
             self.drain(None)
-            for rate in DRAIN_RATES:
+            for rate in self.args.drain_rates:
                 self.drain(rate)
 
 
@@ -419,7 +419,7 @@ def verdicts(run: Run) -> list[str]:
     if "drain-max" in loads:
         lines.append(f"drain unthrottled / outage throughput: "
                      f"x{loads['drain-max'].rps / outage:.2f} (target >= 0.80)")
-        for rate in DRAIN_RATES:
+        for rate in run.args.drain_rates:
             got = loads[f"drain-{rate}"].rps
             lines.append(f"drain at {rate}/s: {got:.0f}/s ({got / rate - 1:+.1%}; "
                          "target within 10 %)")
@@ -453,6 +453,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load")
     parser.add_argument("--drain-seconds", type=float, default=6.0,
                         help="measured seconds per drain rate")
+    parser.add_argument("--drain-rates", default=",".join(map(str, DRAIN_RATES)),
+                        type=lambda text: [int(rate) for rate in text.split(",") if rate],
+                        help="drain_per_s values measured after the unthrottled drain")
     parser.add_argument("--pharmacies", type=int, default=16, help="pharmacies (keys) in turn")
     parser.add_argument("--steps", default="receipt,sync,drain",
                         help="besides the outage mode: any of receipt, sync, drain")

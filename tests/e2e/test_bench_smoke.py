@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one process runs this module whole (make test: --dist loadgroup): its module-scoped
+# fixture starts once, not once per process
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_bench_smoke")]
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -48,10 +50,11 @@ TINY = {
                          r"sqlite on / off: claims/s x\d"),
     "operator_call": (["--calls", "20", "--rounds", "1"],
                       r"OperatorClient, guarded / aiohttp alone: x\d"),
-    "costs": (["--seconds", "1", "--drain-seconds", "1", "--pharmacies", "2"],
+    "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
+               "--pharmacies", "2"],
               r"claims the operator received twice: 0 \(must be 0\)"),
 }
-SLOW = {"costs": 420}  # seven gateways in turn, each with its keys: seconds, not the default
+SLOW = {"costs": 420}  # five gateways in turn, each with its keys: seconds, not the default
 CONCURRENT = 3
 WORKERS_ARGUMENTS = ["--seconds", "1", "--warmup-seconds", "1", "--connections", "2",
                      "--drain-max-seconds", "60"]
