@@ -6,13 +6,13 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli.security import rotate_data_key_command
+from gateway.cli.lazy import lazy_group
 from gateway.cli.support import ConfigOption, fail, migrated_settings
 from gateway.settings import ConfigError
 
-keys_app = typer.Typer(help="Create, list, revoke API keys and lift suspensions.",
-                       no_args_is_help=True)
-keys_app.command("rotate-data-key")(rotate_data_key_command)
+keys_app = typer.Typer(
+    help="Create, list, revoke API keys and lift suspensions.", no_args_is_help=True,
+    cls=lazy_group({"rotate-data-key": ("gateway.cli.security", "rotate_data_key_command")}))
 
 
 @keys_app.command("create")

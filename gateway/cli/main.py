@@ -11,27 +11,24 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli.audit import audit_app
-from gateway.cli.keys import keys_app
-from gateway.cli.queue import queue_app
-from gateway.cli.receipts import receipt_app
-from gateway.cli.security import purge_command
+from gateway.cli.lazy import lazy_group
 from gateway.cli.support import ConfigOption, fail, migrated_settings, settings_or_exit
-from gateway.cli.users import users_app
-from gateway.identity.psc_simulator import psc_simulator_command
 from gateway.settings import ConfigError
 
+# Imported when run (gateway.cli.lazy): a command pays for its own imports only.
+LAZY_COMMANDS = {
+    "keys": ("gateway.cli.keys", "keys_app"),
+    "queue": ("gateway.cli.queue", "queue_app"),
+    "receipt": ("gateway.cli.receipts", "receipt_app"),
+    "audit": ("gateway.cli.audit", "audit_app"),
+    "users": ("gateway.cli.users", "users_app"),
+    "psc-simulator": ("gateway.identity.psc_simulator", "psc_simulator_command"),
+    "purge": ("gateway.cli.security", "purge_command"),
+}
 app = typer.Typer(help="Tiers-payant fallback claims gateway.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=lazy_group(LAZY_COMMANDS))
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
-app.add_typer(queue_app, name="queue")
-app.add_typer(receipt_app, name="receipt")
-app.add_typer(audit_app, name="audit")
-app.add_typer(users_app, name="users")
-app.command("psc-simulator")(psc_simulator_command)
-app.command("purge")(purge_command)
 
 DEVELOPMENT_WARNING = """\
 *** DEVELOPMENT MODE ***  missing keys are generated and kept under {data_dir}/ next to
