@@ -29,7 +29,7 @@ from gateway.demo.samples import DEMO_FINESS, sample_claim
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0  # a gateway migrating a new database, on cores shared with a test run
 WARMUP = 20
 UNLIMITED = 100_000_000  # [limits] claims_per_minute high enough never to answer 429
 Send = Callable[[httpx.AsyncClient, int], Awaitable[int]]

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pytest
 
-# one process runs this module whole (make test: --dist loadgroup): its module-scoped
-# fixture starts once, not once per process
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_bench_smoke")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {

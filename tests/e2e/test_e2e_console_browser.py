@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from browser import CHROMIUM, Demo, chromium, french_page, running_demo, shot
 
-# one process runs this module whole (make test: --dist loadgroup): its module-scoped
-# fixture starts once, not once per process
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_e2e_console_browser")]
+pytestmark = pytest.mark.slow
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package): no browser to drive",

@@ -22,9 +22,7 @@ import pytest
 from browser import CHROMIUM, Demo, chromium, french_page, running_demo, shot
 from procs import clean_env, gateway
 
-# one process runs this module whole (make test: --dist loadgroup): its module-scoped
-# fixture starts once, not once per process
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_e2e_login_browser")]
+pytestmark = pytest.mark.slow
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package): no browser to drive",
