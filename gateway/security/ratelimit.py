@@ -95,13 +95,15 @@ class RateLimiter:
     def __init__(self, per_minute: dict[str, int], store: WindowStore | None = None, *,
                  clock: Callable[[], float] = time.time,
                  namer: Callable[[str], str] = lambda raw: raw,
-                 max_tracked: int = MAX_TRACKED, sync_s: float = SYNC_S) -> None:
+                 max_tracked: int = MAX_TRACKED, sync_s: float = SYNC_S,
+                 sync_wait_s: float = SYNC_WAIT_S) -> None:
         self._per_minute = per_minute
         self.store = store
         self._clock = clock  # the wall clock: instances must agree on the slots
         self._namer = namer
         self._max_tracked = max_tracked
         self._sync_s = sync_s
+        self.sync_wait_s = sync_wait_s  # see SYNC_WAIT_S
         self._last_sweep = float("-inf")
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._dirty: dict[tuple[str, str], _Bucket] = {}
@@ -135,9 +137,9 @@ class RateLimiter:
 
     async def _wait_for_sync(self, bucket: _Bucket, share: int) -> None:
         """Sync until this caller's unsynced requests are under a tenth of its limit, for
-        `SYNC_WAIT_S` at most in all (other requests may refill them meanwhile)."""
+        `sync_wait_s` at most in all (other requests may refill them meanwhile)."""
         loop = asyncio.get_running_loop()
-        ends_at = loop.time() + SYNC_WAIT_S
+        ends_at = loop.time() + self.sync_wait_s
         while self._shared and bucket.unsynced >= share:
             left = ends_at - loop.time()
             if left <= 0:

@@ -23,11 +23,12 @@ class FakeStore:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, int], int] = {}
         self.down = False
+        self.delay_s = 0.0  # a slow store: every add takes this long
         self.adds = 0
 
     async def add(self, hits: Sequence[tuple[str, int, int]], buckets: Collection[str],
                   slots: Sequence[int]) -> dict[str, dict[int, int]]:
-        await asyncio.sleep(0)  # another request may run meanwhile, as with a real store
+        await asyncio.sleep(self.delay_s)  # another request may run meanwhile, as with a real store
         if self.down:
             raise StoreUnavailable("ConnectionError")
         self.adds += 1
@@ -97,6 +98,22 @@ async def test_an_unreachable_store_leaves_the_instance_limiting_alone():
         await limiter.sync()
     assert [e["event"] for e in logs] == ["ratelimit.store_reachable"]
     assert sum(store.counts.values()) == LIMIT  # what it admitted alone is shared now
+
+
+async def test_a_store_slower_than_the_wait_leaves_each_request_deciding_alone():
+    store = FakeStore()
+    store.delay_s = 0.3
+    first, second = instances(store, 2)
+    first.sync_wait_s = second.sync_wait_s = 0.05
+    assert await admitted(first, LIMIT) == LIMIT
+    started = asyncio.get_running_loop().time()
+    late = await admitted(second, 12)  # its syncs never answer within the wait
+    waited = asyncio.get_running_loop().time() - started
+    assert late == 12  # it knew nothing of the first instance's requests: decided alone
+    assert waited < 12 * 0.3  # each request waited at most the wait, not the store
+    second.sync_wait_s = 5.0  # the same slow store, waited for: the shared limit holds
+    await second.sync()
+    assert await admitted(second, 5) == 0
 
 
 async def test_new_requests_are_synced_within_the_interval():
