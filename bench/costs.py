@@ -139,10 +139,11 @@ def bodies_file(tmp: Path, keys: dict[str, str], finesses: list[str]) -> Path:
 
 
 def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
-        proc: subprocess.Popen[bytes] | None = None, path: str = "/v1/claims") -> Load:
+        proc: subprocess.Popen[bytes] | None = None, path: str = "/v1/claims",
+        database: str = "") -> Load:
     """A closed-loop load with wrk (two threads), or the Python loader without wrk."""
     cpu = cpu_seconds(proc) if proc else 0.0
-    profiler = profile(name, proc, seconds)
+    profiler = profile(f"{database} {name}".strip(), proc, seconds)
     if WRK is None:
         load = asyncio.run(python_load(name, url, read_bodies(bodies), connections, seconds,
                                        path))
@@ -169,7 +170,7 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
 def profile(name: str, proc: subprocess.Popen[bytes] | None,
             seconds: float) -> subprocess.Popen[bytes] | None:
     """With BENCH_PROFILE=DIR (and py-spy installed beside the gateway; it is not a
-    dependency), the gateway sampled during this load: DIR/<load>.txt, py-spy's raw
+    dependency), the gateway sampled during this load: DIR/<database>-<load>.txt, py-spy's raw
     folded stacks per thread, for flame graphs or a grep of where the CPU goes."""
     folder, spy = os.environ.get("BENCH_PROFILE"), shutil.which("py-spy", path=str(HERE.parent
                                                                                  / ".venv/bin"))
@@ -267,7 +268,7 @@ class Run:
             open_breaker(url, keys, self.stub_url)
             wrk("warm-up", url, bodies, 50, 2)
             load = wrk(f"b outage, {'signed receipt' if provisional == 'card' else 'no receipt'}",
-                       url, bodies, 50, seconds, proc)
+                       url, bodies, 50, seconds, proc, database=self.kind)
             self.loads[f"outage-{provisional}"] = load
             if provisional == "none":
                 rate = load.rps / 2
@@ -278,7 +279,7 @@ class Run:
         with self.gateway("sync") as (url, _keys, bodies, proc):
             wrk("warm-up", url, bodies, 16, 2)
             self.loads["sync"] = wrk("c synchronous, 16 connections", url, bodies, 16,
-                                     self.args.seconds, proc)
+                                     self.args.seconds, proc, database=self.kind)
 
     def drain(self, rate: float | None) -> None:
         per_s = rate or 1e6
@@ -440,8 +441,9 @@ def report(yard: Load, runs: list[Run]) -> None:
             print(load.line())
         for line in verdicts(run):
             print(f"   {line}")
-    if len(runs) == 2:
-        sqlite, postgres = (run.loads for run in runs)
+    by_kind = {run.kind: run.loads for run in runs}
+    if {"sqlite", "postgres"} <= by_kind.keys():  # whatever order --databases named them
+        sqlite, postgres = by_kind["sqlite"], by_kind["postgres"]
         print("\nPostgreSQL / SQLite (target >= 0.5 each):")
         for name, load in postgres.items():
             if name in sqlite:
