@@ -71,8 +71,9 @@ class ReceiptIssuer:
         if claim_in is None:
             body = self.cipher.decrypt_json(claim.payload_enc, context=payload_context(claim.id))
             claim_in = ClaimCreate.model_validate(body)
-        session.lock(f"receipts:{claim.finess}")  # one receipt decision per pharmacy at once
         offer = operator.provisional
+        if offer != "none":  # "none" reads no exposure: nothing to keep from changing
+            session.lock(f"receipts:{claim.finess}")  # one receipt decision per pharmacy at once
         with session.no_autoflush:  # keep `step` pending so its detail can still grow
             coverage = self._decide(session, claim, claim_in, offer)
         claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason
