@@ -2,69 +2,106 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, update
+from sqlalchemy import Select, bindparam, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from ulid import ULID
 
 from gateway.events import notifier
+from gateway.keys import repository as keys_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.storage.models import Claim, ClaimHistory, Event, new_row, table_of, utcnow
 from gateway.storage.unit import UnitOfWork
 
+NO_KEY = object()  # `IntakeRead.key_row` when no key was asked for
 
-def find_duplicate(
+
+@dataclass(frozen=True, slots=True)
+class IntakeRead:
+    duplicates: list[Claim]  # claims of this pharmacy with this key or invoice number
+    key_row: Any  # the submitting API key's columns, None for no such key (or NO_KEY)
+
+
+def read_for_intake(
     session: UnitOfWork, *, finess: str, invoice_number: str, idempotency_key: str | None,
-    exposure_of: tuple[str, date] | None = None,
-) -> list[Claim]:
-    """Claims of this pharmacy holding this idempotency key or this invoice number.
+    exposure_of: tuple[str, date] | None = None, key_id: str | None = None,
+) -> IntakeRead:
+    """What storing a new claim reads, in one statement: its duplicates (claims of this
+    pharmacy holding this idempotency key or invoice number) and, with `key_id`, the
+    submitting API key's row (`gateway.keys.repository.KEY_ROW_COLUMNS`), which the
+    intake confirms once per transaction.
 
     `exposure_of` (beneficiary hash, service date): the same statement also reads what
-    that beneficiary has been promised that day, for the receipt policy that follows,
-    when the transaction is serialized (what it reads then stays true until it commits;
-    otherwise the policy reads it after taking its per-pharmacy lock).
+    that beneficiary has been promised that day, and what the pharmacy has outstanding,
+    for the receipt policy that follows, when the transaction is serialized (what it
+    reads then stays true until it commits; otherwise the policy reads it after taking
+    its per-pharmacy lock).
+
+    One statement, not three: on SQLite every statement runs on the single writer, and
+    on PostgreSQL each is a round trip that every claim of a write group waits for.
     """
     for staged in session.staged(Claim):
         if staged.finess == finess and (
                 staged.invoice_number == invoice_number
                 or (idempotency_key is not None and staged.idempotency_key == idempotency_key)):
             session.require_flushed()  # stored earlier in this transaction: ask the database
-    # Nearly every claim is new: ask for ids alone, load whole claims only when one exists.
-    params = {"finess": finess, "invoice_number": invoice_number,
-              "idempotency_key": idempotency_key}
-    if exposure_of is None or not session.serialized:
-        found = session.connection().execute(_DUPLICATE_IDS, params).first()
-        duplicate = found[0] if found else None
-    else:
-        beneficiary_hash, service_date = exposure_of
-        row = session.connection().execute(_DUPLICATE_AND_EXPOSURE, {
-            **params, "beneficiary_hash": beneficiary_hash, "service_date": service_date,
-        }).one()
-        receipts_repository.seed_exposure_of_beneficiary(session, beneficiary_hash,
-                                                         service_date, int(row.exposure))
-        duplicate = row.duplicate
-    if duplicate is None:
-        return []
+    params: dict[str, Any] = {"finess": finess, "invoice_number": invoice_number,
+                              "idempotency_key": idempotency_key, "key_id": key_id}
+    if exposure_of is not None and session.serialized:
+        params["beneficiary_hash"], params["service_date"] = exposure_of
+    sums = "service_date" in params
+    row = session.connection().execute(_INTAKE_READS[key_id is not None, sums], params).first()
+    key_row: Any = NO_KEY if key_id is None else row
+    if row is None:  # asked with a key, and there is no such key: nothing else matters
+        return IntakeRead([], None)
+    if sums:
+        receipts_repository.seed_exposure_of_beneficiary(
+            session, params["beneficiary_hash"], params["service_date"], int(row.exposure))
+        receipts_repository.seed_outstanding_of_pharmacy(session, finess, int(row.outstanding))
+    if row.duplicate is None:  # nearly every claim is new: whole claims only when one exists
+        return IntakeRead([], key_row)
     clauses = [col(Claim.invoice_number) == invoice_number]
     if idempotency_key is not None:
         clauses.append(col(Claim.idempotency_key) == idempotency_key)
     result = session.exec(
         select(Claim).where(col(Claim.finess) == finess, or_(*clauses))
     )
-    return list(result.all())
+    return IntakeRead(list(result.all()), key_row)
 
 
-_DUPLICATE_IDS = select(col(Claim.id)).where(
+def find_duplicate(
+    session: UnitOfWork, *, finess: str, invoice_number: str, idempotency_key: str | None,
+    exposure_of: tuple[str, date] | None = None,
+) -> list[Claim]:
+    """`read_for_intake`'s duplicates alone."""
+    return read_for_intake(session, finess=finess, invoice_number=invoice_number,
+                           idempotency_key=idempotency_key, exposure_of=exposure_of).duplicates
+
+
+_DUPLICATE_ID = core_select(col(Claim.id)).where(
     col(Claim.finess) == bindparam("finess"),
     or_(col(Claim.invoice_number) == bindparam("invoice_number"),
         col(Claim.idempotency_key) == bindparam("idempotency_key")),
-).limit(1)
-_DUPLICATE_AND_EXPOSURE = select(
-    _DUPLICATE_IDS.scalar_subquery().label("duplicate"),
-    receipts_repository.BENEFICIARY_DAY_SUM.label("exposure"),
-)
+).limit(1).scalar_subquery().label("duplicate")
+_SUMS = (receipts_repository.BENEFICIARY_DAY_SUM.label("exposure"),
+         receipts_repository.PHARMACY_OUTSTANDING_SUM.label("outstanding"))
+
+
+def _intake_read(with_key: bool, with_sums: bool) -> Select[Any]:
+    columns = (_DUPLICATE_ID, *(_SUMS if with_sums else ()))
+    if not with_key:
+        return core_select(*columns)
+    return core_select(*keys_repository.KEY_ROW_COLUMNS, *columns).where(
+        keys_repository.KEY_ID_MATCHES)
+
+
+# Built once: constructing and caching a statement per claim cost more than running it.
+_INTAKE_READS = {(key, sums): _intake_read(key, sums) for key in (False, True)
+                 for sums in (False, True)}
 
 
 def load(session: UnitOfWork, claim_id: str) -> Claim:

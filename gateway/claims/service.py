@@ -43,7 +43,7 @@ from gateway.errors import (
     UnknownInsurer,
     invalid_key,
 )
-from gateway.identity.principals import is_live
+from gateway.identity.principals import is_api_key, is_live
 from gateway.observability.metrics import CLAIM_OUTCOMES
 from gateway.queue import abandoned
 from gateway.queue import repository as queue_repository
@@ -128,19 +128,21 @@ async def _store_or_replay(
                    if operator.settings.provisional != "none"
                    and not operator.breaker.is_closed else None)
 
+    api_key = is_api_key(principal)  # its row is read with the duplicate check
+
     def store(session: UnitOfWork) -> tuple[Claim, Receipt | None] | SubmitResult:
-        # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
-        # per transaction, so a revoked key stores nothing.
-        if not session.remember(("key", principal.key_id),
-                                lambda: is_live(session, principal, ctx.credentials)):
-            raise invalid_key()
-        existing = repository.find_duplicate(
+        read = repository.read_for_intake(
             session, finess=claim_in.dispenser.finess,
             invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
-            exposure_of=exposure_of,
+            exposure_of=exposure_of, key_id=principal.key_id if api_key else None,
         )
-        if existing:
-            return _replay(ctx, session, existing, request_hash, idempotency_key)
+        # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
+        # per transaction, so a revoked key stores nothing.
+        if not session.remember(("key", principal.key_id), lambda: is_live(
+                session, principal, ctx.credentials, key_row=read.key_row)):
+            raise invalid_key()
+        if read.duplicates:
+            return _replay(ctx, session, read.duplicates, request_hash, idempotency_key)
         claim = _new_claim(ctx, claim_in, body, request_hash, idempotency_key, operator,
                            beneficiary_hash)
         receipt = None

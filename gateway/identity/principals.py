@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys
 from gateway.security import apikeys
@@ -9,11 +11,23 @@ from gateway.security.apikeys import Principal
 from gateway.storage.models import User
 from gateway.storage.unit import UnitOfWork
 
+UNREAD = object()  # `is_live`'s key row, when the caller has not read it
 
-def is_live(session: UnitOfWork, principal: Principal, credentials: CredentialKeys) -> bool:
-    """Neither revoked, expired, disabled nor altered by hand."""
-    if users.USER_ID.fullmatch(principal.key_id):
+
+def is_api_key(principal: Principal) -> bool:
+    """An API key (else a person's console account)."""
+    return not users.USER_ID.fullmatch(principal.key_id)
+
+
+def is_live(session: UnitOfWork, principal: Principal, credentials: CredentialKeys, *,
+            key_row: Any = UNREAD) -> bool:
+    """Neither revoked, expired, disabled nor altered by hand. `key_row`: an API key's
+    columns (`gateway.keys.repository.KEY_ROW_COLUMNS`, or None for no such key) when the
+    caller read them in this transaction with a statement of its own."""
+    if not is_api_key(principal):
         user = session.get(User, principal.key_id)
         return (user is not None and user.disabled_at is None
                 and users.genuine(user, credentials))
-    return apikeys.is_live(session, principal.key_id, credentials)
+    if key_row is UNREAD:
+        return apikeys.is_live(session, principal.key_id, credentials)
+    return apikeys.row_is_live(key_row, credentials)

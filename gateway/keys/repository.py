@@ -13,11 +13,13 @@ from gateway.storage.models import ApiKey, table_of
 from gateway.storage.unit import UnitOfWork
 
 _KEY_COLUMNS = table_of(ApiKey).c
-_BY_ID = core_select(_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
-                     _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
-                     _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
-                     _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac,
-                     ).where(_KEY_COLUMNS.id == bindparam("key_id"))
+# What authentication reads of a key; the claim intake reads them with its own statement.
+KEY_ROW_COLUMNS = (_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
+                   _KEY_COLUMNS.finess, _KEY_COLUMNS.operators, _KEY_COLUMNS.revoked_at,
+                   _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
+                   _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac)
+KEY_ID_MATCHES = _KEY_COLUMNS.id == bindparam("key_id")
+_BY_ID = core_select(*KEY_ROW_COLUMNS).where(KEY_ID_MATCHES)
 
 
 def key_row(connection: Connection | Session, key_id: str) -> Any:

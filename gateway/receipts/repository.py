@@ -26,6 +26,8 @@ BENEFICIARY_DAY_SUM = _BENEFICIARY_DAY.scalar_subquery()
 _EXPOSURE = table_of(ReceiptExposure)
 _OUTSTANDING = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0)).where(
     _EXPOSURE.c.finess == bindparam("finess"))
+# Likewise (bind parameter `finess`): see `seed_outstanding_of_pharmacy`.
+PHARMACY_OUTSTANDING_SUM = _OUTSTANDING.scalar_subquery()
 
 
 def exposure_of_beneficiary(session: UnitOfWork, nir_hash: str, service_date: date) -> int:
@@ -46,6 +48,11 @@ def seed_exposure_of_beneficiary(session: UnitOfWork, nir_hash: str,
     so that `exposure_of_beneficiary` in the same transaction needs no statement of its
     own: one statement fewer per queued claim on SQLite's single writer."""
     session.remember(("beneficiary", nir_hash, service_date), lambda: stored)
+
+
+def seed_outstanding_of_pharmacy(session: UnitOfWork, finess: str, stored: int) -> None:
+    """As `seed_exposure_of_beneficiary`, for `outstanding_of_pharmacy`."""
+    session.remember(("outstanding", finess), lambda: stored)
 
 
 def outstanding_of_pharmacy(session: UnitOfWork, finess: str) -> int:

@@ -165,7 +165,11 @@ def is_live(connection: Connection | Session, key_id: str,
             credentials: CredentialKeys) -> bool:
     """Neither revoked nor expired nor altered by hand, as of this transaction; a
     suspended key raises KeySuspended."""
-    row = repository.key_row(connection, key_id)
+    return row_is_live(repository.key_row(connection, key_id), credentials)
+
+
+def row_is_live(row: Any, credentials: CredentialKeys) -> bool:
+    """`is_live` of a key row already read in this transaction (None: no such key)."""
     now = utcnow()
     live = row is not None and _genuine(row, credentials) and row.revoked_at is None and (
         row.expires_at is None or row.expires_at > now)

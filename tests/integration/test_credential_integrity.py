@@ -82,6 +82,23 @@ async def test_a_revocation_cleared_by_hand_does_not_revive_the_key(client, sett
     assert tamper_count("api_key") >= before + 2
 
 
+async def test_a_cached_key_altered_by_hand_stores_no_claim(client, settings, app, simulators):
+    """Submissions take the key from a cache: the intake reads its row again with the
+    claim's duplicate check, and that read checks the row's MAC too."""
+    from simulator_control import ledger
+    from synthetic import claim_body
+
+    key_id, secret = create_key(settings, role="pharmacy", finess="330001231")
+    stored = await client.post("/v1/claims", json=claim_body("CACHED1"), headers=bearer(secret))
+    assert stored.status_code == 201
+    sql(settings, "UPDATE api_keys SET role = 'admin' WHERE id = :id", id=key_id)
+    before = tamper_count("api_key")
+    refused = await client.post("/v1/claims", json=claim_body("CACHED2"), headers=bearer(secret))
+    assert refused.status_code == 401
+    assert tamper_count("api_key") == before + 1
+    assert (await ledger(simulators["opera"]))["received"] == 1
+
+
 def browser(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway.test")
 
