@@ -17,10 +17,13 @@ whose answer cannot change while rows are staged are kept for the life of the bu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar, cast
 
+import psycopg
 from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 from gateway.storage.models import table_of
@@ -88,11 +91,30 @@ class DeferredRows:
                 if values[key] is None:
                     del values[key]
             by_table.setdefault(table.name, []).append(values)
-        for table in _sorted_tables():  # foreign keys: parents first
-            for rows in _same_columns(by_table.pop(table.name, [])):
-                session.execute(table.insert(), rows)
+        with _pipelined(session):
+            for table in _sorted_tables():  # foreign keys: parents first
+                for rows in _same_columns(by_table.pop(table.name, [])):
+                    # inline: nothing generated is read back (no RETURNING), which the
+                    # pipeline would only answer on leaving
+                    session.execute(table.insert().inline(), rows)
         if by_table:  # pragma: no cover - a model outside the metadata
             raise LookupError(f"no table to flush {sorted(by_table)} into")
+
+
+@contextmanager
+def _pipelined(session: Session) -> Iterator[None]:
+    """On PostgreSQL, the inserts sent together and answered together (psycopg's pipeline
+    mode): one round trip for the group's rows instead of one per table, which a write
+    group's every claim waited for. A failed insert raises on leaving, inside the caller's
+    savepoint, as it would have raised at once."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    try:
+        with session.connection().connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+            yield
+    except psycopg.Error as exc:  # raised by the driver on leaving: as SQLAlchemy raises it
+        raise DBAPIError.instance("(pipelined inserts)", None, exc, psycopg.Error) from exc
 
 
 @cache
