@@ -101,12 +101,10 @@ class ReceiptIssuer:
             claim_in, offer=offer, caps=self.settings.provisional,
             # only what this operator's offer needs is read: this runs on every queued claim
             rights=self._cached_rights(session, claim) if offer == "cached_rights" else None,
-            exposure=Exposure(
-                # the person is their NIR: another birth date or rank is no other person
-                beneficiary_same_day=repository.exposure_of_beneficiary(
-                    session, claim.nir_hash, claim.service_date),
-                pharmacy_outstanding=repository.outstanding_of_pharmacy(session, claim.finess),
-            ) if offer != "none" else Exposure(0, 0),
+            # the person is their NIR: another birth date or rank is no other person
+            exposure=Exposure(*repository.exposure_of_claim(
+                session, claim.nir_hash, claim.service_date, claim.finess,
+            )) if offer != "none" else Exposure(0, 0),
         )
 
     def _cached_rights(self, session: UnitOfWork, claim: Claim) -> CachedRights | None:

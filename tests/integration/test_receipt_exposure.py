@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from alembic import command
-from sqlalchemy import Connection, create_engine, delete, func, inspect, select, update
+from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, update
 
 from gateway.receipts import repository
 from gateway.storage.db import sync_url
@@ -76,6 +76,13 @@ def test_every_change_of_a_receipt_moves_the_outstanding_total(database_url: str
                                     "690000880": {"opera": 4_000}}
         with UnitOfWork(bind=connection) as session:
             assert repository.outstanding_of_pharmacy(session, "330001231") == 4_450
+            sent: list[str] = []
+            event.listen(engine, "before_cursor_execute",
+                         lambda conn, cursor, statement, *args: sent.append(statement))
+            # both sums of a claim's receipt decision, in one statement (void ones aside)
+            assert repository.exposure_of_claim(
+                session, "b" * 64, date(2026, 11, 2), "330001231") == (18_449, 4_450)
+            assert len(sent) == 1
         steps = [
             lambda: set_receipt(connection, 0, status="honored"),    # the operator accepted
             lambda: set_receipt(connection, 1, status="contested"),  # the operator rejected
