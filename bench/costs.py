@@ -8,7 +8,8 @@ One command, one machine, one run, so that the ratios mean something:
   c. the synchronous path, operator healthy, 16 connections: claims/s and p50, against
      0.7 x (b) and 25 ms;
   d. fail-fast as pharmacies see it: an open loop from 50 clients at half the capacity
-     measured in (b), latency counted from each claim's due time: p99 against 20 ms;
+     measured in (b) (or --open-loop-rate), latency counted from each claim's due time:
+     p99 against 20 ms;
   e. the drain after recovery: unthrottled against 0.8 x (b), then at `drain_per_s` 100,
      500 and 1,000 (within 10 %), with the operator's count of claims received twice
      (must be 0).
@@ -271,7 +272,7 @@ class Run:
                        url, bodies, 50, seconds, proc, database=self.kind)
             self.loads[f"outage-{provisional}"] = load
             if provisional == "none":
-                rate = load.rps / 2
+                rate = self.args.open_loop_rate or load.rps / 2
                 self.loads["fail-fast"] = asyncio.run(open_loop(url, read_bodies(bodies), rate,
                                                                 seconds))
 
@@ -459,6 +460,9 @@ def main() -> None:
                         type=lambda text: [int(rate) for rate in text.split(",") if rate],
                         help="drain_per_s values measured after the unthrottled drain")
     parser.add_argument("--pharmacies", type=int, default=16, help="pharmacies (keys) in turn")
+    parser.add_argument("--open-loop-rate", type=float, default=None,
+                        help="the fail-fast open loop's claims/s (default: half the outage "
+                             "throughput measured just before; a fixed rate compares builds)")
     parser.add_argument("--steps", default="receipt,sync,drain",
                         help="besides the outage mode: any of receipt, sync, drain")
     parser.add_argument("--databases", default="sqlite,postgres",
