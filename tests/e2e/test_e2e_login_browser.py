@@ -146,8 +146,9 @@ def test_first_login_enrols_totp_then_password_code_and_a_recovery_code_once(
     expect(page.locator("p.error")).to_contain_text("Code incorrect")
     page.fill("#enrol #code", totp.now())
     page.click("#enrol button[type=submit]")
-    codes = page.locator("#recovery-codes code").all_inner_texts()
-    assert len(codes) == 10
+    shown = page.locator("#recovery-codes code")
+    expect(shown).to_have_count(10)  # waits for the next page (all_inner_texts does not)
+    codes = shown.all_inner_texts()
     page.click("#continue")
     page.wait_for_url(f"{url}/console/")
     page.click("header form.logout button[type=submit]")
