@@ -154,6 +154,10 @@ async def test_the_events_relay_wakes_the_other_instance_once_redis_is_back(
                 assert not woken.is_set()  # nothing can reach it while Redis is down...
                 redis_server.start()
                 await asyncio.wait_for(woken.wait(), timeout=5.0)
+            # instance 0 published once back, but its own subscription may come back a
+            # moment after the wake-up it sent: wait for both before stopping them
+            assert await eventually(lambda: logged(logs, "events.relay.reachable") == 2,
+                                    within_s=5.0)
         finally:
             stopping.set()
             for task in tasks:  # as the lifespan does: a session ends only on an error
