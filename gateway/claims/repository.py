@@ -17,13 +17,11 @@ from gateway.receipts import repository as receipts_repository
 from gateway.storage.models import Claim, ClaimHistory, Event, new_row, table_of, utcnow
 from gateway.storage.unit import UnitOfWork
 
-NO_KEY = object()  # `IntakeRead.key_row` when no key was asked for
-
 
 @dataclass(frozen=True, slots=True)
 class IntakeRead:
     duplicates: list[Claim]  # claims of this pharmacy with this key or invoice number
-    key_row: Any  # the submitting API key's columns, None for no such key (or NO_KEY)
+    key_row: Any  # the submitting API key's columns, None for no such key (or KEY_NOT_READ)
 
 
 def read_for_intake(
@@ -55,13 +53,13 @@ def read_for_intake(
         params["beneficiary_hash"], params["service_date"] = exposure_of
     sums = "service_date" in params
     row = session.connection().execute(_INTAKE_READS[key_id is not None, sums], params).first()
-    key_row: Any = NO_KEY if key_id is None else row
+    key_row: Any = keys_repository.KEY_NOT_READ if key_id is None else row
     if row is None:  # asked with a key, and there is no such key: nothing else matters
         return IntakeRead([], None)
     if sums:
-        receipts_repository.seed_exposure_of_beneficiary(
-            session, params["beneficiary_hash"], params["service_date"], int(row.exposure))
-        receipts_repository.seed_outstanding_of_pharmacy(session, finess, int(row.outstanding))
+        receipts_repository.seed_exposure(
+            session, params["beneficiary_hash"], params["service_date"], finess,
+            beneficiary=int(row.exposure), outstanding=int(row.outstanding))
     if row.duplicate is None:  # nearly every claim is new: whole claims only when one exists
         return IntakeRead([], key_row)
     clauses = [col(Claim.invoice_number) == invoice_number]
@@ -71,15 +69,6 @@ def read_for_intake(
         select(Claim).where(col(Claim.finess) == finess, or_(*clauses))
     )
     return IntakeRead(list(result.all()), key_row)
-
-
-def find_duplicate(
-    session: UnitOfWork, *, finess: str, invoice_number: str, idempotency_key: str | None,
-    exposure_of: tuple[str, date] | None = None,
-) -> list[Claim]:
-    """`read_for_intake`'s duplicates alone."""
-    return read_for_intake(session, finess=finess, invoice_number=invoice_number,
-                           idempotency_key=idempotency_key, exposure_of=exposure_of).duplicates
 
 
 _DUPLICATE_ID = core_select(col(Claim.id)).where(

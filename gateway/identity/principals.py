@@ -6,12 +6,11 @@ from typing import Any
 
 from gateway.identity import users
 from gateway.identity.credentials import CredentialKeys
+from gateway.keys.repository import KEY_NOT_READ
 from gateway.security import apikeys
 from gateway.security.apikeys import Principal
 from gateway.storage.models import User
 from gateway.storage.unit import UnitOfWork
-
-UNREAD = object()  # `is_live`'s key row, when the caller has not read it
 
 
 def is_api_key(principal: Principal) -> bool:
@@ -20,7 +19,7 @@ def is_api_key(principal: Principal) -> bool:
 
 
 def is_live(session: UnitOfWork, principal: Principal, credentials: CredentialKeys, *,
-            key_row: Any = UNREAD) -> bool:
+            key_row: Any = KEY_NOT_READ) -> bool:
     """Neither revoked, expired, disabled nor altered by hand. `key_row`: an API key's
     columns (`gateway.keys.repository.KEY_ROW_COLUMNS`, or None for no such key) when the
     caller read them in this transaction with a statement of its own."""
@@ -28,6 +27,6 @@ def is_live(session: UnitOfWork, principal: Principal, credentials: CredentialKe
         user = session.get(User, principal.key_id)
         return (user is not None and user.disabled_at is None
                 and users.genuine(user, credentials))
-    if key_row is UNREAD:
+    if key_row is KEY_NOT_READ:
         return apikeys.is_live(session, principal.key_id, credentials)
     return apikeys.row_is_live(key_row, credentials)

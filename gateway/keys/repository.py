@@ -19,6 +19,7 @@ KEY_ROW_COLUMNS = (_KEY_COLUMNS.id, _KEY_COLUMNS.secret_hash, _KEY_COLUMNS.role,
                    _KEY_COLUMNS.expires_at, _KEY_COLUMNS.suspended_at,
                    _KEY_COLUMNS.suspension_reason, _KEY_COLUMNS.row_mac)
 KEY_ID_MATCHES = _KEY_COLUMNS.id == bindparam("key_id")
+KEY_NOT_READ = object()  # in place of a key row its reader did not ask for
 _BY_ID = core_select(*KEY_ROW_COLUMNS).where(KEY_ID_MATCHES)
 
 

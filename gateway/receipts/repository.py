@@ -18,63 +18,39 @@ OPEN = "provisional"
 # Core statements on the table: these run on every queued claim, on SQLite's single
 # writer, and an ORM select costs ~150 µs more than the query itself.
 _RECEIPTS = table_of(Receipt)
-_BENEFICIARY_DAY = select(func.coalesce(func.sum(_RECEIPTS.c.amc_cents), 0)).where(
+# What this person (their NIR's keyed hash) was promised for this service date, void
+# receipts excepted (bind parameters `beneficiary_hash`, `service_date`)...
+BENEFICIARY_DAY_SUM = select(func.coalesce(func.sum(_RECEIPTS.c.amc_cents), 0)).where(
     _RECEIPTS.c.beneficiary_hash == bindparam("beneficiary_hash"),
-    _RECEIPTS.c.service_date == bindparam("service_date"), _RECEIPTS.c.status != "void")
-# The same sum, for a read that runs anyway to carry as a column (bind parameters
-# `beneficiary_hash` and `service_date`): see `seed_exposure_of_beneficiary`.
-BENEFICIARY_DAY_SUM = _BENEFICIARY_DAY.scalar_subquery()
+    _RECEIPTS.c.service_date == bindparam("service_date"), _RECEIPTS.c.status != "void",
+).scalar_subquery()
 _EXPOSURE = table_of(ReceiptExposure)
-_OUTSTANDING = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0)).where(
-    _EXPOSURE.c.finess == bindparam("finess"))
-# Likewise (bind parameter `finess`): see `seed_outstanding_of_pharmacy`.
-PHARMACY_OUTSTANDING_SUM = _OUTSTANDING.scalar_subquery()
-
-
-def exposure_of_beneficiary(session: UnitOfWork, nir_hash: str, service_date: date) -> int:
-    """AMC cents promised to this person (their NIR's keyed hash, stored in the receipts'
-    `beneficiary_hash`) for this service date (void ones excepted)."""
-    def stored() -> int:
-        return int(session.connection().execute(_BENEFICIARY_DAY, {
-            "beneficiary_hash": nir_hash, "service_date": service_date}).scalar_one())
-
-    staged = sum(r.amc_cents for r in session.staged(Receipt)
-                 if r.beneficiary_hash == nir_hash and r.service_date == service_date)
-    return session.remember(("beneficiary", nir_hash, service_date), stored) + staged
-
-
-def seed_exposure_of_beneficiary(session: UnitOfWork, nir_hash: str,
-                                 service_date: date, stored: int) -> None:
-    """Hand over the stored sum read along with another query (`BENEFICIARY_DAY_SUM`),
-    so that `exposure_of_beneficiary` in the same transaction needs no statement of its
-    own: one statement fewer per queued claim on SQLite's single writer."""
-    session.remember(("beneficiary", nir_hash, service_date), lambda: stored)
-
-
-def seed_outstanding_of_pharmacy(session: UnitOfWork, finess: str, stored: int) -> None:
-    """As `seed_exposure_of_beneficiary`, for `outstanding_of_pharmacy`."""
-    session.remember(("outstanding", finess), lambda: stored)
-
-
-def outstanding_of_pharmacy(session: UnitOfWork, finess: str) -> int:
-    """AMC cents of this pharmacy's receipts still provisional: a row per operator to add,
-    kept by the database (`ReceiptExposure`), plus the receipts staged and not yet inserted."""
-    def stored() -> int:
-        return int(session.connection().execute(_OUTSTANDING, {"finess": finess}).scalar_one())
-
-    staged = sum(r.amc_cents for r in session.staged(Receipt) if r.finess == finess)
-    return session.remember(("outstanding", finess), stored) + staged
-
-
+# ...and the pharmacy's receipts still provisional, a row per operator kept by the
+# database (`ReceiptExposure`; bind parameter `finess`). Scalar subqueries, so that a
+# read that runs anyway can carry them as columns (`seed_exposure`).
+PHARMACY_OUTSTANDING_SUM = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding_cents), 0)
+                                  ).where(_EXPOSURE.c.finess == bindparam("finess")
+                                          ).scalar_subquery()
 _BOTH_SUMS = select(BENEFICIARY_DAY_SUM.label("beneficiary"),
                     PHARMACY_OUTSTANDING_SUM.label("outstanding"))
 
 
+def seed_exposure(session: UnitOfWork, nir_hash: str, service_date: date, finess: str, *,
+                  beneficiary: int, outstanding: int) -> None:
+    """Hand over both stored sums, read along with another query, so that
+    `exposure_of_claim` in the same transaction needs no statement of its own: one
+    statement fewer per queued claim on SQLite's single writer."""
+    session.remember(("beneficiary", nir_hash, service_date), lambda: beneficiary)
+    session.remember(("outstanding", finess), lambda: outstanding)
+
+
 def exposure_of_claim(session: UnitOfWork, nir_hash: str, service_date: date,
                       finess: str) -> tuple[int, int]:
-    """`exposure_of_beneficiary` and `outstanding_of_pharmacy` at once: whichever is not
-    known yet in this transaction is read with the other in one statement (on PostgreSQL,
-    which reads them after the pharmacy's lock, one round trip instead of two)."""
+    """AMC cents promised to this person for this service date, and outstanding at this
+    pharmacy: stored (`BENEFICIARY_DAY_SUM`, `PHARMACY_OUTSTANDING_SUM`) plus the receipts
+    staged and not yet inserted. Whichever stored sum is not known yet in this transaction
+    is read with the other in one statement (on PostgreSQL, which reads them after the
+    pharmacy's lock, one round trip instead of two)."""
     read: list[Any] = []  # the one row, once read
 
     def both() -> Any:

@@ -127,8 +127,8 @@ async def test_a_duplicate_of_a_staged_claim_is_found(database):
         return "stored"
 
     def look(session: UnitOfWork) -> list[str]:
-        return [c.id for c in repository.find_duplicate(
-            session, finess="330001231", invoice_number="D1", idempotency_key=None)]
+        return [c.id for c in repository.read_for_intake(
+            session, finess="330001231", invoice_number="D1", idempotency_key=None).duplicates]
 
     answers = await asyncio.gather(database.write(store, deferred=True),
                                    database.write(look, deferred=True))
