@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -47,7 +48,9 @@ from psycopg import pq
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
@@ -57,6 +60,8 @@ T = TypeVar("T")
 Work = Callable[[UnitOfWork], Any]
 MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
+PING_AFTER_IDLE_S = 0.2  # PostgreSQL: a pooled connection idle this long is pinged before use
+IDLE_SINCE = "idle_since"  # a pool entry's info: when it was last checked in
 
 
 def is_sqlite(url: str) -> bool:
@@ -122,7 +127,33 @@ def create_engine(url: str) -> Engine:
         )
         configure_sqlite(engine)
         return engine
-    return sa_create_engine(sync_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = sa_create_engine(sync_url(url), pool_size=10, max_overflow=10,
+                              pool_use_lifo=True)  # the busy connections stay the busy ones
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """A pooled connection idle for PING_AFTER_IDLE_S is pinged before use, and replaced
+    if the database went away meanwhile (a restart): the first requests after a restart
+    do not fail. One busy enough to be back sooner is not: pinging it cost every write
+    group a round trip (SQLAlchemy's `pool_pre_ping` pings at every checkout), and no
+    restart is that quick. A statement that meets a dead connection makes the pool
+    replace every connection it holds."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get(IDLE_SINCE)  # none for a new connection
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is no good
+            raise DisconnectionError("the database went away") from exc  # the pool reconnects
 
 
 class Database:
@@ -341,8 +372,7 @@ def _flush_staged(session: UnitOfWork, buffer: DeferredRows, held: list[int],
         buffer.flush(session)  # nothing to insert; forgets remembered reads
         return None
     try:
-        with session.begin_nested():
-            buffer.flush(session)
+        buffer.flush(session, savepoint=True)
     except Exception as exc:  # noqa: BLE001 - handed to those works' callers
         for index in held:
             outcomes[index] = (False, exc)

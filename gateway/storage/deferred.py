@@ -29,6 +29,7 @@ from sqlmodel import Session, SQLModel
 from gateway.storage.models import table_of
 
 T = TypeVar("T")
+STAGED_SAVEPOINT = "staged_rows"  # PostgreSQL: around a group's staged inserts
 
 
 class FlushFirst(Exception):  # noqa: N818 - a signal to the runner, not an error
@@ -75,9 +76,11 @@ class DeferredRows:
     def of_type(self, kind: type[T]) -> list[T]:
         return cast(list[T], self._by_type.get(kind, []))  # filed by type in `add`
 
-    def flush(self, session: Session) -> None:
+    def flush(self, session: Session, *, savepoint: bool = False) -> None:
         """Insert every staged row, parents before children, one executemany per run of
-        rows with the same columns; then forget them and every remembered read."""
+        rows with the same columns; then forget them and every remembered read.
+        `savepoint`: inside a savepoint of its own, so that a failed insert undoes only
+        these rows (and the transaction goes on)."""
         staged, self.rows, self._staged, self._by_type = self.rows, [], set(), {}
         self._remembered.clear()
         self.wrote_directly = False
@@ -91,14 +94,41 @@ class DeferredRows:
                 if values[key] is None:
                     del values[key]
             by_table.setdefault(table.name, []).append(values)
+        if not savepoint:
+            with _pipelined(session):
+                _insert(session, by_table)
+        elif session.get_bind().dialect.name != "postgresql":
+            with session.begin_nested():
+                _insert(session, by_table)
+        else:
+            _insert_in_savepoint(session, by_table)
+
+
+def _insert(session: Session, by_table: dict[str, list[dict[str, Any]]]) -> None:
+    for table in _sorted_tables():  # foreign keys: parents first
+        for rows in _same_columns(by_table.pop(table.name, [])):
+            # inline: nothing generated is read back (no RETURNING), which the
+            # pipeline would only answer on leaving
+            session.execute(table.insert().inline(), rows)
+    if by_table:  # pragma: no cover - a model outside the metadata
+        raise LookupError(f"no table to flush {sorted(by_table)} into")
+
+
+def _insert_in_savepoint(session: Session, by_table: dict[str, list[dict[str, Any]]]) -> None:
+    """PostgreSQL: the savepoint, the inserts and its release in one pipeline, so one round
+    trip (SQLAlchemy's `begin_nested` would wait for the savepoint and for its release).
+    The pipeline answers a failed insert on leaving, every statement after it skipped,
+    the savepoint still there: it is rolled back to, and the transaction goes on."""
+    connection = session.connection()
+    try:
         with _pipelined(session):
-            for table in _sorted_tables():  # foreign keys: parents first
-                for rows in _same_columns(by_table.pop(table.name, [])):
-                    # inline: nothing generated is read back (no RETURNING), which the
-                    # pipeline would only answer on leaving
-                    session.execute(table.insert().inline(), rows)
-        if by_table:  # pragma: no cover - a model outside the metadata
-            raise LookupError(f"no table to flush {sorted(by_table)} into")
+            connection.exec_driver_sql(f"SAVEPOINT {STAGED_SAVEPOINT}")
+            _insert(session, by_table)
+            connection.exec_driver_sql(f"RELEASE SAVEPOINT {STAGED_SAVEPOINT}")
+    except DBAPIError:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {STAGED_SAVEPOINT}")
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {STAGED_SAVEPOINT}")
+        raise
 
 
 @contextmanager
