@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import repository
 from gateway.audit.anchors import Anchors, head_of
-from gateway.audit.trail import AuditLog, Verification, last_link, lock_chain
+from gateway.audit.trail import AuditLog, Verification, locked_head
 from gateway.receipts.signing import ReceiptSigner, key_id
 from gateway.security.keyring import load_audit_head_key, load_keyring
 from gateway.settings import ConfigError, Settings
@@ -86,8 +86,7 @@ class HeadSigner:
 
     def sign(self, session: UnitOfWork) -> AuditHead | None:
         """Sign the current head in this transaction; None when empty or already signed."""
-        lock_chain(session)
-        link = last_link(session)
+        link = locked_head(session)
         if link is None:
             return None
         entry_id, entry_hash = link

@@ -6,18 +6,25 @@ to be verified; its head is read on every append, so that read is two columns.
 
 from __future__ import annotations
 
+from sqlalchemy.dialects import postgresql
 from sqlmodel import col, select
 
 from gateway.storage.models import AuditEntry, AuditHead, table_of
 from gateway.storage.unit import UnitOfWork
 
 _ENTRIES = table_of(AuditEntry)
-_HEAD = select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c.id.desc()).limit(1)
 
 
-def stored_head(session: UnitOfWork) -> tuple[int, str] | None:
-    """The last stored entry as (id, hash)."""
-    row = session.connection().execute(_HEAD).first()
+# SQL text, not a statement: sent with the chain's lock in one round trip (no parameters)
+_HEAD_SQL = str(select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c.id.desc())
+                .limit(1).compile(dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+                                  compile_kwargs={"literal_binds": True}))
+
+
+def stored_head(session: UnitOfWork, lock: int) -> tuple[int, str] | None:
+    """The last stored entry as (id, hash), read once the chain's `lock` is held (taken
+    with it, in one round trip, if it was not)."""
+    row = session.lock_then_first(lock, _HEAD_SQL)
     return (int(row[0]), str(row[1])) if row else None
 
 

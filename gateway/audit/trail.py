@@ -43,19 +43,17 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256(f"{prev_hash}|{canonical(entry)}".encode()).hexdigest()
 
 
-def lock_chain(session: UnitOfWork) -> None:
-    """Serialise writers of the chain (SQLite's IMMEDIATE transaction already does)."""
-    session.lock(AUDIT_LOCK)
-
-
-def last_link(session: UnitOfWork) -> tuple[int, str] | None:
-    """The chain's head as (id, hash): two columns, not a whole row (this is on every claim).
-    An entry staged earlier in this transaction is the head."""
+def locked_head(session: UnitOfWork) -> tuple[int, str] | None:
+    """The chain's head as (id, hash), its writers serialised until this transaction ends
+    (an advisory lock on PostgreSQL, taken with the read; SQLite's IMMEDIATE transaction
+    already does). Two columns, not a whole row: this is on every claim. An entry staged
+    earlier in this transaction is the head (its append took the lock)."""
     if staged := session.staged(AuditEntry):
+        session.lock(AUDIT_LOCK)
         return int(staged[-1].id or 0), staged[-1].entry_hash
     if not session.defers:
         session.flush()  # an entry added earlier in this unit of work is the head
-    return repository.stored_head(session)
+    return repository.stored_head(session, AUDIT_LOCK)
 
 
 def cli_actor() -> Principal:
@@ -118,8 +116,7 @@ class AuditLog:
         object_id: str | None = None, outcome: str = "ok", **details: Any,
     ) -> AuditEntry:
         """One entry in the caller's transaction: ids, counts and filters only."""
-        lock_chain(session)
-        last = last_link(session)
+        last = locked_head(session)
         entry = new_row(
             AuditEntry,
             # the id is part of what the hash covers: chosen here, under the lock, so the

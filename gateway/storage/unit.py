@@ -27,8 +27,10 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar, cast
 
+import psycopg
 from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 from gateway.storage.deferred import DeferredRows, FlushFirst
@@ -78,13 +80,34 @@ class UnitOfWork(Session):
         a pharmacy's lock once); one taken inside a savepoint is released if it rolls back."""
         if self.serialized:
             return
-        held: set[int] = self.info.setdefault("advisory_locks", set())
+        self.lock_then_first(key, None)
+
+    def lock_then_first(self, key: int | str, query: str | None) -> tuple[Any, ...] | None:
+        """`lock(key)`, then the first row of `query` (fixed SQL, no parameters; None: none).
+
+        On PostgreSQL the lock, the query and psycopg's BEGIN when the transaction is new
+        go in one round trip (a pipeline): each statement still runs after the one
+        before, and under READ COMMITTED takes its snapshot when it starts, so the query
+        sees what the lock's last holder committed."""
         number = lock_number(key)
-        if number in held:
-            return
-        self.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
+        held: set[int] = self.info.setdefault("advisory_locks", set())
+        if self.serialized or number in held:
+            return None if query is None else self.connection().exec_driver_sql(query).first()
+        connection = self.connection()
+        raw: psycopg.Connection[Any] = connection.connection.dbapi_connection  # type: ignore[assignment]
+        try:
+            with raw.pipeline():
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
+                cursor = None if query is None else raw.execute(query)
+            row = None if cursor is None else cursor.fetchone()
+        except psycopg.Error as exc:  # as SQLAlchemy would have raised it
+            if raw.broken or raw.closed:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(query or "(advisory lock)", None, exc,
+                                      psycopg.Error) from exc
         if not self.in_nested_transaction():
             held.add(number)
+        return row
 
     def try_lock(self, key: int | str) -> bool:
         """`lock` if nobody holds `key` now; False, without waiting, if somebody does."""
