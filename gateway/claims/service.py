@@ -135,6 +135,7 @@ async def _store_or_replay(
             session, finess=claim_in.dispenser.finess,
             invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
             exposure_of=exposure_of, key_id=principal.key_id if api_key else None,
+            operator=operator.name,
         )
         # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.

@@ -47,12 +47,22 @@ _CONTROLS = table_of(OperatorControl)
 _PAUSED = select(_CONTROLS.c.paused).where(_CONTROLS.c.operator == bindparam("operator"))
 
 
+# What a read that runs anyway carries as a column, for `seed_paused` (NULL: no row yet)
+PAUSED_FLAG = _PAUSED.scalar_subquery()
+
+
 def is_paused(session: UnitOfWork, operator: str) -> bool:
     def read() -> bool:
         row = session.connection().execute(_PAUSED, {"operator": operator}).first()
         return bool(row and row.paused)
 
     return session.remember(("paused", operator), read)
+
+
+def seed_paused(session: UnitOfWork, operator: str, paused: bool | None) -> None:
+    """Hand over the pause flag (`PAUSED_FLAG`), read along with another query, so that
+    `is_paused` in the same transaction needs no statement of its own."""
+    session.remember(("paused", operator), lambda: bool(paused))
 
 
 
