@@ -9,7 +9,8 @@ One command, one machine, one run, so that the ratios mean something:
      0.7 x (b) and 25 ms;
   d. fail-fast as pharmacies see it: an open loop from 50 clients at half the capacity
      measured in (b) (or --open-loop-rate), latency counted from each claim's due time:
-     p99 against 20 ms;
+     p99 against 20 ms; then --alone claims one at a time, 20 ms apart (no target: what a
+     claim's own write group costs in latency, round trips included);
   e. the drain after recovery: unthrottled against 0.8 x (b), then at `drain_per_s` 100,
      500 and 1,000 (within 10 %), with the operator's count of claims received twice
      (must be 0).
@@ -23,7 +24,8 @@ wrk, from the Python loader of bench/harness.py, which shares the cores it measu
 The operators board and /metrics at 500,000 queued claims: bench/board_at_scale.py;
 1 versus 2 worker processes: bench/workers.py (both run last with --all).
 Everything listens on 127.0.0.1; every process is stopped on exit.
-Run: .venv/bin/python bench/costs.py [--seconds S] [--pharmacies N] [--drain-rates R,R] [--all]
+Run: .venv/bin/python bench/costs.py [--seconds S] [--pharmacies N] [--drain-rates R,R] [--alone N]
+     [--all]
 """
 
 from __future__ import annotations
@@ -275,6 +277,9 @@ class Run:
                 rate = self.args.open_loop_rate or load.rps / 2
                 self.loads["fail-fast"] = asyncio.run(open_loop(url, read_bodies(bodies), rate,
                                                                 seconds))
+                if self.args.alone:
+                    self.loads["alone"] = asyncio.run(one_at_a_time(url, read_bodies(bodies),
+                                                                    self.args.alone))
 
     def sync(self) -> None:
         with self.gateway("sync") as (url, _keys, bodies, proc):
@@ -390,6 +395,33 @@ async def open_loop(url: str, lines: list[list[str]], rate: float, seconds: floa
                 pct(0.5), pct(0.99), dict(codes))
 
 
+async def one_at_a_time(url: str, lines: list[list[str]], count: int = 300,
+                        gap_s: float = 0.02) -> Load:
+    """A claim, its answer, a pause, the next: what one claim costs in latency when no
+    other waits with it (each write group holds one claim and pays all its round trips)."""
+    tag = secrets.token_hex(4)
+    latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for i in range(count):
+            key, body = lines[i % len(lines)]
+            sent = time.perf_counter()
+            async with session.post(f"{url}/v1/claims", data=body.replace(
+                    "INV-X", f"A{tag}-{i}", 1), headers={
+                    "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                    ) as answer:
+                await answer.read()
+                codes[str(answer.status)] += 1
+            latencies.append(time.perf_counter() - sent)
+            await asyncio.sleep(gap_s)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Load(f"d one claim at a time, {gap_s * 1000:.0f} ms apart", count / elapsed,
+                latencies[count // 2] * 1000, latencies[min(count - 1, count * 99 // 100)] * 1000,
+                dict(codes))
+
+
 def read_bodies(bodies: Path) -> list[list[str]]:
     return [line.split("\t", 1) for line in bodies.read_text().splitlines()]
 
@@ -447,7 +479,10 @@ def report(yard: Load, runs: list[Run]) -> None:
         sqlite, postgres = by_kind["sqlite"], by_kind["postgres"]
         print("\nPostgreSQL / SQLite (target >= 0.5 each):")
         for name, load in postgres.items():
-            if name in sqlite:
+            if name == "alone":  # its rate is the pause's: the latency compares
+                print(f"   {name:<14} p50 x{sqlite[name].p50 / load.p50:.2f} "
+                      "(SQLite's latency / PostgreSQL's)")
+            elif name in sqlite:
                 print(f"   {name:<14} x{load.rps / sqlite[name].rps:.2f}")
 
 
@@ -463,6 +498,8 @@ def main() -> None:
     parser.add_argument("--open-loop-rate", type=float, default=None,
                         help="the fail-fast open loop's claims/s (default: half the outage "
                              "throughput measured just before; a fixed rate compares builds)")
+    parser.add_argument("--alone", type=int, default=300,
+                        help="claims sent one at a time after the open loop (0: none)")
     parser.add_argument("--steps", default="receipt,sync,drain",
                         help="besides the outage mode: any of receipt, sync, drain")
     parser.add_argument("--databases", default="sqlite,postgres",

@@ -49,7 +49,7 @@ TINY = {
     "operator_call": (["--calls", "20", "--rounds", "1"],
                       r"OperatorClient, guarded / aiohttp alone: x\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
-               "--pharmacies", "2"],
+               "--pharmacies", "2", "--alone", "5"],
               r"claims the operator received twice: 0 \(must be 0\)"),
 }
 SLOW = {"costs": 420}  # five gateways in turn, each with its keys: seconds, not the default
