@@ -138,8 +138,8 @@ def ping_when_idle(engine: Engine) -> None:
     if the database went away meanwhile (a restart): the first requests after a restart
     do not fail. One busy enough to be back sooner is not: pinging it cost every write
     group a round trip (SQLAlchemy's `pool_pre_ping` pings at every checkout), and no
-    restart is that quick. A statement that meets a dead connection makes the pool
-    replace every connection it holds."""
+    restart is that quick. A statement that meets a dead connection fails, and the
+    connection is replaced (SQLAlchemy also replaces the pool's others)."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 import psycopg
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
@@ -133,18 +133,32 @@ def _insert_in_savepoint(session: Session, by_table: dict[str, list[dict[str, An
 
 @contextmanager
 def _pipelined(session: Session) -> Iterator[None]:
-    """On PostgreSQL, the inserts sent together and answered together (psycopg's pipeline
-    mode): one round trip for the group's rows instead of one per table, which a write
-    group's every claim waited for. A failed insert raises on leaving, inside the caller's
-    savepoint, as it would have raised at once."""
+    """On PostgreSQL, the inserts sent together and answered together: one round trip for
+    the group's rows instead of one per table, which a write group's every claim waited
+    for. A failed insert raises on leaving, inside the caller's savepoint."""
     if session.get_bind().dialect.name != "postgresql":
         yield
         return
+    with pipeline(session.connection(), "(pipelined inserts)"):
+        yield
+
+
+@contextmanager
+def pipeline(connection: Connection, what: str) -> Iterator[psycopg.Connection[Any]]:
+    """PostgreSQL: statements sent on the driver's connection in psycopg's pipeline mode,
+    answered together on leaving (or at the first fetch). Its errors are raised as
+    SQLAlchemy raises them (`DBAPIError`, `what` as the statement), and a connection they
+    broke is invalidated, as SQLAlchemy does for the statements it runs itself. Raw, not
+    through SQLAlchemy: a SELECT run through it in a pipeline has no description yet and
+    would be taken for a statement without rows."""
+    raw = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
     try:
-        with session.connection().connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
-            yield
-    except psycopg.Error as exc:  # raised by the driver on leaving: as SQLAlchemy raises it
-        raise DBAPIError.instance("(pipelined inserts)", None, exc, psycopg.Error) from exc
+        with raw.pipeline():
+            yield raw
+    except psycopg.Error as exc:
+        if raw.broken or raw.closed:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(what, None, exc, psycopg.Error) from exc
 
 
 @cache

@@ -27,13 +27,11 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar, cast
 
-import psycopg
 from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
-from gateway.storage.deferred import DeferredRows, FlushFirst
+from gateway.storage.deferred import DeferredRows, FlushFirst, pipeline
 
 T = TypeVar("T")
 
@@ -78,8 +76,6 @@ class UnitOfWork(Session):
         hashed to the lock's number). Serialized transactions already are one at a time.
         A lock taken outside any savepoint is not asked for again (a group of works takes
         a pharmacy's lock once); one taken inside a savepoint is released if it rolls back."""
-        if self.serialized:
-            return
         self.lock_then_first(key, None)
 
     def lock_then_first(self, key: int | str, query: str | None) -> tuple[Any, ...] | None:
@@ -93,18 +89,10 @@ class UnitOfWork(Session):
         held: set[int] = self.info.setdefault("advisory_locks", set())
         if self.serialized or number in held:
             return None if query is None else self.connection().exec_driver_sql(query).first()
-        connection = self.connection()
-        raw: psycopg.Connection[Any] = connection.connection.dbapi_connection  # type: ignore[assignment]
-        try:
-            with raw.pipeline():
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
-                cursor = None if query is None else raw.execute(query)
-            row = None if cursor is None else cursor.fetchone()
-        except psycopg.Error as exc:  # as SQLAlchemy would have raised it
-            if raw.broken or raw.closed:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(query or "(advisory lock)", None, exc,
-                                      psycopg.Error) from exc
+        with pipeline(self.connection(), query or "(advisory lock)") as raw:
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
+            cursor = None if query is None else raw.execute(query)
+        row = None if cursor is None else cursor.fetchone()  # answered on leaving: no wait
         if not self.in_nested_transaction():
             held.add(number)
         return row
