@@ -94,6 +94,12 @@ def test_the_benchmark_runs_at_a_tiny_size(
     if name == "board_at_scale":  # the board's count is the claims counted in the database
         assert re.search(r"^\[sqlite\] .*board queued=(\d+), counted \1 -> ok$", done.stdout,
                          re.MULTILINE), done.stdout[-2000:]
+    if name == "costs":  # both outage gateways measured in turn, each with its own keys
+        assert re.search(r"slice by slice -?\d+\.\d%, -?\d+\.\d%$", done.stdout,
+                         re.MULTILINE), done.stdout[-2000:]
+        outages = re.findall(r"^b outage, .*  (\S.*)$", done.stdout, re.MULTILINE)
+        assert len(outages) == 2 and all(re.fullmatch(r"202:\d+", answers)
+                                         for answers in outages), done.stdout[-2000:]
     if name == "drain":
         assert "ledger (a limited): 30 keys for 30 settled of 30 queued, " \
                "0 sent more than once -> ok" in done.stdout
