@@ -37,10 +37,12 @@ def read_for_intake(
 
     `exposure_of` (beneficiary hash, service date): the same statement also reads what
     that beneficiary has been promised that day, and what the pharmacy has outstanding,
-    for the receipt policy that follows, when the transaction is serialized (what it
-    reads then stays true until it commits; otherwise the policy reads it after taking
-    its per-pharmacy lock). `operator`: it also reads whether that operator is paused
-    (`gateway.queue.repository.is_paused` then asks nothing more in this transaction).
+    for the receipt policy that follows, when the transaction is serialized or already
+    holds the pharmacy's receipt decision lock (what it reads then stays true until it
+    commits; otherwise the policy reads it with that lock,
+    `gateway.receipts.repository.lock_decisions`). `operator`: it also reads whether that
+    operator is paused (`gateway.queue.repository.is_paused` then asks nothing more in
+    this transaction).
 
     One statement, not four: on SQLite every statement runs on the single writer, and
     on PostgreSQL each is a round trip that every claim of a write group waits for.
@@ -53,7 +55,7 @@ def read_for_intake(
     params: dict[str, Any] = {"finess": finess, "invoice_number": invoice_number,
                               "idempotency_key": idempotency_key, "key_id": key_id,
                               "operator": operator}
-    if exposure_of is not None and session.serialized:
+    if exposure_of is not None and session.holds(receipts_repository.decision_lock(finess)):
         params["beneficiary_hash"], params["service_date"] = exposure_of
     sums = "service_date" in params
     row = session.connection().execute(_INTAKE_READS[key_id is not None, sums], params).first()

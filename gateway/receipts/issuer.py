@@ -73,7 +73,8 @@ class ReceiptIssuer:
             claim_in = ClaimCreate.model_validate(body)
         offer = operator.provisional
         if offer != "none":  # "none" reads no exposure: nothing to keep from changing
-            session.lock(f"receipts:{claim.finess}")  # one receipt decision per pharmacy at once
+            repository.lock_decisions(session, claim.finess, claim.nir_hash,
+                                      claim.service_date)
         with session.no_autoflush:  # keep `step` pending so its detail can still grow
             coverage = self._decide(session, claim, claim_in, offer)
         claim.coverage_decision, claim.coverage_reason = coverage.decision, coverage.reason

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, update
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlmodel import col, select
 
 from gateway.storage.models import Claim, Receipt, ReceiptExposure, table_of
@@ -33,6 +34,33 @@ PHARMACY_OUTSTANDING_SUM = select(func.coalesce(func.sum(_EXPOSURE.c.outstanding
                                           ).scalar_subquery()
 _BOTH_SUMS = select(BENEFICIARY_DAY_SUM.label("beneficiary"),
                     PHARMACY_OUTSTANDING_SUM.label("outstanding"))
+# The same for psycopg's own connection, sent in one pipeline with the decision lock
+_BOTH_SUMS_ON_POSTGRES = _BOTH_SUMS.compile(dialect=psycopg.dialect())  # type: ignore[no-untyped-call]
+
+
+def decision_lock(finess: str) -> str:
+    """The lock a pharmacy's receipt decisions take, one transaction at a time, so that
+    two instances cannot both pass its outstanding cap."""
+    return f"receipts:{finess}"
+
+
+def lock_decisions(session: UnitOfWork, finess: str, nir_hash: str,
+                   service_date: date) -> None:
+    """Hold the pharmacy's decision lock until the transaction ends. On PostgreSQL, when
+    this transaction did not hold it yet, both stored sums the decision needs are read
+    with the lock in one round trip (the read still runs once the lock is granted), and
+    handed to `exposure_of_claim` (`seed_exposure`). Later claims of the pharmacy in the
+    same transaction read them with the intake's one statement
+    (`gateway.claims.repository.read_for_intake`)."""
+    key = decision_lock(finess)
+    if session.holds(key):  # serialized (SQLite), or taken earlier in this transaction
+        return
+    row = session.lock_then_first(key, str(_BOTH_SUMS_ON_POSTGRES), {
+        **_BOTH_SUMS_ON_POSTGRES.params, "beneficiary_hash": nir_hash,
+        "service_date": service_date, "finess": finess})
+    if row is not None:
+        seed_exposure(session, nir_hash, service_date, finess, beneficiary=int(row[0]),
+                      outstanding=int(row[1]))
 
 
 def seed_exposure(session: UnitOfWork, nir_hash: str, service_date: date, finess: str, *,

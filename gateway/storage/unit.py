@@ -24,7 +24,7 @@ the obvious one:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
@@ -78,20 +78,29 @@ class UnitOfWork(Session):
         a pharmacy's lock once); one taken inside a savepoint is released if it rolls back."""
         self.lock_then_first(key, None)
 
-    def lock_then_first(self, key: int | str, query: str | None) -> tuple[Any, ...] | None:
-        """`lock(key)`, then the first row of `query` (fixed SQL, no parameters; None: none).
+    def holds(self, key: int | str) -> bool:
+        """Whether `key` is this transaction's until it ends: taken by `lock` outside any
+        savepoint, or the transaction is serialized."""
+        return self.serialized or lock_number(key) in self.info.get("advisory_locks", ())
+
+    def lock_then_first(self, key: int | str, query: str | None,
+                        params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """`lock(key)`, then the first row of `query` (fixed SQL in the driver's own
+        words and parameter style, `params` its values; None: no query).
 
         On PostgreSQL the lock, the query and psycopg's BEGIN when the transaction is new
         go in one round trip (a pipeline): each statement still runs after the one
         before, and under READ COMMITTED takes its snapshot when it starts, so the query
-        sees what the lock's last holder committed."""
+        sees what the lock's last holder committed. The row is the driver's (a tuple):
+        no SQLAlchemy type converts its values."""
         number = lock_number(key)
         held: set[int] = self.info.setdefault("advisory_locks", set())
         if self.serialized or number in held:
-            return None if query is None else self.connection().exec_driver_sql(query).first()
+            return None if query is None else self.connection().exec_driver_sql(
+                query, params).first()
         with pipeline(self.connection(), query or "(advisory lock)") as raw:
             raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
-            cursor = None if query is None else raw.execute(query)
+            cursor = None if query is None else raw.execute(query, params)
         row = None if cursor is None else cursor.fetchone()  # answered on leaving: no wait
         if not self.in_nested_transaction():
             held.add(number)
