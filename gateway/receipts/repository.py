@@ -116,13 +116,19 @@ def of_claims(session: UnitOfWork, claim_ids: Iterable[str]) -> dict[str, Receip
     return {row.claim_id: row for row in rows}
 
 
+# Built once: built per call, with its cache key, this statement cost ~4 times what
+# running it costs, and it runs for every claim sent that was given a receipt.
+_MOVE_OPEN = update(_RECEIPTS).where(
+    _RECEIPTS.c.claim_id == bindparam("w_claim_id"), _RECEIPTS.c.status == OPEN,
+).values(status=bindparam("status"), updated_at=bindparam("updated_at")).returning(
+    _RECEIPTS.c.id)
+
+
 def move_open(session: UnitOfWork, claim_id: str, new_status: str, now: datetime) -> str | None:
     """Move the claim's receipt to `new_status` if it is still open, in one statement;
     its id, or None when there was none open."""
-    receipts = table_of(Receipt)
-    row = session.changed_returning(
-        update(receipts).where(receipts.c.claim_id == claim_id, receipts.c.status == OPEN)
-        .values(status=new_status, updated_at=now).returning(receipts.c.id))
+    row = session.changed_returning(_MOVE_OPEN, {
+        "w_claim_id": claim_id, "status": new_status, "updated_at": now})
     return None if row is None else str(row[0])
 
 

@@ -138,10 +138,11 @@ class UnitOfWork(Session):
             if held is not None:
                 self.expire(held)
 
-    def changed_returning(self, statement: Update) -> Row[Any] | None:
+    def changed_returning(self, statement: Update,
+                          params: dict[str, Any] | None = None) -> Row[Any] | None:
         """Run an UPDATE ... RETURNING meant to change at most one row: that row's
         returned values, or None. Direct, like `changed`."""
-        row = self.execute(statement).first()
+        row = self.execute(statement, params).first()
         if row is not None and self.staging is not None and self.staging.active:
             self.staging.wrote_directly = True
         return row
