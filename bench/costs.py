@@ -16,7 +16,9 @@ One command, one machine, one run, so that the ratios mean something:
      claim's own write group costs in latency, round trips included);
   e. the drain after recovery: unthrottled against 0.8 x (b), then at `drain_per_s` 100,
      500 and 1,000 (within 10 %), with the operator's count of claims received twice
-     (must be 0).
+     (must be 0); with --history N, the drain's database first holds N claims accepted
+     on earlier days, as a gateway's does after weeks of service (its queries must not
+     read them).
 The load is spread over --pharmacies pharmacies (one API key each) and 1,000 synthetic
 beneficiaries, as real traffic is; `--pharmacies 1` shows what one pharmacy alone gets.
 Every gateway runs on a fresh database: a SQLite file, and with BENCH_POSTGRES_URL (a
@@ -67,7 +69,7 @@ from harness import (
     wait_ready,
     write_config,
 )
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from gateway.demo.samples import DEMO_FINESS
@@ -253,10 +255,12 @@ class Run:
         self.loads: dict[str, Load] = {}
         self.receipt_costs: list[float] = []  # 1 - with / without, per slice pair
         self.notes: list[str] = []
+        self.database_urls: dict[str, str] = {}  # per gateway name
 
     @contextmanager
     def gateway(self, name: str, **operator: object) -> Iterator[Served]:
         with database(self.kind, self.procs.tmp, name) as url:
+            self.database_urls[name] = url
             port = free_port()
             config = write_config(self.procs.tmp, f"{self.kind}-{name}", url,
                                   int(self.stub_url.rsplit(":", 1)[1]), port,
@@ -334,14 +338,19 @@ class Run:
             target = 1.5 * (rate or outage) * fill_s  # the fill runs below outage speed
             fill = wrk("fill", url, bodies, 50, max(1.0, target / max(1.0, outage)))
             queued = fill.codes.get("202", 0)
+            if self.args.history:
+                add_history(self.database_urls[name], self.args.history)
             httpx.post(f"{self.stub_url}/_ledger/reset", timeout=5).raise_for_status()
             httpx.post(f"{url}/v1/operators/opera/resume", headers=ops,
                        timeout=10).raise_for_status()
             cpu0 = cpu_seconds(proc)
             time.sleep(1.0)  # the first batch, and the leases of the next
             first, t0 = ledger(self.stub_url), time.perf_counter()
+            profiler = profile(f"{self.kind}-{name}", proc, self.args.drain_seconds)
             time.sleep(self.args.drain_seconds)
             last, t1 = ledger(self.stub_url), time.perf_counter()
+            if profiler is not None:
+                profiler.wait(timeout=60)
             sent = last["received"] - first["received"]
             load = Load(f"e drain {'unthrottled' if rate is None else f'at {rate:g}/s'}",
                         sent / (t1 - t0), float("nan"), float("nan"),
@@ -360,6 +369,42 @@ class Run:
             self.drain(None)
             for rate in self.args.drain_rates:
                 self.drain(rate)
+
+
+def add_history(url: str, count: int) -> None:
+    """`count` claims accepted on earlier days, copied from a queued claim with one
+    INSERT ... SELECT per 50,000 (the columns from the table itself, no outside input)."""
+    database_url = make_url(url)
+    if database_url.drivername.startswith("postgresql"):
+        database_url = database_url.set(drivername="postgresql+psycopg")
+        sequence = "SELECT generate_series(:start, :stop - 1) AS i"
+        number, earlier = "lpad(seq.i::text, 9, '0')", "t.created_at - interval '1 day'"
+    else:
+        sequence = ("WITH RECURSIVE seq(i) AS (SELECT :start UNION ALL SELECT i + 1 FROM seq "
+                    "WHERE i + 1 < :stop) SELECT i FROM seq")
+        number, earlier = "printf('%09d', seq.i)", "t.created_at"
+    engine = create_engine(database_url, connect_args={"timeout": 60}
+                           if database_url.drivername == "sqlite" else {})
+    overrides = {"id": f"'clm_0HIST' || {number}", "invoice_number": f"'H' || {number}",
+                 "idempotency_key": "NULL", "status": "'accepted'", "queued_at": "NULL",
+                 "next_attempt_at": "NULL", "lease_owner": "NULL", "lease_until": "NULL",
+                 "created_at": earlier, "updated_at": earlier}
+    with engine.begin() as connection:
+        columns = [column["name"] for column in inspect(connection).get_columns("claims")]
+        template = connection.execute(text("SELECT id FROM claims WHERE status = 'queued' "
+                                           "LIMIT 1")).scalar_one()
+    select = ", ".join(overrides.get(column, f"t.{column}") for column in columns)
+    statement = text(f"INSERT INTO claims ({', '.join(columns)}) SELECT {select} "  # noqa: S608
+                     f"FROM ({sequence}) AS seq, claims AS t WHERE t.id = :template")
+    for start in range(0, count, 50_000):
+        with engine.begin() as connection:
+            connection.execute(statement, {"start": start, "stop": min(count, start + 50_000),
+                                           "template": template})
+    if engine.dialect.name == "postgresql":  # as autovacuum would, weeks later
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM ANALYZE claims"))
+    engine.dispose()
 
 
 def combined(slices: list[Load]) -> Load:
@@ -541,6 +586,9 @@ def main() -> None:
     parser.add_argument("--drain-rates", default=",".join(map(str, DRAIN_RATES)),
                         type=lambda text: [int(rate) for rate in text.split(",") if rate],
                         help="drain_per_s values measured after the unthrottled drain")
+    parser.add_argument("--history", type=int, default=0,
+                        help="claims already accepted in each drain's database (copies of "
+                             "a queued one, inserted before the drain)")
     parser.add_argument("--pharmacies", type=int, default=16, help="pharmacies (keys) in turn")
     parser.add_argument("--open-loop-rate", type=float, default=None,
                         help="the fail-fast open loop's claims/s (default: half the outage "
