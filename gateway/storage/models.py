@@ -140,6 +140,9 @@ class Claim(SQLModel, table=True):
         Index("ix_claims_lease", "operator", "status", "lease_until"),
         # the few claims whose cancellation is still to be sent (migration 0017); the
         # predicate is the query's own term, so each planner proves the query fits
+        # a beneficiary's claims at one pharmacy and insurer: the receipt policy's evidence
+        # of rights when the rights cache has none (migration 0018)
+        Index("ix_claims_beneficiary_rights", "beneficiary_hash", "finess", "insurer_number"),
         Index("ix_claims_cancellations", "operator", "updated_at",
               sqlite_where=text("cancellation_pending IS 1"),
               postgresql_where=text("cancellation_pending IS true")),
@@ -151,7 +154,7 @@ class Claim(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str = Field(max_length=64)
     nir_hash: str = Field(max_length=64, index=True)
-    beneficiary_hash: str = Field(max_length=64, index=True)
+    beneficiary_hash: str = Field(max_length=64)
     operator: str = Field(max_length=64, index=True)
     insurer_number: str = Field(max_length=12)
     service_date: date

@@ -1,0 +1,85 @@
+"""Questions asked on every drain step or queued claim read an index of what they ask,
+on every backend, never every claim accepted since the gateway started (weeks of
+history made them cost 70-200 ms each on SQLite):
+- the drain asks, at every step and every half second while idle, for the claims whose
+  cancellation is still to be sent: a partial index of those few claims (migration 0017);
+- the receipt policy by cached rights reads a beneficiary's recent accepted claims at
+  one pharmacy and insurer: an index of the three (migration 0018)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from test_queue_depth import NOW, add_claim, set_claim
+
+from gateway.queue import repository
+from gateway.receipts import repository as receipts_repository
+from gateway.storage.db import sync_url
+from gateway.storage.unit import UnitOfWork
+
+
+def planned(engine: Engine, question: Callable[[UnitOfWork], Any]) -> tuple[Any, str]:
+    """What `question` answers, and the query plan of the last statement it sent (on
+    PostgreSQL with sequential scans off: a table this small is read whole otherwise)."""
+    sent: list[tuple[str, object]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append((statement, parameters))
+
+    with UnitOfWork(engine) as session:
+        answer = question(session)
+        statement, parameters = sent[-1]
+        connection = session.connection()
+        if engine.dialect.name == "sqlite":
+            cursor = connection.connection.driver_connection.cursor()
+            plan = " ".join(str(row[-1]) for row in cursor.execute(
+                f"EXPLAIN QUERY PLAN {statement}", parameters))
+        else:
+            connection.execute(text("SET LOCAL enable_seqscan = off"))
+            cursor = connection.connection.driver_connection.cursor()
+            plan = " ".join(row[0] for row in cursor.execute(
+                f"EXPLAIN {statement}", parameters).fetchall())
+    event.remove(engine, "before_cursor_execute", record)
+    return answer, plan
+
+
+def test_pending_cancellations_come_from_their_own_index(database_url: str) -> None:
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as connection:
+        for n in range(40):
+            add_claim(connection, n, "accepted")
+        add_claim(connection, 40, "accepted", operator="other")
+        for n, minutes in ((7, 3), (3, 2), (40, 1)):  # 40 is another operator's
+            set_claim(connection, f"clm_{n:04d}", cancellation_pending=True,
+                      updated_at=NOW + timedelta(minutes=minutes))
+        set_claim(connection, "clm_0011", status="cancelled", cancellation_pending=True)
+    found, plan = planned(engine, lambda session: repository.pending_cancellations(
+        session, "opera", 10))
+    engine.dispose()
+    # accepted, this operator's, still to be sent, oldest first
+    assert [claim.id for claim in found] == ["clm_0003", "clm_0007"]
+    assert "ix_claims_cancellations" in plan, plan
+
+
+def test_a_beneficiary_s_accepted_claims_come_from_their_own_index(database_url: str) -> None:
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as connection:
+        for n in range(40):  # other beneficiaries' accepted claims (add_claim's "b" * 64)
+            add_claim(connection, n, "accepted")
+        for n, finess, insurer in ((50, "330001231", "80000001"), (51, "330001231", "80000001"),
+                                   (52, "330001249", "80000001"), (53, "330001231", "80000002")):
+            add_claim(connection, n, "accepted")
+            set_claim(connection, f"clm_{n:04d}", beneficiary_hash="c" * 64, finess=finess,
+                      insurer_number=insurer, updated_at=NOW + timedelta(minutes=n))
+        add_claim(connection, 54, "queued")
+        set_claim(connection, "clm_0054", beneficiary_hash="c" * 64)
+    found, plan = planned(engine, lambda session: receipts_repository.accepted_claims_of(
+        session, "330001231", "c" * 64, "80000001", NOW - timedelta(days=1)))
+    engine.dispose()
+    # this pharmacy's and insurer's, accepted, newest first
+    assert [claim.id for claim in found] == ["clm_0051", "clm_0050"]
+    assert "ix_claims_beneficiary_rights" in plan, plan
