@@ -48,11 +48,18 @@ def take_lease(
     return True
 
 
-def pending(session: UnitOfWork, *, key: str, finess: str, limit: int) -> Pending | None:
-    """The pharmacy's events after the cursor, oldest first; None if the cursor is gone."""
+def pending(session: UnitOfWork, *, key: str, finess: str, limit: int,
+            now: datetime | None = None) -> Pending | None:
+    """The pharmacy's events after the cursor, oldest first; None if the cursor is gone.
+    While the receiver's next attempt is not due yet (after `now`), none are read: the
+    completeness count covers every pharmacy's events since the cursor, which grow for
+    as long as the receiver keeps failing."""
     cursor = session.get(WebhookCursor, key)
     if cursor is None:
         return None
+    if now is not None and cursor.next_attempt_at is not None and cursor.next_attempt_at > now:
+        return Pending(cursor.last_event_id, cursor.attempts, cursor.next_attempt_at, [],
+                       complete=True)
     events = list(session.exec(
         select(Event).where(col(Event.finess) == finess, col(Event.id) > cursor.last_event_id)
         .order_by(col(Event.id)).limit(limit)

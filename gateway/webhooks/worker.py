@@ -88,10 +88,9 @@ class WebhookWorker:
         """Send what is due; the seconds to wait before the next step."""
         if not await self._hold_lease():
             return self.poll_s
-        hook, owner = self.hook, self.ctx.instance_id
-        state = await self.ctx.db.read(
-            lambda s: repository.pending(s, key=hook.key, finess=hook.finess, limit=BATCH))
-        now = utcnow()
+        hook, owner, now = self.hook, self.ctx.instance_id, utcnow()
+        state = await self.ctx.db.read(lambda s: repository.pending(
+            s, key=hook.key, finess=hook.finess, limit=BATCH, now=now))
         if state is None:
             self.lease_until = None
             return 0

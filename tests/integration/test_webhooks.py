@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import uvicorn
 from handover_support import acknowledge, give_keys
+from sqlalchemy import event as sql_events
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -263,3 +264,33 @@ async def test_a_hand_over_reaches_the_webhook_exported_then_settled(
     assert receiver.ids() == [e["id"] for e in events]
     for _, headers, body in receiver.received:
         verify(KEY, headers, body)
+
+
+async def test_a_receiver_in_backoff_has_nothing_read_until_its_attempt_is_due(app):
+    """The completeness count spans every pharmacy's events since the cursor: a receiver
+    failing for hours must not have it run at every poll while it waits."""
+    db, now = app.state.context.db, datetime.now(UTC)
+    due = now + timedelta(minutes=5)
+
+    def seed(session) -> None:  # type: ignore[no-untyped-def]
+        session.add(WebhookCursor(key="k" * 64, finess=FINESS, last_event_id=0, attempts=3,
+                                  next_attempt_at=due, updated_at=now))
+        session.add(Event(event_id="evt_backoff", finess=FINESS, type="claim.accepted",
+                          at=now))
+
+    await db.write(seed)
+    sent: list[str] = []
+
+    @sql_events.listens_for(db.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append(statement)
+
+    waiting = await db.read(lambda s: repository.pending(
+        s, key="k" * 64, finess=FINESS, limit=10, now=now))
+    assert (waiting.events, waiting.attempts, waiting.next_attempt_at) == ([], 3, due)
+    assert not any("events" in statement for statement in sent)  # the cursor alone
+    later = await db.read(lambda s: repository.pending(
+        s, key="k" * 64, finess=FINESS, limit=10, now=due + timedelta(seconds=1)))
+    sql_events.remove(db.engine, "before_cursor_execute", record)
+    assert [e.event_id for e in later.events] == ["evt_backoff"]
+    assert sum("count" in statement for statement in sent) == 1
