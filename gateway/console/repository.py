@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import union_all
 from sqlmodel import col, func, select
 
 from gateway.storage.models import AuditEntry, Claim
@@ -16,10 +17,22 @@ SETTLED = ("accepted", "rejected", "cancelled")
 def claims_of_pharmacy(
     session: UnitOfWork, finess: str, statuses: Sequence[str], *, limit: int, oldest_first: bool,
 ) -> list[Claim]:
-    order = col(Claim.queued_at) if oldest_first else col(Claim.updated_at).desc()
+    """The pharmacy's claims in these statuses: oldest queued first, or most recently
+    changed first. Newest first, each status is read apart, newest first along the
+    pharmacy's status index (`ix_claims_pharmacy_status`), its first `limit` only: over
+    several statuses at once, the databases read every claim of them and sort."""
+    if oldest_first:
+        return list(session.exec(
+            select(Claim).where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))
+            .order_by(col(Claim.queued_at), col(Claim.id)).limit(limit)
+        ).all())
+    newest = union_all(*(
+        select(select(Claim.id).where(col(Claim.finess) == finess, col(Claim.status) == status)
+               .order_by(col(Claim.updated_at).desc(), col(Claim.id)).limit(limit).subquery())
+        for status in statuses))
     return list(session.exec(
-        select(Claim).where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))
-        .order_by(order, col(Claim.id)).limit(limit)
+        select(Claim).where(col(Claim.id).in_(newest))
+        .order_by(col(Claim.updated_at).desc(), col(Claim.id)).limit(limit)
     ).all())
 
 

@@ -4,7 +4,9 @@ history made them cost 70-200 ms each on SQLite):
 - the drain asks, at every step and every half second while idle, for the claims whose
   cancellation is still to be sent: a partial index of those few claims (migration 0017);
 - the receipt policy by cached rights reads a beneficiary's recent accepted claims at
-  one pharmacy and insurer: an index of the three (migration 0018)."""
+  one pharmacy and insurer: an index of the three (migration 0018);
+- the pharmacist's console, every 5 s, lists the pharmacy's queued, failed and recent
+  claims: an index of the pharmacy's claims by status (migration 0019)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,19 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from test_queue_depth import NOW, add_claim, set_claim
 
+from gateway.console import repository as console_repository
 from gateway.queue import repository
 from gateway.receipts import repository as receipts_repository
 from gateway.storage.db import sync_url
 from gateway.storage.unit import UnitOfWork
+
+
+def analyze(engine: Engine) -> None:
+    """PostgreSQL's statistics, as autovacuum keeps them (SQLite's planner has none)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("ANALYZE claims"))
 
 
 def planned(engine: Engine, question: Callable[[UnitOfWork], Any]) -> tuple[Any, str]:
@@ -77,9 +88,53 @@ def test_a_beneficiary_s_accepted_claims_come_from_their_own_index(database_url:
                       insurer_number=insurer, updated_at=NOW + timedelta(minutes=n))
         add_claim(connection, 54, "queued")
         set_claim(connection, "clm_0054", beneficiary_hash="c" * 64)
+        for n in range(100, 400):  # the pharmacy's other accepted claims of the period
+            add_claim(connection, n, "accepted")
+            set_claim(connection, f"clm_{n:04d}", beneficiary_hash=f"{n:064d}")
+    analyze(engine)
     found, plan = planned(engine, lambda session: receipts_repository.accepted_claims_of(
         session, "330001231", "c" * 64, "80000001", NOW - timedelta(days=1)))
     engine.dispose()
     # this pharmacy's and insurer's, accepted, newest first
     assert [claim.id for claim in found] == ["clm_0051", "clm_0050"]
     assert "ix_claims_beneficiary_rights" in plan, plan
+
+
+def test_the_console_s_lists_come_from_the_pharmacy_s_status_index(database_url: str) -> None:
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as connection:
+        for n, status in enumerate(["accepted"] * 30 + ["rejected"] * 3 + ["cancelled"] * 2
+                                   + ["queued"] * 4 + ["failed"] * 2):
+            add_claim(connection, n, status)
+            set_claim(connection, f"clm_{n:04d}", updated_at=NOW + timedelta(minutes=n % 7))
+        add_claim(connection, 99, "accepted")  # another pharmacy's, the newest of all
+        set_claim(connection, "clm_0099", finess="330001249",
+                  updated_at=NOW + timedelta(hours=1))
+        for n in range(100, 300):  # another pharmacy's queue, in an outage
+            add_claim(connection, n, "queued")
+            set_claim(connection, f"clm_{n:04d}", finess="330001249")
+    analyze(engine)
+
+    def recent(session: UnitOfWork) -> Any:
+        return console_repository.claims_of_pharmacy(
+            session, "330001231", console_repository.SETTLED, limit=5, oldest_first=False)
+
+    newest, plan = planned(engine, recent)
+    # every settled status, most recently changed first (ties by id), the limit held
+    expected = sorted(((n % 7, f"clm_{n:04d}") for n in range(35)),
+                      key=lambda pair: (-pair[0], pair[1]))[:5]
+    assert [claim.id for claim in newest] == [claim_id for _, claim_id in expected]
+    assert "ix_claims_pharmacy_status" in plan, plan
+    failed, plan = planned(engine, lambda session: console_repository.claims_of_pharmacy(
+        session, "330001231", ("failed",), limit=100, oldest_first=False))
+    assert [claim.id for claim in failed] == ["clm_0040", "clm_0039"]
+    assert "ix_claims_pharmacy_status" in plan, plan
+    queued, plan = planned(engine, lambda session: console_repository.claims_of_pharmacy(
+        session, "330001231", console_repository.QUEUED, limit=100, oldest_first=True))
+    assert [claim.id for claim in queued] == ["clm_0035", "clm_0036", "clm_0037", "clm_0038"]
+    assert "ix_claims_pharmacy_status" in plan, plan
+    count, plan = planned(engine, lambda session: console_repository.count_of_pharmacy(
+        session, "330001231", console_repository.QUEUED))
+    engine.dispose()
+    assert count == 4
+    assert "ix_claims_pharmacy_status" in plan, plan
