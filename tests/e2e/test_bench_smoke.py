@@ -48,6 +48,8 @@ TINY = {
                          r"sqlite on / off: claims/s x\d"),
     "operator_call": (["--calls", "20", "--rounds", "1"],
                       r"OperatorClient, guarded / aiohttp alone: x\d"),
+    "history_queries": (["--claims", "600", "--small", "300", "--repeats", "2"],
+                        r"the largest query ratio x\d"),
     "intake_split": (["--claims", "64", "--rounds", "2", "--concurrency", "4"],
                      r"the receipt's share of the process's CPU per claim: -?\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
