@@ -18,9 +18,10 @@ def claims_of_pharmacy(
     session: UnitOfWork, finess: str, statuses: Sequence[str], *, limit: int, oldest_first: bool,
 ) -> list[Claim]:
     """The pharmacy's claims in these statuses: oldest queued first, or most recently
-    changed first. Newest first, each status is read apart, newest first along the
-    pharmacy's status index (`ix_claims_pharmacy_status`), its first `limit` only: over
-    several statuses at once, the databases read every claim of them and sort."""
+    changed first. For the latter each status is read on its own, along the pharmacy's
+    status index (`ix_claims_pharmacy_status`), `limit` claims at most, and the lists
+    merged: asked for several statuses at once, both databases read every claim of
+    them, the pharmacy's whole history, and sort it."""
     if oldest_first:
         return list(session.exec(
             select(Claim).where(col(Claim.finess) == finess, col(Claim.status).in_(statuses))

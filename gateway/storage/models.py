@@ -138,14 +138,14 @@ class Claim(SQLModel, table=True):
         Index("ix_claims_finess_id", "finess", "id"),
         Index("ix_claims_queue", "operator", "status", "queued_at"),
         Index("ix_claims_lease", "operator", "status", "lease_until"),
-        # the few claims whose cancellation is still to be sent (migration 0017); the
-        # predicate is the query's own term, so each planner proves the query fits
         # a beneficiary's claims at one pharmacy and insurer: the receipt policy's evidence
         # of rights when the rights cache has none (migration 0018)
         Index("ix_claims_beneficiary_rights", "beneficiary_hash", "finess", "insurer_number",
               "status", "updated_at"),
         # a pharmacy's claims by status, for the console's lists (migration 0019)
         Index("ix_claims_pharmacy_status", "finess", "status", "updated_at"),
+        # the few claims whose cancellation is still to be sent (migration 0017); the
+        # predicate is the query's own term, so each planner proves the query fits
         Index("ix_claims_cancellations", "operator", "updated_at",
               sqlite_where=text("cancellation_pending IS 1"),
               postgresql_where=text("cancellation_pending IS true")),
