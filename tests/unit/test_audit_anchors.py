@@ -23,6 +23,7 @@ from gateway.cli.audit import audit_app
 from gateway.security.apikeys import Principal
 from gateway.settings import Settings, load_settings
 from gateway.storage.db import Database
+from gateway.storage.unit import UnitOfWork
 
 ACTOR = Principal(key_id="key_0123456789abcdef", role="operations", finess=None, operators=None)
 
@@ -41,9 +42,15 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def append(db: Database, log: AuditLog, count: int) -> None:
-    for index in range(count):
-        db.write_now(lambda s, i=index: log.append(s, ACTOR, "operator.pause",
-                                                  object_id=f"op{i}"))
+    """`count` entries in one transaction: the head task, running meanwhile, sees all of
+    them or none (one transaction each, a head could fall between two on a loaded
+    machine, and the anchors' lines then cover other entries than the tests expect)."""
+    def entries(session: UnitOfWork) -> None:
+        for index in range(count):
+            log.append(session, ACTOR, "operator.pause", object_id=f"op{index}")
+
+    if count:
+        db.write_now(entries)
 
 
 def run_heads(settings: Settings, db: Database, rounds: list[int],
