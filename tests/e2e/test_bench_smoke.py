@@ -53,7 +53,7 @@ TINY = {
     "intake_split": (["--claims", "64", "--rounds", "2", "--concurrency", "4"],
                      r"the receipt's share of the process's CPU per claim: -?\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
-               "--pharmacies", "2", "--alone", "5"],
+               "--pharmacies", "2", "--alone", "5", "--history", "50"],
               r"claims the operator received twice: 0 \(must be 0\)"),
 }
 SLOW = {"costs": 420}  # five gateways in turn, each with its keys: seconds, not the default
