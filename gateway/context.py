@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.audit.trail import AuditLog
+from gateway.audit.watch import TrailWatch
 from gateway.events.notifier import EventHub
 from gateway.identity.admin import Accounts
 from gateway.identity.credentials import CredentialKeys
@@ -42,6 +43,7 @@ class AppContext:
     audit_log: AuditLog
     credentials: CredentialKeys
     events: EventHub  # waiting long-polls, woken by new events (gateway.events.notifier)
+    trail: TrailWatch  # the audit trail's integrity, for the console (gateway.audit.watch)
     drains: dict[str, Drain] = field(default_factory=dict)  # by operator name
     key_cache: KeyCache = field(default_factory=KeyCache)  # see gateway.web.deps.submitter
     psc: ProSanteConnect | None = None  # when Pro Santé Connect is configured

@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.audit.heads import run_audit_heads
+from gateway.audit.heads import head_keys_of, run_audit_heads
 from gateway.audit.trail import AuditLog
+from gateway.audit.watch import TrailWatch
 from gateway.claims.endpoints import router as claims_router
 from gateway.console.admin import router as console_admin_router
 from gateway.console.auth import router as console_auth_router
@@ -119,6 +120,7 @@ def build_context(
         }, DatabaseWindows(db), namer=lambda raw: cipher.index("rate-limit", raw)),
         events=EventHub(db.engine),
         audit_log=audit_log,
+        trail=TrailWatch(db, audit_log, lambda: head_keys_of(settings)),
         credentials=CredentialKeys(load_credential_key(settings)),
         psc=(ProSanteConnect(settings.pro_sante_connect, settings.public_url,
                              transport=(transports or {}).get("pro_sante_connect"))
@@ -182,6 +184,7 @@ def create_app(
                 tasks.append(asyncio.create_task(worker.run(stopping)))
             tasks.append(asyncio.create_task(run_webhooks(context, stopping)))
             tasks.append(asyncio.create_task(run_audit_heads(context, stopping)))
+            tasks.append(asyncio.create_task(context.trail.run(stopping)))
             tasks.append(asyncio.create_task(run_retention(context, stopping)))
             if shares and redis_key is not None:
                 tasks.append(asyncio.create_task(run_breaker_sync(

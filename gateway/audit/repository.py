@@ -1,7 +1,8 @@
 """Every query on the audit chain and its signed heads.
 
-The chain is only ever appended to (`trail.AuditLog.append`) and read whole, in order,
-to be verified; its head is read on every append, so that read is two columns.
+The chain is only ever appended to (`trail.AuditLog.append`) and read in order to be
+verified: whole, or after a checkpoint (`audit.watch`); its head is read on every
+append, so that read is two columns.
 """
 
 from __future__ import annotations
@@ -33,9 +34,35 @@ def entries(session: UnitOfWork) -> list[AuditEntry]:
     return list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
 
 
+def entries_after(session: UnitOfWork, after_id: int,
+                  limit: int | None = None) -> list[AuditEntry]:
+    """The chain after entry `after_id`, oldest first: `limit` entries, or all."""
+    query = select(AuditEntry).where(col(AuditEntry.id) > after_id).order_by(col(AuditEntry.id))
+    return list(session.exec(query.limit(limit) if limit else query).all())
+
+
+def hash_of(session: UnitOfWork, entry_id: int) -> str | None:
+    """The stored hash of one entry; None when there is no such entry."""
+    return session.exec(select(AuditEntry.entry_hash)
+                        .where(col(AuditEntry.id) == entry_id)).first()
+
+
+def hashes_of(session: UnitOfWork, entry_ids: set[int]) -> dict[int, str]:
+    """entry id -> stored hash, for those of `entry_ids` that exist."""
+    rows = session.exec(select(AuditEntry.id, AuditEntry.entry_hash)
+                        .where(col(AuditEntry.id).in_(entry_ids))).all()
+    return {int(entry_id or 0): entry_hash for entry_id, entry_hash in rows}
+
+
 def heads(session: UnitOfWork) -> list[AuditHead]:
     """Every signed head, oldest first."""
     return list(session.exec(select(AuditHead).order_by(col(AuditHead.id))).all())
+
+
+def heads_after(session: UnitOfWork, head_id: int) -> list[AuditHead]:
+    """The heads signed after head `head_id`, oldest first."""
+    return list(session.exec(select(AuditHead).where(col(AuditHead.id) > head_id)
+                             .order_by(col(AuditHead.id))).all())
 
 
 def latest_head(session: UnitOfWork) -> AuditHead | None:

@@ -73,9 +73,11 @@ class Verification:
     problem: str | None = None
 
 
-def walk(entries: Iterable[AuditEntry], seal: Callable[[str], str] | None) -> Verification:
-    """Walk the chain in id order; the first entry that does not fit is reported."""
-    previous_hash, previous_id, checked = GENESIS, 0, 0
+def walk(entries: Iterable[AuditEntry], seal: Callable[[str], str] | None, *,
+         after: tuple[int, str] = (0, GENESIS), checked: int = 0) -> Verification:
+    """Walk the chain in id order; the first entry that does not fit is reported. `after`:
+    the entries follow this (id, hash), already verified with `checked` others."""
+    previous_id, previous_hash = after
     for entry in entries:
         entry_id = entry.id or 0
         if entry.prev_hash != previous_hash:

@@ -1,6 +1,8 @@
 """The admin's audit page: the latest entries and whether the trail is intact.
 
-The check is the full one `gateway audit verify` runs: hashes, links, seals, signed heads.
+The verdict is this process's `TrailWatch`: the full check `gateway audit verify` runs
+(hashes, links, seals, signed heads) in the background, and on each view what came after
+it; the page says when the last full check began.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from gateway.audit.heads import head_keys_of, verify_trail
 from gateway.audit.trail import Verification
+from gateway.audit.watch import TrailReport
 from gateway.console import repository
-from gateway.console.views import render
+from gateway.console.views import render, when
 from gateway.console.web import role_in
 from gateway.identity.sessions import ConsoleUser
-from gateway.storage.models import AuditEntry
-from gateway.storage.unit import UnitOfWork
 from gateway.web.deps import ContextDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -44,9 +44,18 @@ class AuditRow:
     outcome: str
 
 
-def verdict(result: Verification) -> str:
+def verdict(report: TrailReport) -> str:
+    result = report.result
+    if result is None:
+        return ("Vérification complète du journal en cours : rechargez la page dans un "
+                "moment pour en voir le résultat.")
     if result.ok:
-        return f"Journal intègre : {result.checked} entrées vérifiées"
+        return (f"Journal intègre : {result.checked} entrées vérifiées (dernière "
+                f"vérification complète commencée le {when(report.full_at)})")
+    return broken(result)
+
+
+def broken(result: Verification) -> str:
     raw = result.problem or ""
     words = next((french for prefix, french in PROBLEMS if raw.startswith(prefix)), None)
     problem = f"{words} ({raw})" if words else raw or "raison inconnue"
@@ -55,14 +64,10 @@ def verdict(result: Verification) -> str:
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page(request: Request, ctx: ContextDep, user: AdminDep) -> HTMLResponse:
-    keys = head_keys_of(ctx.settings)  # the audit head keys, and the receipt keys (legacy)
-
-    def load(session: UnitOfWork) -> tuple[list[AuditEntry], Verification]:
-        return (repository.latest_audit(session, limit=SHOWN),
-                verify_trail(session, audit_log=ctx.audit_log, keys=keys))
-
-    entries, result = await ctx.db.read(load)
+    report = await ctx.trail.view()
+    entries = await ctx.db.read(lambda session: repository.latest_audit(session, limit=SHOWN))
     rows = [AuditRow(e.id or 0, e.at, e.actor, e.role, e.action, e.object_id, e.outcome)
             for e in entries]
-    return render(request, "audit.html", user=user, rows=rows, verified=result.ok,
-                  verdict=verdict(result), shown=SHOWN)
+    tone = "pending" if report.result is None else "ok" if report.result.ok else "alert"
+    return render(request, "audit.html", user=user, rows=rows, tone=tone,
+                  verdict=verdict(report), shown=SHOWN)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from console_people import LOGIN_TOKEN, Person, form_value, log_in, make_person, post_password
 from simulator_control import set_fault
+from sqlalchemy import text
 from sqlmodel import select
 from synthetic import OTHER_FINESS, PEOPLE, claim_body
 
@@ -320,9 +321,31 @@ async def test_the_admin_sees_the_audit_trail_and_its_verification(app, settings
     async with browser(app, admin) as http:
         page = await http.get("/console/audit")
     assert page.status_code == 200
-    assert re.search(r"Journal intègre : \d+ entrées vérifiées", page.text)
+    assert re.search(r"Journal intègre : \d+ entrées vérifiées \(dernière vérification "
+                     r"complète commencée le ", page.text)
     trail = section(page.text, "table", "audit")
     assert "console.login_password" in trail and "console.second_factor" in trail
+
+
+async def test_the_audit_page_names_an_entry_altered_after_its_last_full_check(
+        app, settings):
+    admin = make_person(settings, "admin")
+    async with browser(app, admin) as http:
+        intact = await http.get("/console/audit")  # the first view runs the full check
+        assert 'data-verified="true"' in intact.text
+        async with browser(app, make_person(settings, "operations")):
+            pass  # a login: entries after the full check's checkpoint
+        database = Database(settings.database_url)
+        try:
+            last = database.read_now(lambda s: max(e.id or 0 for e in s.exec(
+                select(AuditEntry)).all()))
+            database.write_now(lambda s: s.execute(
+                text("UPDATE audit_log SET outcome = 'forged' WHERE id = :id"), {"id": last}))
+        finally:
+            database.engine.dispose()
+        page = await http.get("/console/audit")
+    assert 'data-verified="false"' in page.text
+    assert f"Journal altéré à l&#39;entrée {last} : entrée modifiée" in page.text
 
 
 async def test_the_demo_panel_breaks_and_mends_an_operator_and_sends_a_sample(
