@@ -50,6 +50,8 @@ TINY = {
                       r"OperatorClient, guarded / aiohttp alone: x\d"),
     "history_queries": (["--claims", "600", "--small", "300", "--repeats", "2"],
                         r"the largest query ratio x\d"),
+    "audit_view": (["--entries", "300", "--new", "20", "--head-every", "100", "--repeats", "1"],
+                   r"a view, 20 entries new since\s+\d"),
     "intake_split": (["--claims", "64", "--rounds", "2", "--concurrency", "4"],
                      r"the receipt's share of the process's CPU per claim: -?\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
