@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, or_, update
@@ -117,6 +117,17 @@ def get_own(session: UnitOfWork, *, claim_id: str, finess: str) -> Claim | None:
     return result.first()
 
 
+SINCE_ID_MARGIN = timedelta(minutes=5)  # a stalled process, a clock slewed: never a claim lost
+
+
+def first_id_at(since: datetime) -> str:
+    """The lowest id a claim created at `since` or later can have. Claim ids are ULIDs
+    (`claims.service.new_claim_id`), which sort by the millisecond they were drawn, drawn
+    just before the claim's `created_at` is read: SINCE_ID_MARGIN covers that gap."""
+    drawn = max(0, int((since - SINCE_ID_MARGIN).timestamp() * 1000))
+    return f"clm_{ULID.from_bytes(drawn.to_bytes(6, 'big') + bytes(10))}"
+
+
 def list_own(
     session: UnitOfWork,
     *,
@@ -132,8 +143,8 @@ def list_own(
         query = query.where(col(Claim.status) == status)
     if operator:
         query = query.where(col(Claim.operator) == operator)
-    if since:
-        query = query.where(col(Claim.created_at) >= since)
+    if since:  # the id bound keeps the read to the claims since then (ix_claims_finess_id)
+        query = query.where(col(Claim.created_at) >= since, col(Claim.id) >= first_id_at(since))
     if before_id:
         query = query.where(col(Claim.id) < before_id)
     result = session.exec(query.order_by(col(Claim.id).desc()).limit(limit))

@@ -6,17 +6,21 @@ history made them cost 70-200 ms each on SQLite):
 - the receipt policy by cached rights reads a beneficiary's recent accepted claims at
   one pharmacy and insurer: an index of the three (migration 0018);
 - the pharmacist's console, every 5 s, lists the pharmacy's queued, failed and recent
-  claims: an index of the pharmacy's claims by status (migration 0019)."""
+  claims: an index of the pharmacy's claims by status (migration 0019);
+- a pharmacy's software lists its claims since an instant: a range of its claim ids."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from test_queue_depth import NOW, add_claim, set_claim
+from ulid import ULID
 
+from gateway.claims import repository as claims_repository
 from gateway.console import repository as console_repository
 from gateway.queue import repository
 from gateway.receipts import repository as receipts_repository
@@ -138,3 +142,36 @@ def test_the_console_s_lists_come_from_the_pharmacy_s_status_index(database_url:
     engine.dispose()
     assert count == 4
     assert "ix_claims_pharmacy_status" in plan, plan
+
+
+def test_a_pharmacy_s_claims_since_an_instant_are_read_from_that_instant_on(
+        database_url: str) -> None:
+    """`GET /v1/claims?since=`: claim ids are ULIDs, drawn as the claim is created, so the
+    claims since an instant are a range of the pharmacy's ids, not a walk through all of
+    them filtered by date. A claim whose id was drawn a moment before `since` and its
+    `created_at` read at `since` is listed all the same."""
+    engine = create_engine(sync_url(database_url))
+    since = NOW - timedelta(hours=10)
+    ids = {}
+    with engine.begin() as connection:
+        for n in range(40):  # one an hour, the newest an hour ago
+            created = NOW - timedelta(hours=40 - n)
+            ids[n] = f"clm_{ULID.from_datetime(created)}"
+            set_claim(connection, add_claim(connection, n, "accepted"), id=ids[n],
+                      created_at=created)
+        add_claim(connection, 40, "accepted")  # drawn 1 ms before `since`, created at it
+        ids[40] = f"clm_{ULID.from_datetime(since - timedelta(milliseconds=1))}"
+        set_claim(connection, "clm_0040", id=ids[40], created_at=since)
+        add_claim(connection, 41, "accepted")  # another pharmacy's
+        set_claim(connection, "clm_0041", id=f"clm_{ULID.from_datetime(NOW)}",
+                  finess="330001249", created_at=NOW)
+    analyze(engine)
+    found, plan = planned(engine, lambda session: claims_repository.list_own(
+        session, finess="330001231", status=None, operator=None, since=since,
+        before_id=None, limit=100))
+    engine.dispose()
+    assert [claim.id for claim in found] == [ids[n] for n in range(39, 29, -1)] + [ids[40]]
+    # an index searched from the first id (SQLite: the pharmacy's; PostgreSQL, at this
+    # size, the primary key's, every pharmacy's claims since then)
+    assert re.search(r"USING INDEX ix_claims_finess_id \(finess=\? AND id>\?\)"
+                     r"|Index Cond: .*\(id\)::text >= 'clm_", plan), plan
