@@ -2,8 +2,9 @@
 
 A gateway in service holds every claim it ever settled. The queries below run on the
 drain's step (twice a second even while idle), inside a queued claim's write (the receipt
-policy by cached rights), or at each refresh of the pharmacist's console (every 5 s):
-none should cost more as that history grows. Two SQLite files are built, migrated to
+policy by cached rights), at each refresh of the pharmacist's console (every 5 s), or
+when a pharmacy's software lists its claims (`GET /v1/claims`, since an instant or by
+status): none should cost more as that history grows. Two SQLite files are built, migrated to
 the newest schema and filled with plain SQL: --claims settled claims over 300 days
 (50 pharmacies, 3 operators; 90 % accepted, 7 % rejected, 3 % cancelled; those older
 than 90 days purged as retention leaves them) and a live queue of 225 (200 queued, 20
@@ -22,13 +23,15 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from harness import machine
 from sqlalchemy import Engine, create_engine, event
+from ulid import ULID
 
+from gateway.claims import repository as claims_of
 from gateway.console import repository as console
 from gateway.queue import repository as queue
 from gateway.receipts import repository as receipts
@@ -47,6 +50,11 @@ def at(seconds_ago: str) -> str:
             " || '.000000'")
 
 
+def claim_id_at(created_at: str) -> str:
+    """A claim id as the gateway draws it when it creates a claim at `created_at`."""
+    return f"clm_{ULID.from_datetime(datetime.fromisoformat(created_at).replace(tzinfo=UTC))}"
+
+
 def build(path: Path, claims: int) -> None:
     """A migrated file holding `claims` settled claims over 300 days and a live queue."""
     upgrade(f"sqlite:///{path}")
@@ -54,6 +62,7 @@ def build(path: Path, claims: int) -> None:
     age = f"({claims} - i) * {300 * DAY_S} / {claims}"
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA synchronous=OFF")
+        connection.create_function("ulid_at", 1, claim_id_at)
         connection.execute(f"""
             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {claims})
             INSERT INTO claims (id, finess, invoice_number, request_hash, nir_hash,
@@ -61,7 +70,7 @@ def build(path: Path, claims: int) -> None:
               amc_requested_cents, amc_covered_cents, first_http_status, cancellation_pending,
               coverage_decision, attempts, payload_enc, created_at, updated_at, queued_at,
               maybe_sent, purged_at)
-            SELECT printf('clm_%012d', i), printf('33%07d', i % 50), 'INV' || i,
+            SELECT ulid_at({at(f"{age} + 2")}), printf('33%07d', i % 50), 'INV' || i,
               CASE WHEN i <= {purged} THEN '' ELSE lower(hex(randomblob(32))) END,
               CASE WHEN i <= {purged} THEN '' ELSE lower(hex(randomblob(32))) END,
               CASE WHEN i <= {purged} THEN '' ELSE printf('%064d', i % 20000) END,
@@ -81,7 +90,7 @@ def build(path: Path, claims: int) -> None:
               amc_requested_cents, cancellation_pending, coverage_decision, attempts,
               payload_enc, created_at, updated_at, queued_at, next_attempt_at, lease_owner,
               lease_until, maybe_sent)
-            SELECT printf('clm_q%011d', i), printf('33%07d', i % 50), 'QINV' || i, 'h', 'n',
+            SELECT ulid_at({at("3600 - i")}), printf('33%07d', i % 50), 'QINV' || i, 'h', 'n',
               'b', CASE WHEN i <= 220 THEN 'alpha' ELSE 'beta' END, '12345678', date('now'),
               CASE WHEN i <= 200 THEN 'queued' WHEN i <= 220 THEN 'failed' ELSE 'pending' END,
               1000, 0, 'not_needed', 0, randomblob(600), {at("3600 - i")}, {at("3600 - i")},
@@ -111,6 +120,12 @@ def questions(engine: Engine) -> dict[str, Question]:
             s, FINESS, ("failed",), limit=100, oldest_first=False),
         "console: recent claims": lambda s: console.claims_of_pharmacy(
             s, FINESS, console.SETTLED, limit=20, oldest_first=False),
+        "api: claims since yesterday": lambda s: claims_of.list_own(
+            s, finess=FINESS, status=None, operator=None, since=utcnow() - timedelta(days=1),
+            before_id=None, limit=51),
+        "api: failed claims": lambda s: claims_of.list_own(
+            s, finess=FINESS, status="failed", operator=None, since=None, before_id=None,
+            limit=51),
     }
 
 
