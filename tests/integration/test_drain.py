@@ -77,18 +77,21 @@ async def _all(http, ids, status):
 
 
 async def test_an_open_breaker_answers_at_once_without_the_operator(settings, simulators):
-    async with gateway(settings, simulators, breaker_reset_s=30, breaker_reset_max_s=30) as (
-            app, http):
-        await set_fault(simulators["opera"], "hang")
+    """The operator hangs, and the gateway would wait 5 s for it: an answer in less than
+    half of that came without it, however loaded the machine (a bound of 0.2 s, against a
+    0.2 s timeout, was a wall-clock race)."""
+    async with gateway(settings, simulators, timeout_s=5.0, deadline_s=10.0,
+                       breaker_reset_s=30, breaker_reset_max_s=30) as (app, http):
+        await set_fault(simulators["opera"], "down")
         for index in range(3):
             await http.post("/v1/claims", json=claim_body(f"T{index}"))
         assert app.state.context.operators.get("opera").breaker.state == "open"
-        await set_fault(simulators["opera"], "ok")
+        await set_fault(simulators["opera"], "hang")
         received = (await ledger(simulators["opera"]))["received"]
         loop = asyncio.get_running_loop()
         began = loop.time()
         response = await http.post("/v1/claims", json=claim_body("T9"))
-        assert response.status_code == 202 and loop.time() - began < 0.2
+        assert response.status_code == 202 and loop.time() - began < 2.5
         assert (await ledger(simulators["opera"]))["received"] == received
 
 
