@@ -10,6 +10,11 @@ is shredded.
 
 On SQLite the purge runs with `secure_delete` and is followed by a WAL checkpoint,
 so the erased values do not linger in free pages or in the write-ahead log.
+
+The scheduled job finds the claims to purge in a read, then purges them in a write that
+checks each again: the search reads every settled claim ever kept, and in the write it
+held up every claim's intake for as long (the writer is one, on SQLite and, through the
+group lock, on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TypedDict
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import ColumnElement, delete, select, text, update
 from sqlmodel import col
 
 from gateway.audit.trail import SYSTEM, AuditLog
@@ -74,13 +79,18 @@ class PurgeReport:
 
 
 def purge(
-    session: UnitOfWork, *, now: datetime, retention_days: int, rights_cache_days: int
+    session: UnitOfWork, *, now: datetime, retention_days: int, rights_cache_days: int,
+    candidates: list[str] | None = None,
 ) -> PurgeReport:
-    """Purge what the policy says, in the caller's transaction; return the counts."""
+    """Purge what the policy says, in the caller's transaction; return the counts.
+    `candidates`: the claims `purge_candidates` found, in a read before this write (else
+    they are looked for here); each is purged only if it still qualifies."""
     session.lock(PURGE_LOCK)
     if session.serialized:  # SQLite: purged rows are overwritten on disk
         session.execute(text("PRAGMA secure_delete=ON"))
-    claims = _purge_claims(session, cutoff=now - timedelta(days=retention_days), now=now)
+    cutoff = now - timedelta(days=retention_days)
+    claims = _purge_claims(session, candidates if candidates is not None
+                           else purge_candidates(session, cutoff=cutoff), cutoff=cutoff, now=now)
     rights = session.changed(delete(RightsCacheEntry).where(
         col(RightsCacheEntry.as_of) < now - timedelta(days=rights_cache_days)))
     _purge_login_bookkeeping(session, now)
@@ -91,28 +101,41 @@ def purge(
     return PurgeReport(claims, rights, shredded, tuple(unused))
 
 
-def _purge_claims(session: UnitOfWork, *, cutoff: datetime, now: datetime) -> int:
-    rows = session.execute(select(col(Claim.id), col(Claim.status)).where(
-        col(Claim.status).in_(PURGEABLE_STATUSES), col(Claim.updated_at) < cutoff,
-        col(Claim.purged_at).is_(None), col(Claim.cancellation_pending).is_(False),
-    )).all()
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
-        ids = [row.id for row in chunk]
-        session.execute(
-            update(Claim).where(col(Claim.id).in_(ids)).values(
-                payload_enc=b"", nir_hash="", beneficiary_hash="", request_hash="",
-                data_key_id=None, purged_at=now),
+def _purgeable(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (col(Claim.status).in_(PURGEABLE_STATUSES), col(Claim.updated_at) < cutoff,
+            col(Claim.purged_at).is_(None), col(Claim.cancellation_pending).is_(False))
+
+
+def purge_candidates(session: UnitOfWork, *, cutoff: datetime) -> list[str]:
+    """The claims whose personal data is due for purging. No index leads to them: this
+    reads every settled claim ever kept (~300 ms at 300,000 on SQLite), so the scheduled
+    job runs it in a read, which does not hold up the claims' writes."""
+    return list(session.execute(select(col(Claim.id)).where(*_purgeable(cutoff))).scalars())
+
+
+def _purge_claims(session: UnitOfWork, candidates: list[str], *, cutoff: datetime,
+                  now: datetime) -> int:
+    """Purge the candidates that still qualify (one may have moved since it was found)."""
+    purged = 0
+    for start in range(0, len(candidates), CHUNK):
+        rows = session.execute(
+            update(Claim).where(col(Claim.id).in_(candidates[start:start + CHUNK]),
+                                *_purgeable(cutoff))
+            .values(payload_enc=b"", nir_hash="", beneficiary_hash="", request_hash="",
+                    data_key_id=None, purged_at=now)
+            .returning(col(Claim.id), col(Claim.status)),
             execution_options={"synchronize_session": False},
-        )
+        ).all()
+        ids = [row.id for row in rows]
         session.execute(
             update(Receipt).where(col(Receipt.claim_id).in_(ids)).values(beneficiary_hash=""),
             execution_options={"synchronize_session": False},
         )
         session.add_all([ClaimHistory(claim_id=row.id, status=row.status, at=now,
                                       detail="personal data purged (retention)")
-                         for row in chunk])
-    return len(rows)
+                         for row in rows])
+        purged += len(rows)
+    return purged
 
 
 def _purge_login_bookkeeping(session: UnitOfWork, now: datetime) -> None:
@@ -170,11 +193,12 @@ def month_over(scope: str, created_at: datetime, now: datetime) -> bool:
 
 def purge_audited(
     session: UnitOfWork, settings: Settings, *, now: datetime, actor: Principal,
-    audit_log: AuditLog, audit_empty: bool = True,
+    audit_log: AuditLog, audit_empty: bool = True, candidates: list[str] | None = None,
 ) -> PurgeReport:
     """The policy of these settings, audited in the same transaction."""
     report = purge(session, now=now, retention_days=settings.retention_days,
-                   rights_cache_days=settings.provisional.rights_cache_days)
+                   rights_cache_days=settings.provisional.rights_cache_days,
+                   candidates=candidates)
     if audit_empty or any(report.counts().values()):
         audit_log.append(session, actor, "retention.purge", **report.counts())
     return report
@@ -200,8 +224,11 @@ async def purge_once(
     wipe the log."""
     when = now or utcnow()
     trail = audit_log or AuditLog.from_settings(ctx.settings)
+    cutoff = when - timedelta(days=ctx.settings.retention_days)
+    candidates = await ctx.db.read(lambda session: purge_candidates(session, cutoff=cutoff))
     report = await ctx.db.write(lambda session: purge_audited(
-        session, ctx.settings, now=when, actor=SYSTEM, audit_log=trail, audit_empty=False))
+        session, ctx.settings, now=when, actor=SYSTEM, audit_log=trail, audit_empty=False,
+        candidates=candidates))
     ctx.cipher.forget(report.shredded)
     await anyio.to_thread.run_sync(wipe_wal, ctx.db)
     log.info("retention.purged", **report.counts())

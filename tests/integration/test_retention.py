@@ -246,3 +246,31 @@ async def test_the_scheduled_job_survives_a_failed_run(app, monkeypatch):
     await asyncio.wait_for(run_retention(app.state.context, stopping, first_run_s=0.01,
                                          every_s=0.01), 5)
     assert len(runs) == 3
+
+
+async def test_the_scheduled_purge_searches_in_a_read_and_purges_what_still_qualifies(
+        app, client, pharmacy, settings, monkeypatch):
+    """The search reads every settled claim ever kept: in the write it held up every
+    claim's intake meanwhile. It runs in a read; the write then purges each claim found
+    only if it still qualifies (here one has a cancellation to send since)."""
+    from gateway.storage import retention
+
+    ctx = app.state.context
+    ids = [await submit(client, pharmacy, f"S{i}", 201, person=i) for i in range(3)]
+    ctx.db.write_now(lambda session: age(session, ids, days=settings.retention_days + 1))
+    searched: list[object] = []
+    search = retention.purge_candidates
+
+    def search_then_cancel(session, *, cutoff):
+        found = search(session, cutoff=cutoff)
+        searched.append(session.connection().get_execution_options().get("sqlite_begin"))
+        ctx.db.write_now(lambda s: s.execute(update(Claim).where(col(Claim.id) == ids[0])
+                                             .values(cancellation_pending=True)))
+        return found
+
+    monkeypatch.setattr(retention, "purge_candidates", search_then_cancel)
+    report = await purge_once(ctx)
+    assert searched == ["DEFERRED"]  # the reader's transaction, not the writer's
+    assert report.claims == 2
+    assert row(ctx, ids[0]).purged_at is None and row(ctx, ids[0]).nir_hash
+    assert all(row(ctx, claim_id).purged_at is not None for claim_id in ids[1:])
