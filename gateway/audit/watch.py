@@ -105,7 +105,7 @@ class TrailWatch:
 
     async def full_walk(self) -> None:
         """Every entry and every head, a chunk at a time; then the checkpoint is its end."""
-        began = utcnow()
+        began, found_before = utcnow(), self._broken
         heads, deployment = await self._db.read(
             lambda session: (repository.heads(session), read_deployment_id(session)))
         named = {head.entry_id for head in heads}
@@ -118,7 +118,7 @@ class TrailWatch:
             result = walk(chunk, self._audit_log.seal, after=(last_id, last_hash),
                           checked=checked)
             if not result.ok:
-                return self._settle_walk(result, began)
+                return self._settle_walk(result, began, found_before)
             hashes.update((entry.id or 0, entry.entry_hash) for entry in chunk
                           if entry.id in named)
             if chunk:
@@ -131,12 +131,19 @@ class TrailWatch:
         hashes[last_id] = last_hash
         found = check_heads(heads, hashes, self.keys, deployment)
         if found is not None:
-            return self._settle_walk(_head_broken(found), began)
+            return self._settle_walk(_head_broken(found), began, found_before)
         head_id = max((head.id or 0 for head in heads), default=0)
-        self._settle_walk(None, began, Checkpoint(last_id, last_hash, head_id, began))
+        self._settle_walk(None, began, found_before,
+                          Checkpoint(last_id, last_hash, head_id, began))
 
     def _settle_walk(self, broken: Verification | None, began: datetime,
+                     found_before: Verification | None,
                      checkpoint: Checkpoint | None = None) -> None:
+        """The walk's verdict, unless a tail check found a break while it ran (in entries
+        the walk may have read before they were altered): that one stands."""
+        if self._broken is not None and self._broken is not found_before:
+            broken = self._broken if broken is None else min(
+                broken, self._broken, key=lambda found: found.first_broken_id or 0)
         self._broken, self._checkpoint, self._full_at = broken, checkpoint, began
         if broken is not None:
             log.error("audit.trail_broken", entry_id=broken.first_broken_id)

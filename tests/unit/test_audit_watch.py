@@ -7,6 +7,7 @@ On each configured backend (SQLite; PostgreSQL with GATEWAY_TEST_POSTGRES_URL)."
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -220,3 +221,37 @@ def test_a_view_before_any_full_walk_starts_one_and_says_so(
     assert first.result is None and first.walking
     assert verdict(later) == (True, None) and not later.walking
     assert later.result is not None and later.result.checked == 30
+
+
+def test_a_break_found_while_a_full_walk_runs_stands_after_it(
+        db: Database, log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk read entry 33 before it was altered; the tail check, meanwhile, did not:
+    the walk's verdict of an intact trail does not clear what the tail check found."""
+    trail = watched(db, log)
+    altered, resume = threading.Event(), threading.Event()
+    original = repository.entries_after
+
+    def read_then_alter(session: UnitOfWork, after_id: int, limit: int | None = None,
+                        ) -> list[AuditEntry]:
+        entries = original(session, after_id, limit)
+        if after_id == 30 and limit is not None:  # the walk's last chunk, 31 to 35
+            sql(db, "UPDATE audit_log SET outcome = 'refused' WHERE id = 33")
+            altered.set()
+            resume.wait(10)
+        return entries
+
+    async def scenario() -> TrailReport:
+        await trail.full_walk()
+        append(db, log, 5)
+        monkeypatch.setattr(watch, "CHUNK", 10)
+        monkeypatch.setattr(repository, "entries_after", read_then_alter)
+        walking = asyncio.create_task(trail.full_walk())
+        assert await asyncio.to_thread(altered.wait, 10)
+        monkeypatch.setattr(repository, "entries_after", original)
+        await trail.check_tail()  # from entry 30: finds 33 altered
+        resume.set()
+        await walking
+        return await trail.view()
+
+    report = asyncio.run(scenario())
+    assert verdict(report) == (False, 33)
