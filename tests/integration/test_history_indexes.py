@@ -175,3 +175,35 @@ def test_a_pharmacy_s_claims_since_an_instant_are_read_from_that_instant_on(
     # size, the primary key's, every pharmacy's claims since then)
     assert re.search(r"USING INDEX ix_claims_finess_id \(finess=\? AND id>\?\)"
                      r"|Index Cond: .*\(id\)::text >= 'clm_", plan), plan
+
+
+def test_a_pharmacy_s_claims_of_a_rare_status_come_from_the_status_index(
+        database_url: str) -> None:
+    """`GET /v1/claims?status=failed`: walking the pharmacy's ids newest first read its whole
+    history before it found a page of a status few claims have. Those statuses are read
+    from an index by status, then sorted; the others (most of
+    the history) are still walked newest first, which finds a page soonest."""
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as connection:
+        for n in range(60):
+            add_claim(connection, n, "failed" if n in (3, 17, 41) else "accepted")
+        add_claim(connection, 60, "failed")
+        set_claim(connection, "clm_0060", finess="330001249")  # another pharmacy's
+    analyze(engine)
+
+    def listed(status: str, before_id: str | None = None) -> Callable[[UnitOfWork], Any]:
+        return lambda session: claims_repository.list_own(
+            session, finess="330001231", status=status, operator=None, since=None,
+            before_id=before_id, limit=2)
+
+    failed, plan = planned(engine, listed("failed"))
+    assert [claim.id for claim in failed] == ["clm_0041", "clm_0017"]
+    # the pharmacy's failed claims, or (PostgreSQL, with statistics) every pharmacy's: few
+    assert re.search(r"ix_claims_(pharmacy_)?status", plan), plan
+    after, _ = planned(engine, listed("failed", before_id="clm_0017"))
+    assert [claim.id for claim in after] == ["clm_0003"]
+    accepted, plan = planned(engine, listed("accepted"))
+    engine.dispose()
+    assert [claim.id for claim in accepted] == ["clm_0059", "clm_0058"]
+    # walked newest first: the pharmacy's ids, or (PostgreSQL, at this size) all of them
+    assert re.search(r"ix_claims_finess_id|Index Scan Backward using claims_pkey", plan), plan
