@@ -180,9 +180,9 @@ def test_a_pharmacy_s_claims_since_an_instant_are_read_from_that_instant_on(
 def test_a_pharmacy_s_claims_of_a_rare_status_come_from_the_status_index(
         database_url: str) -> None:
     """`GET /v1/claims?status=failed`: walking the pharmacy's ids newest first read its whole
-    history before it found a page of a status few claims have. Those statuses are read
-    from an index by status, then sorted; the others (most of
-    the history) are still walked newest first, which finds a page soonest."""
+    history before it found a page of a status few of its claims have (or none: a pharmacy
+    that never cancels). Every status but accepted is read from an index by status, then
+    sorted; accepted, most of the history, is still walked newest first: a page soonest."""
     engine = create_engine(sync_url(database_url))
     with engine.begin() as connection:
         for n in range(60):
@@ -202,6 +202,9 @@ def test_a_pharmacy_s_claims_of_a_rare_status_come_from_the_status_index(
     assert re.search(r"ix_claims_(pharmacy_)?status", plan), plan
     after, _ = planned(engine, listed("failed", before_id="clm_0017"))
     assert [claim.id for claim in after] == ["clm_0003"]
+    none, plan = planned(engine, listed("cancelled"))  # this pharmacy never cancels
+    assert none == []
+    assert re.search(r"ix_claims_(pharmacy_)?status", plan), plan
     accepted, plan = planned(engine, listed("accepted"))
     engine.dispose()
     assert [claim.id for claim in accepted] == ["clm_0059", "clm_0058"]
