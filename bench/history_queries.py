@@ -134,7 +134,7 @@ def questions(engine: Engine) -> dict[str, Question]:
         "api: failed claims": lambda s: claims_of.list_own(
             s, finess=FINESS, status="failed", operator=None, since=None, before_id=None,
             limit=51),
-        "api: cancelled claims (3 %)": lambda s: claims_of.list_own(
+        "api: cancelled claims (it has none)": lambda s: claims_of.list_own(
             s, finess=FINESS, status="cancelled", operator=None, since=None, before_id=None,
             limit=51),
         READ_APART: lambda s: retention.purge_candidates(
