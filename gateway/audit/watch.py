@@ -128,7 +128,8 @@ class TrailWatch:
             # the claims' turn: the walk holds the GIL while it hashes (~10 s at 300,000)
             await asyncio.sleep((time.monotonic() - started) * REST)
         hashes[last_id] = last_hash
-        found = check_heads(heads, hashes, self.keys, deployment)
+        # a signature a head, ~100,000 heads a year: off the event loop too
+        found = await asyncio.to_thread(check_heads, heads, hashes, self.keys, deployment)
         if found is not None:
             return self._settle_walk(_head_broken(found), began, found_before)
         head_id = max((head.id or 0 for head in heads), default=0)
