@@ -154,7 +154,7 @@ def list_own(
         query = query.where(col(Claim.id) < before_id)
     newest_first: ColumnElement[str] = _CLAIMS.c.id
     if status and status != WALKED_STATUS:  # by an expression: no index gives this order,
-        newest_first = _CLAIMS.c.id + ""  # so the planners take ix_claims_pharmacy_status
+        newest_first = _CLAIMS.c.id + ""  # so both planners take an index by status
     result = session.exec(query.order_by(newest_first.desc()).limit(limit))
     return list(result.all())
 
