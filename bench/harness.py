@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -234,6 +235,26 @@ class Procs:
                           f"gateway-{port}.log", f"{url}/healthz")
         self.by_url[url] = proc
         return url, proc
+
+
+@contextmanager
+def stub_operator() -> Iterator[str]:
+    """bench/stub_operator.py in a process of its own: its URL, once it answers."""
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, str(Path(__file__).with_name("stub_operator.py")),  # noqa: S603
+                             "--port", str(port)], stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/health", timeout=1.0)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        stub.kill()
+        stub.wait()
 
 
 def set_fault(sim_url: str, mode: str) -> None:

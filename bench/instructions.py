@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -63,9 +62,10 @@ def main() -> None:
     args = parser.parse_args()
     if os.environ.get(INNER):  # on uvloop, as `gateway serve` runs (uvicorn takes it)
         import uvloop
+        from harness import stub_operator
 
-        with stub_operator() as port:
-            uvloop.run(measure(args, Path(os.environ[INNER]), port))
+        with stub_operator() as url:
+            uvloop.run(measure(args, Path(os.environ[INNER]), url))
         return
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -82,29 +82,6 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
         else:
             print(f"   callgrind's dumps: {out}")
-
-
-@contextmanager
-def stub_operator() -> Iterator[int]:
-    """The stand-in operator, in a process of its own (valgrind does not follow it): its
-    port, once it answers."""
-    import httpx
-    from harness import free_port
-
-    port = free_port()
-    stub = subprocess.Popen([sys.executable, str(HERE / "stub_operator.py"),  # noqa: S603
-                             "--port", str(port)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield port
-    finally:
-        stub.terminate()
-        stub.wait()
 
 
 class Callgrind:
@@ -130,7 +107,7 @@ class Callgrind:
             self._ask(f"--dump={name}")
 
 
-async def measure(args: argparse.Namespace, out: Path, port: int) -> None:
+async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> None:
     # imported here: the outer run (valgrind's parent) needs none of it
     import structlog
     from asgi_lifespan import LifespanManager
@@ -168,7 +145,7 @@ async def measure(args: argparse.Namespace, out: Path, port: int) -> None:
                 environment="development", database_url=url, data_dir=out / mode,
                 provisional=CAPS, operators=[{
                     "name": "opera", "adapter": "reference",
-                    "base_url": f"http://127.0.0.1:{port}", "insurers": ["80*"],
+                    "base_url": operator_url, "insurers": ["80*"],
                     "provisional": "card" if mode == "card" else "none",
                     "breaker_reset_s": 3600}])
             app = create_app(settings, configure_logs=False, run_workers=False)

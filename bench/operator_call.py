@@ -22,15 +22,13 @@ import asyncio
 import json
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import httpx
-from harness import free_port, machine
+from harness import machine, stub_operator
 
 from adapters.base import OperatorClaim
 from adapters.reference import ReferenceAdapter
@@ -111,25 +109,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per way")
     args = parser.parse_args()
     print(machine())
-    port = free_port()
-    stub = subprocess.Popen([sys.executable, str(HERE / "stub_operator.py"),  # noqa: S603
-                             "--port", str(port)], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/health", timeout=1.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with stub_operator() as url:
         spent: dict[str, list[float]] = {name: [] for name in WAYS}
         for _ in range(args.rounds):
             for name, make in WAYS.items():
                 spent[name].append(asyncio.run(cpu_per_call(make, url, args.calls,
                                                             args.concurrency)))
-    finally:
-        stub.kill()
-        stub.wait()
     print(f"\n{args.calls} calls per round, {args.concurrency} in flight, {args.rounds} rounds"
           "\n\n                                              CPU us/call (median)   rounds")
     floor = statistics.median(spent["a aiohttp alone (yardstick)"])
