@@ -8,10 +8,11 @@ touch exactly what they should.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
@@ -95,6 +96,33 @@ async def test_a_failed_insert_fails_the_works_it_held_and_no_other(database):
     failed = [a for a in answers[:2] if isinstance(a, IntegrityError)]
     assert len(failed) == 2  # one transaction: both twins fail together
     assert await database.read(event_ids) == ["evt_ordinary"]
+
+
+async def test_the_sessions_own_changes_are_written_before_the_staged_rows(database):
+    """The staged rows go in on the connection, past the session's autoflush: a change the
+    work made to a row it loaded is still written first, as the session's `execute` did."""
+    await database.write(staging("evt_loaded"), deferred=True)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        if written := re.match(r"\s*(UPDATE|INSERT INTO)\s+(\w+)", statement):
+            statements.append(f"{written[1]} {written[2]}")
+
+    def change_then_stage(session: UnitOfWork) -> None:
+        loaded = session.exec(select(Event).where(col(Event.event_id) == "evt_loaded")).one()
+        loaded.type = "claim.failed"  # the session's own change, not flushed yet
+        session.add(Event(event_id="evt_staged", finess="330001231", type="claim.queued",
+                          claim_id=None, at=utcnow()))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        await database.write(change_then_stage, deferred=True)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    assert statements == ["UPDATE events", "INSERT INTO events"]
+    types = await database.read(lambda session: dict(session.exec(
+        select(Event.event_id, Event.type)).all()))
+    assert types == {"evt_loaded": "claim.failed", "evt_staged": "claim.queued"}
 
 
 async def test_the_audit_chain_stays_whole_across_deferred_and_ordinary_appends(database):
