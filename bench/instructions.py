@@ -45,7 +45,6 @@ from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
 MODES = ("queued", "card", "sent")
 BENEFICIARIES = 1000
 PHARMACIES = 4
@@ -74,8 +73,9 @@ def main() -> None:
     try:
         subprocess.run(  # noqa: S603 - this script, under valgrind
             [valgrind, "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
-             f"--callgrind-out-file={out}/cg.%p", sys.executable, __file__, *sys.argv[1:]],
-            env={**os.environ, INNER: str(out)}, check=True, stderr=subprocess.DEVNULL)
+             f"--callgrind-out-file={out}/cg.%p", f"--log-file={out}/valgrind.log",
+             sys.executable, __file__, *sys.argv[1:]],
+            env={**os.environ, INNER: str(out)}, check=True)
         report(args, out)
     finally:
         if args.keep is None:
