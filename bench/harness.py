@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -255,6 +255,36 @@ def stub_operator() -> Iterator[str]:
     finally:
         stub.kill()
         stub.wait()
+
+
+async def gateway_in_process(stack: AsyncExitStack, folder: Path, operator: dict[str, Any],
+                             finesses: list[str], caps: dict[str, int]) -> tuple[Any, list[Any]]:
+    """A gateway built as `gateway serve` builds it (`create_app`, no background workers),
+    on a fresh SQLite file in `folder`, with `operator` its one operator and `caps` its
+    receipt limits, its lifespan held by `stack`: its context, and a principal per pharmacy
+    of `finesses` (an API key each), for calling its services without HTTP."""
+    from asgi_lifespan import LifespanManager
+
+    from gateway.keys.admin import create_key
+    from gateway.main import create_app
+    from gateway.security.apikeys import authenticate
+    from gateway.settings import Settings
+    from gateway.storage.migrate import upgrade
+
+    url = f"sqlite:///{folder}.db"
+    upgrade(url)
+    settings = Settings(environment="development", database_url=url, data_dir=folder,
+                        provisional=caps, operators=[operator])
+    app = create_app(settings, configure_logs=False, run_workers=False)
+    await stack.enter_async_context(LifespanManager(app))
+    context = app.state.context
+    principals = []
+    for finess in finesses:
+        _, secret = create_key(settings, role="pharmacy", finess=finess)
+        principals.append(await context.db.read_connection(
+            lambda connection, secret=secret: authenticate(connection, secret,
+                                                           context.credentials)))
+    return context, principals
 
 
 def set_fault(sim_url: str, mode: str) -> None:

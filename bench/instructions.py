@@ -110,18 +110,14 @@ class Callgrind:
 async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> None:
     # imported here: the outer run (valgrind's parent) needs none of it
     import structlog
-    from asgi_lifespan import LifespanManager
     from costs import CAPS, pharmacies
-    from harness import claim_of
+    from harness import claim_of, gateway_in_process
 
     from gateway.claims import service
     from gateway.claims.schemas import ClaimCreate
-    from gateway.keys.admin import create_key
-    from gateway.main import create_app, settle_heap
-    from gateway.security.apikeys import Principal, authenticate
-    from gateway.settings import Settings
+    from gateway.main import settle_heap
+    from gateway.security.apikeys import Principal
     from gateway.storage import db
-    from gateway.storage.migrate import upgrade
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     groups = {"": 0}
@@ -139,26 +135,12 @@ async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> Non
     async with AsyncExitStack() as stack:
         gateways: dict[str, tuple[Any, list[Principal]]] = {}
         for mode in MODES:
-            url = f"sqlite:///{out / f'{mode}.db'}"
-            upgrade(url)
-            settings = Settings(
-                environment="development", database_url=url, data_dir=out / mode,
-                provisional=CAPS, operators=[{
-                    "name": "opera", "adapter": "reference",
-                    "base_url": operator_url, "insurers": ["80*"],
-                    "provisional": "card" if mode == "card" else "none",
-                    "breaker_reset_s": 3600}])
-            app = create_app(settings, configure_logs=False, run_workers=False)
-            await stack.enter_async_context(LifespanManager(app))
-            context = app.state.context
+            context, principals = await gateway_in_process(stack, out / mode, {
+                "name": "opera", "adapter": "reference", "base_url": operator_url,
+                "insurers": ["80*"], "provisional": "card" if mode == "card" else "none",
+                "breaker_reset_s": 3600}, finesses, CAPS)
             if mode != "sent":
                 context.operators.get("opera").breaker.trip()
-            principals = []
-            for finess in finesses:
-                _, secret = create_key(settings, role="pharmacy", finess=finess)
-                principals.append(await context.db.read_connection(
-                    lambda connection, secret=secret, context=context: authenticate(
-                        connection, secret, context.credentials)))
             gateways[mode] = (context, principals)
         await _round(service, ClaimCreate, claim_of, gateways, finesses, "warm-up",
                      args.concurrency, args.concurrency * 4)

@@ -32,17 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from asgi_lifespan import LifespanManager
 from costs import CAPS, pharmacies
-from harness import claim_of, machine
+from harness import claim_of, gateway_in_process, machine
 
 from gateway.claims import service
 from gateway.claims.schemas import ClaimCreate
-from gateway.keys.admin import create_key
-from gateway.main import create_app, settle_heap
-from gateway.security.apikeys import Principal, authenticate
-from gateway.settings import Settings
-from gateway.storage.migrate import upgrade
+from gateway.main import settle_heap
+from gateway.security.apikeys import Principal
 
 BENEFICIARIES = 1000
 MODES = ("none", "card")  # the operator's `provisional` offer
@@ -118,24 +114,11 @@ async def main() -> None:
     async with AsyncExitStack() as stack:
         gateways: dict[str, tuple[Any, list[Principal]]] = {}
         for mode in MODES:
-            url = f"sqlite:///{tmp / f'{mode}.db'}"
-            upgrade(url)
-            settings = Settings(
-                environment="development", database_url=url, data_dir=tmp / mode,
-                provisional=CAPS, operators=[{
-                    "name": "opera", "adapter": "reference", "base_url": "http://127.0.0.1:9",
-                    "insurers": ["80*"], "provisional": mode, "breaker_reset_s": 600}])
-            app = create_app(settings, configure_logs=False, run_workers=False)
-            await stack.enter_async_context(LifespanManager(app))
-            context = app.state.context
+            context, principals = await gateway_in_process(stack, tmp / mode, {
+                "name": "opera", "adapter": "reference", "base_url": "http://127.0.0.1:9",
+                "insurers": ["80*"], "provisional": mode, "breaker_reset_s": 600},
+                finesses, CAPS)
             context.operators.get("opera").breaker.trip()
-            principals = []
-            for finess in finesses:
-                _, secret = create_key(settings, role="pharmacy", finess=finess)
-                principal = await context.db.read_connection(
-                    lambda connection, secret=secret, context=context: authenticate(
-                        connection, secret, context.credentials))
-                principals.append(principal)
             gateways[mode] = (context, principals)
         settle_heap()
         sent = 0
