@@ -55,6 +55,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
 from gateway.storage.unit import UnitOfWork
+from gateway.storage.writer import WriterThread
 
 T = TypeVar("T")
 Work = Callable[[UnitOfWork], Any]
@@ -168,6 +169,7 @@ class Database:
         self._sqlite = is_sqlite(url)
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._writer = WriterThread("database-writer")
         self.health = DatabaseHealth()
 
     def unavailable(self, error: BaseException) -> BaseException:
@@ -227,7 +229,7 @@ class Database:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
-                outcomes, wrote = await anyio.to_thread.run_sync(
+                outcomes, wrote = await self._writer.run(
                     self._write_group, [(work, deferred) for work, deferred, _ in batch])
             except BaseException as exc:  # the commit itself failed: every work with it
                 outcomes = [(False, exc)] * len(batch)
@@ -303,6 +305,7 @@ class Database:
         await self.read(lambda session: session.execute(text("SELECT 1")).scalar_one())
 
     async def dispose(self) -> None:
+        await anyio.to_thread.run_sync(self._writer.stop)
         await anyio.to_thread.run_sync(self.engine.dispose)
 
 
