@@ -52,6 +52,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from gateway.storage.checkpoints import BACKSTOP_PAGES, WalCheckpointer
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
 from gateway.storage.unit import UnitOfWork
@@ -102,6 +103,8 @@ def configure_sqlite(engine: Engine) -> None:
         if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
+        # checkpoints are a thread's (gateway.storage.checkpoints); this is the backstop
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Savepoints (each unit of a group commit has one) and the receipts' triggers
         # make SQLite keep a sub-journal of the pages they change: in memory, not as a
@@ -170,6 +173,9 @@ class Database:
         self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writer = WriterThread("database-writer")
+        database = make_url(url).database if self._sqlite else None
+        self._checkpoints = (WalCheckpointer(database)
+                             if database not in (None, "", ":memory:") else None)
         self.health = DatabaseHealth()
 
     def unavailable(self, error: BaseException) -> BaseException:
@@ -236,6 +242,8 @@ class Database:
             else:
                 if wrote:  # a commit that changed nothing proves nothing about the disk
                     self.health.wrote()
+                    if self._checkpoints is not None:
+                        self._checkpoints.wrote()
             for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if done.done():
                     continue
@@ -306,6 +314,8 @@ class Database:
 
     async def dispose(self) -> None:
         await anyio.to_thread.run_sync(self._writer.stop)
+        if self._checkpoints is not None:
+            await anyio.to_thread.run_sync(self._checkpoints.stop)
         await anyio.to_thread.run_sync(self.engine.dispose)
 
 
