@@ -56,6 +56,8 @@ TINY = {
                      r"the receipt's share of the process's CPU per claim: -?\d"),
     "instructions": (["--claims", "16", "--rounds", "1", "--concurrency", "4"],
                      r"sent / queued: x\d"),
+    "write_path": (["--calls", "200", "--seconds", "0.5", "--rounds", "2"],
+                   r"claims/s, thread / own: x\d"),
     "costs": (["--seconds", "1", "--drain-seconds", "1", "--drain-rates", "100",
                "--pharmacies", "2", "--alone", "5", "--history", "50"],
               r"claims the operator received twice: 0 \(must be 0\)"),
