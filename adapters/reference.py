@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 from datetime import UTC, date, datetime
+from json import dumps as json_dumps
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
@@ -50,6 +51,7 @@ class ReferenceAdapter:
         # every call (~0.08 ms of CPU per claim); operators set no cookies.
         self._extensions = {"timeout": self._timeout.as_dict()}
         self._headers = list(client.headers.multi_items())
+        self._raw_headers = list(client.headers.raw)
         self._urls: dict[str, httpx.URL] = {}
 
     async def health(self) -> None:
@@ -99,10 +101,26 @@ class ReferenceAdapter:
 
     def _request(self, method: str, path: str, *, json: Any = None,
                  headers: dict[str, str] | None = None) -> httpx.Request:
-        """What `client.build_request` makes, from parts prepared once."""
-        return httpx.Request(method, self._url(path), json=json,
-                             headers=[*self._headers, *(headers or {}).items()],
-                             extensions=self._extensions)
+        """What `client.build_request` makes, from parts prepared once. A JSON body is
+        encoded here as httpx encodes it and given with all its headers: httpx's own
+        preparation (the body's headers merged one by one, then every header normalized
+        again) was more than half of a claim's request (~13 of ~23 µs)."""
+        url = self._url(path)
+        if json is None:
+            return httpx.Request(method, url, headers=[*self._headers,
+                                                       *(headers or {}).items()],
+                                 extensions=self._extensions)
+        body = json_dumps(json, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode("utf-8")
+        request = httpx.Request(method, url, headers=[
+            (b"Host", url.netloc), *self._raw_headers,
+            *((name.encode("ascii"), value.encode("ascii"))
+              for name, value in (headers or {}).items()),
+            (b"Content-Length", str(len(body)).encode("ascii")),
+            (b"Content-Type", b"application/json"),
+        ], stream=httpx.ByteStream(body), extensions=self._extensions)
+        request.read()  # `content`, as a request built with `json=` has it
+        return request
 
     def _url(self, path: str) -> httpx.URL:
         """`path` under the base URL, as httpx joins them (the base's path kept)."""

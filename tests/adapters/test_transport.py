@@ -5,6 +5,7 @@ reached the operator, which decides between a plain resend and a lookup first.""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -201,3 +202,37 @@ async def test_the_operator_client_keeps_httpx_send_for_what_it_skips() -> None:
             await closed.send(closed.build_request("GET", "/health"))
     assert hooked == [200]
     assert b"authorization: basic " in heads[1] and b"authorization" not in heads[0]
+
+
+async def test_a_claims_request_is_the_one_httpx_would_build() -> None:
+    """The adapter encodes a claim's body and gives its headers itself (cheaper than
+    httpx's preparation): same URL, same bytes, same headers as `build_request`."""
+    async with OperatorClient(base_url="http://127.0.0.1:9/op/", transport=AiohttpTransport(),
+                              headers={"X-Gateway": "tiers-payant"}) as client:
+        adapter = ReferenceAdapter("opera", client, timeout_s=0.5)
+        claim = operator_claim("clm_01J")
+        claim.body["beneficiary"]["last_name"] = "Lefèvre"  # not ASCII: UTF-8, as httpx sends
+        ours = adapter._request("POST", "/claims", json=claim.body,
+                                headers={"Idempotency-Key": claim.idempotency_key})
+        theirs = client.build_request("POST", "/claims", json=claim.body,
+                                      headers={"Idempotency-Key": claim.idempotency_key})
+    assert (ours.method, ours.url) == (theirs.method, theirs.url)
+    assert ours.content == theirs.content
+    assert sorted(ours.headers.multi_items()) == sorted(theirs.headers.multi_items())
+
+
+async def test_an_answer_in_a_content_encoding_is_decoded(adapter_for) -> None:
+    """Answers are handed over as they came, but one an operator compressed (the request
+    accepts gzip, and aiohttp leaves it so) still goes through httpx's decoders."""
+    packed = gzip.compress(ACCEPTED)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 X\r\nContent-Type: application/json\r\n"
+                     b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(packed), packed))
+        await writer.drain()
+
+    async for url in serving(handler):
+        outcome = await adapter_for(url).submit_claim(operator_claim())
+    assert outcome.status == "accepted" and outcome.reference == "OP-1"
