@@ -38,6 +38,7 @@ _NOT_SENT: tuple[type[Exception], ...] = (
 _NOT_PROCESSED = frozenset({408, 429, 503})
 _LABEL_MAX = 200
 _FIXED_PATHS = frozenset({"/health", "/rights", "/claims"})  # joined once, kept
+_BODY_HEADERS = frozenset({b"host", b"content-length", b"content-type", b"transfer-encoding"})
 
 
 class ReferenceAdapter:
@@ -51,7 +52,8 @@ class ReferenceAdapter:
         # every call (~0.08 ms of CPU per claim); operators set no cookies.
         self._extensions = {"timeout": self._timeout.as_dict()}
         self._headers = list(client.headers.multi_items())
-        self._raw_headers = list(client.headers.raw)
+        self._raw_headers = [(name, value) for name, value in client.headers.raw
+                             if name.lower() not in _BODY_HEADERS]  # a body's are its own
         self._urls: dict[str, httpx.URL] = {}
 
     async def health(self) -> None:
