@@ -125,8 +125,9 @@ def create_engine(url: str) -> Engine:
         engine = sa_create_engine(
             sync_url(url),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-            # one per anyio worker thread (40): a read never opens, and a SQLite
-            # connection's first query never re-reads, the schema under load
+            # one per anyio worker thread (40), where reads run (writes run on the
+            # writer thread): a read never opens, and a SQLite connection's first query
+            # never re-reads, the schema under load
             pool_size=40, max_overflow=8,
         )
         configure_sqlite(engine)
