@@ -3,10 +3,10 @@
 Why not `anyio.to_thread.run_sync`: a call through anyio's worker pool and back cost
 115-140 µs of the process's CPU on these cores (a future, a capacity limiter, a cancel
 scope, a worker picked from the pool), this one ~60 µs, a bare round trip between two
-threads ~23 µs (bench/write_path.py). Every write group pays it: once per claim queued alone, twice per claim sent.
-Write groups already run one at a time (`Database._flush` awaits each before the next),
-so one long-lived thread fed by a queue does the same work, on the same pooled
-connection more often than not.
+threads ~23 µs (bench/write_path.py). Every write group pays the handoff: once per
+claim queued alone, twice per claim sent. Write groups already run one at a time
+(`Database._flush` awaits each before the next), so one long-lived thread fed by a
+queue does the same work, on the same pooled connection more often than not.
 """
 
 from __future__ import annotations
