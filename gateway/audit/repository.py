@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import col, select
 
 from gateway.storage.models import AuditEntry, AuditHead, table_of
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 _ENTRIES = table_of(AuditEntry)
 
@@ -22,11 +22,21 @@ _HEAD_SQL = str(select(_ENTRIES.c.id, _ENTRIES.c.entry_hash).order_by(_ENTRIES.c
                                   compile_kwargs={"literal_binds": True}))
 
 
+_HEAD_KEY = ("audit.head",)
+
+
 def stored_head(session: UnitOfWork, lock: int) -> tuple[int, str] | None:
     """The last stored entry as (id, hash), read once the chain's `lock` is held (taken
-    with it, in one round trip, if it was not)."""
-    row = session.lock_then_first(lock, _HEAD_SQL)
+    with it, in one round trip, if it was not). Remembered while the transaction's rows
+    are staged (its appends then stage the next heads), so a write group may read it
+    ahead (`head_ahead`)."""
+    row = session.remember(_HEAD_KEY, lambda: session.lock_then_first(lock, _HEAD_SQL))
     return (int(row[0]), str(row[1])) if row else None
+
+
+def head_ahead(lock: int) -> Ahead:
+    """`stored_head`'s read, for a write group to send with its others (PostgreSQL)."""
+    return Ahead(_HEAD_KEY, _HEAD_SQL, lock=lock)
 
 
 def entries(session: UnitOfWork) -> list[AuditEntry]:

@@ -56,6 +56,10 @@ def locked_head(session: UnitOfWork) -> tuple[int, str] | None:
     return repository.stored_head(session, AUDIT_LOCK)
 
 
+# What an append reads first, for a deferred work to give its write group beforehand
+HEAD_AHEAD = repository.head_ahead(AUDIT_LOCK)
+
+
 def cli_actor() -> Principal:
     """The shell user running a command, as an audit actor (`cli:<user>`)."""
     try:

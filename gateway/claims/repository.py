@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, or_, update
 from sqlalchemy import select as core_select
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlmodel import col, select
 from ulid import ULID
 
@@ -16,7 +17,7 @@ from gateway.keys import repository as keys_repository
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
 from gateway.storage.models import Claim, ClaimHistory, Event, new_row, table_of, utcnow
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +46,21 @@ def read_for_intake(
     this transaction).
 
     One statement, not four: on SQLite every statement runs on the single writer, and
-    on PostgreSQL each is a round trip that every claim of a write group waits for.
+    on PostgreSQL each is a round trip that every claim of a write group waits for. Its
+    row is remembered while the transaction's rows are staged, so the group may read it
+    ahead (`intake_ahead`).
     """
     for staged in session.staged(Claim):
         if staged.finess == finess and (
                 staged.invoice_number == invoice_number
                 or (idempotency_key is not None and staged.idempotency_key == idempotency_key)):
             session.require_flushed()  # stored earlier in this transaction: ask the database
-    params: dict[str, Any] = {"finess": finess, "invoice_number": invoice_number,
-                              "idempotency_key": idempotency_key, "key_id": key_id,
-                              "operator": operator}
-    if exposure_of is not None and session.holds(receipts_repository.decision_lock(finess)):
-        params["beneficiary_hash"], params["service_date"] = exposure_of
-    sums = "service_date" in params
-    row = session.connection().execute(_INTAKE_READS[key_id is not None, sums], params).first()
+    sums_of = (exposure_of if exposure_of is not None
+               and session.holds(receipts_repository.decision_lock(finess)) else None)
+    params = _intake_params(finess, invoice_number, idempotency_key, key_id, operator, sums_of)
+    sums = sums_of is not None
+    row = session.remember(_intake_key(params), lambda: session.connection().execute(
+        _INTAKE_READS[key_id is not None, sums], params).first())
     key_row: Any = keys_repository.KEY_NOT_READ if key_id is None else row
     if row is None:  # asked with a key, and there is no such key: nothing else matters
         return IntakeRead([], None)
@@ -89,6 +91,37 @@ _SUMS = (receipts_repository.BENEFICIARY_DAY_SUM.label("exposure"),
          receipts_repository.PHARMACY_OUTSTANDING_SUM.label("outstanding"))
 
 
+def intake_ahead(
+    *, finess: str, invoice_number: str, idempotency_key: str | None,
+    exposure_of: tuple[str, date] | None = None, key_id: str | None = None,
+    operator: str | None = None,
+) -> Ahead:
+    """`read_for_intake`'s statement for the same arguments, to be read ahead by the write
+    group on PostgreSQL: after the pharmacy's receipt decision lock when it reads the
+    exposure, as `read_for_intake` then will."""
+    params = _intake_params(finess, invoice_number, idempotency_key, key_id, operator,
+                            exposure_of)
+    compiled = _INTAKE_READS_ON_POSTGRES[key_id is not None, exposure_of is not None]
+    return Ahead(
+        _intake_key(params), str(compiled), {**compiled.params, **params},
+        lock=None if exposure_of is None else receipts_repository.decision_lock(finess))
+
+
+def _intake_params(finess: str, invoice_number: str, idempotency_key: str | None,
+                   key_id: str | None, operator: str | None,
+                   sums_of: tuple[str, date] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"finess": finess, "invoice_number": invoice_number,
+                              "idempotency_key": idempotency_key, "key_id": key_id,
+                              "operator": operator}
+    if sums_of is not None:
+        params["beneficiary_hash"], params["service_date"] = sums_of
+    return params
+
+
+def _intake_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return ("claims.intake", *params.values())
+
+
 def _intake_read(with_key: bool, with_sums: bool) -> Select[Any]:
     columns = (_DUPLICATE_ID, _PAUSED, *(_SUMS if with_sums else ()))
     if not with_key:
@@ -100,6 +133,9 @@ def _intake_read(with_key: bool, with_sums: bool) -> Select[Any]:
 # Built once: constructing and caching a statement per claim cost more than running it.
 _INTAKE_READS = {(key, sums): _intake_read(key, sums) for key in (False, True)
                  for sums in (False, True)}
+_INTAKE_READS_ON_POSTGRES = {  # psycopg's own words, for the pipeline
+    variant: read.compile(dialect=psycopg.dialect())  # type: ignore[no-untyped-call]
+    for variant, read in _INTAKE_READS.items()}
 
 
 def load(session: UnitOfWork, claim_id: str) -> Claim:

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
+from gateway.audit.trail import HEAD_AHEAD
 from gateway.claims import repository, transitions
 from gateway.claims.operator_texts import refusal_detail
 from gateway.claims.payload import payload_context
@@ -129,14 +131,15 @@ async def _store_or_replay(
                    and not operator.breaker.is_closed else None)
 
     api_key = is_api_key(principal)  # its row is read with the duplicate check
+    lookup: dict[str, Any] = {
+        "finess": claim_in.dispenser.finess, "invoice_number": claim_in.invoice_number,
+        "idempotency_key": idempotency_key, "exposure_of": exposure_of,
+        "key_id": principal.key_id if api_key else None, "operator": operator.name}
+    # what `store` reads first, read by its write group with the others' (PostgreSQL)
+    ahead = (repository.intake_ahead(**lookup), HEAD_AHEAD)
 
     def store(session: UnitOfWork) -> tuple[Claim, Receipt | None] | SubmitResult:
-        read = repository.read_for_intake(
-            session, finess=claim_in.dispenser.finess,
-            invoice_number=claim_in.invoice_number, idempotency_key=idempotency_key,
-            exposure_of=exposure_of, key_id=principal.key_id if api_key else None,
-            operator=operator.name,
-        )
+        read = repository.read_for_intake(session, **lookup)
         # The key may come from a cache (gateway.web.deps.submitter): confirm it here, once
         # per transaction, so a revoked key stores nothing.
         if not session.remember(("key", principal.key_id), lambda: is_live(
@@ -167,7 +170,7 @@ async def _store_or_replay(
 
     for _ in range(STORE_ATTEMPTS):
         try:
-            stored = await ctx.db.write(store, deferred=True)
+            stored = await ctx.db.write(store, deferred=True, ahead=ahead)
         except IntegrityError:
             continue  # another request stored the same key or invoice first: replay it
         except Unauthorized:

@@ -21,6 +21,10 @@ claim, each held across a commit. Groups of every process take one advisory lock
 first (`GROUP_LOCK`), so they run one at a time, as on SQLite, and never deadlock
 on each other. `write_now` runs one work alone, in the calling thread (commands, tools).
 
+On PostgreSQL, the reads that deferred works give beforehand (`ahead`, see
+`gateway.storage.unit.Ahead`) go with the group's lock, or before the next run of
+deferred works, in one round trip for all of them.
+
 A work run with `deferred=True` stages its new rows (`gateway.storage.deferred`: its
 unit of work's `add` does it) instead of flushing them through the ORM: such works need
 no savepoint (they write nothing until the buffer is flushed), and their rows go in
@@ -37,7 +41,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -55,11 +59,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from gateway.storage.checkpoints import BACKSTOP_PAGES, WalCheckpointer
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork, lock_number
 from gateway.storage.writer import WriterThread
 
 T = TypeVar("T")
 Work = Callable[[UnitOfWork], Any]
+Queued = tuple[Work, bool, Sequence[Ahead]]  # a work, deferred or not, its reads ahead
 MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
 PING_AFTER_IDLE_S = 0.2  # PostgreSQL: a pooled connection idle this long is pinged before use
@@ -171,7 +176,7 @@ class Database:
         self._reader_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self._readers = sessionmaker(self._reader_engine, class_=UnitOfWork, expire_on_commit=False)
         self._sqlite = is_sqlite(url)
-        self._waiting: list[tuple[Work, bool, asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Queued, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writer = WriterThread("database-writer")
         database = make_url(url).database if self._sqlite else None
@@ -223,11 +228,12 @@ class Database:
         with self._guarded(writes=False), self._readers() as session, session.begin():
             return work(session)
 
-    async def write(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False) -> T:
+    async def write(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False,
+                    ahead: Sequence[Ahead] = ()) -> T:
         """Run `work` in a committed transaction, off the event loop; `deferred`: its new
-        rows are staged (see the module doc)."""
+        rows are staged, and `ahead` are reads it will `remember` (see the module doc)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append((work, deferred, done))
+        self._waiting.append(((work, deferred, ahead), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await asyncio.shield(done)
@@ -237,7 +243,7 @@ class Database:
             batch, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
             try:
                 outcomes, wrote = await self._writer.run(
-                    self._write_group, [(work, deferred) for work, deferred, _ in batch])
+                    self._write_group, [queued for queued, _ in batch])
             except BaseException as exc:  # the commit itself failed: every work with it
                 outcomes = [(False, exc)] * len(batch)
             else:
@@ -245,7 +251,7 @@ class Database:
                     self.health.wrote()
                     if self._checkpoints is not None:
                         self._checkpoints.wrote()
-            for (_, _, done), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if done.done():
                     continue
                 if ok:
@@ -253,7 +259,7 @@ class Database:
                 else:
                     done.set_exception(self.unavailable(value))
 
-    def _write_group(self, works: list[tuple[Work, bool]]) -> tuple[list[tuple[bool, Any]], bool]:
+    def _write_group(self, works: list[Queued]) -> tuple[list[tuple[bool, Any]], bool]:
         """Run `works` in one SQLite transaction; their outcomes, and whether it changed rows.
 
         A failure SQLite answers by rolling the whole transaction back (a full disk, an
@@ -265,8 +271,11 @@ class Database:
             raw = _Transaction(session, sqlite=self._sqlite)
             changes_before = raw.total_changes
             buffer = session.staging = DeferredRows()
-            for work, deferred in works:
+            read_until = 0 if self._sqlite else _read_ahead(session, buffer, works, 0)
+            for index, (work, deferred, _) in enumerate(works):
                 if deferred:
+                    if index >= read_until and not self._sqlite:
+                        read_until = _read_ahead(session, buffer, works, index)
                     mark, wrote = buffer.mark(), buffer.wrote_directly
                     buffer.wrote_directly = False
                     try:
@@ -285,6 +294,7 @@ class Database:
                             continue
                 _flush_or_fail(raw, session, buffer, held, outcomes)
                 held = []
+                read_until = index + 1  # the flush forgot what was read ahead
                 try:
                     with session.begin_nested():
                         result = work(session)
@@ -324,19 +334,11 @@ GROUP_LOCK = "storage.write-group"
 
 
 class _Transaction:
-    """What the group runner asks of the driver's connection, on either database.
-
-    On PostgreSQL a group first takes a transaction-level advisory lock that every
-    group of every process takes first: groups run one at a time across processes as
-    they do in one, so two groups can never wait on each other's locks (a work takes
-    its per-pharmacy and audit-chain locks in any order; one group holding both while
-    another holds one of them would deadlock)."""
+    """What the group runner asks of the driver's connection, on either database."""
 
     def __init__(self, session: UnitOfWork, *, sqlite: bool) -> None:
         self._raw: Any = session.connection().connection.dbapi_connection
         self._sqlite = sqlite
-        if not sqlite:
-            session.lock(GROUP_LOCK)
 
     @property
     def total_changes(self) -> int:
@@ -350,6 +352,35 @@ class _Transaction:
         if self._sqlite:
             return bool(cast(sqlite3.Connection, self._raw).in_transaction)
         return bool(self._raw.info.transaction_status == pq.TransactionStatus.INTRANS)
+
+
+def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
+                start: int) -> int:
+    """PostgreSQL: the group's lock, then what the run of deferred works from `start` reads
+    ahead, with the locks those reads need, in one round trip; each row handed to the
+    buffer as the answer its work will `remember`. Where the run ends.
+
+    The group's lock first, taken by every group of every process before anything else:
+    groups run one at a time across processes as they do in one, so two groups can never
+    wait on each other's locks (a work takes its per-pharmacy and audit-chain locks in
+    any order; one group holding both while another holds one of them would deadlock).
+    Reading ahead is reading a moment earlier in the same transaction, as the work would
+    have if it had come first in its group. Only the group's own writes could change
+    an answer meanwhile, and those wait in the buffer, whose flush forgets every answer:
+    a work whose answer was forgotten reads for itself."""
+    reads: dict[tuple[Any, ...], Ahead] = {}
+    end = start
+    while end < len(works) and works[end][1]:
+        for read in works[end][2]:
+            reads.setdefault(read.key, read)
+        end += 1
+    locks = sorted({read.lock for read in reads.values() if read.lock is not None},
+                   key=lock_number)
+    rows = session.lock_then_read([GROUP_LOCK, *locks],
+                                  [(read.sql, read.params) for read in reads.values()])
+    for key, row in zip(reads, rows, strict=True):
+        buffer.hand_over(key, row)
+    return end
 
 
 def _run_deferred(buffer: DeferredRows, work: Callable[[UnitOfWork], T],

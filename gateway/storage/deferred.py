@@ -73,6 +73,10 @@ class DeferredRows:
             self._remembered[key] = read()
         return cast(T, self._remembered[key])  # what `read` returned for this key
 
+    def hand_over(self, key: tuple[Any, ...], answer: Any) -> None:
+        """`answer`, read ahead, is what `remember(key, ...)` returns until the next flush."""
+        self._remembered.setdefault(key, answer)
+
     def of_type(self, kind: type[T]) -> list[T]:
         return cast(list[T], self._by_type.get(kind, []))  # filed by type in `add`
 

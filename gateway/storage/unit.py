@@ -19,14 +19,22 @@ the obvious one:
   advisory lock held until the transaction ends (nothing to do on SQLite), and
   `insert` is the dialect's INSERT, with its ON CONFLICT clauses. Repositories use these;
   services never ask which database they run on.
+- A deferred work may say beforehand what it will `remember` first (`Ahead`): on
+  PostgreSQL the write group sends those reads of all its works, and the locks they
+  need, in one round trip, where each work's own read cost a round trip that the whole
+  group waited for (`Database`).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar, cast
 
+from psycopg import Cursor
+from psycopg.rows import RowMaker, namedtuple_row
 from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
@@ -34,6 +42,19 @@ from sqlmodel import Session, SQLModel
 from gateway.storage.deferred import DeferredRows, FlushFirst, pipeline
 
 T = TypeVar("T")
+Query = tuple[str, Mapping[str, Any] | None]  # fixed SQL in the driver's words, its values
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A read a deferred work makes through `UnitOfWork.remember`, known before it runs:
+    on PostgreSQL its write group reads it, with those of its other works, in one round
+    trip, and hands the first row over as the answer to `key` (None: no row)."""
+
+    key: tuple[Any, ...]  # what the work asks `remember` for
+    sql: str  # in psycopg's words and parameter style (`%(name)s`)
+    params: Mapping[str, Any] | None = None
+    lock: int | str | None = None  # taken before the read, held until the transaction ends
 
 
 class UnitOfWork(Session):
@@ -86,25 +107,38 @@ class UnitOfWork(Session):
     def lock_then_first(self, key: int | str, query: str | None,
                         params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """`lock(key)`, then the first row of `query` (fixed SQL in the driver's own
-        words and parameter style, `params` its values; None: no query).
+        words and parameter style, `params` its values; None: no query): see
+        `lock_then_read`."""
+        rows = self.lock_then_read([key], [] if query is None else [(query, params)])
+        return rows[0] if rows else None
 
-        On PostgreSQL the lock, the query and psycopg's BEGIN when the transaction is new
-        go in one round trip (a pipeline): each statement still runs after the one
-        before, and under READ COMMITTED takes its snapshot when it starts, so the query
-        sees what the lock's last holder committed. The row is the driver's (a tuple):
-        no SQLAlchemy type converts its values."""
-        number = lock_number(key)
+    def lock_then_read(self, keys: Sequence[int | str],
+                       queries: Sequence[Query]) -> list[Any]:
+        """`lock` each of `keys` in turn, then the first row of each query (None: no row).
+
+        On PostgreSQL the locks not held yet, the queries and psycopg's BEGIN when the
+        transaction is new go in one round trip (a pipeline): each statement still runs
+        after the one before, and under READ COMMITTED takes its snapshot when it starts,
+        so a query sees what a lock's last holder committed. Its rows are the driver's,
+        named tuples (instants in UTC, as the models give them): no SQLAlchemy type
+        converts their values."""
         held: set[int] = self.info.setdefault("advisory_locks", set())
-        if self.serialized or number in held:
-            return None if query is None else self.connection().exec_driver_sql(
-                query, params).first()
-        with pipeline(self.connection(), query or "(advisory lock)") as raw:
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
-            cursor = None if query is None else raw.execute(query, params)
-        row = None if cursor is None else cursor.fetchone()  # answered on leaving: no wait
+        numbers = [] if self.serialized else [
+            number for number in dict.fromkeys(map(lock_number, keys)) if number not in held]
+        if not numbers and (self.serialized or len(queries) < 2):
+            connection = self.connection()
+            return [connection.exec_driver_sql(query, params).first()
+                    for query, params in queries]
+        what = queries[0][0] if queries else "(advisory lock)"
+        with pipeline(self.connection(), what) as raw:
+            for number in numbers:
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (number,))
+            cursors = [raw.cursor(row_factory=_named_utc_row).execute(query, params)
+                       for query, params in queries]
+        rows = [cursor.fetchone() for cursor in cursors]  # answered on leaving: no wait
         if not self.in_nested_transaction():
-            held.add(number)
-        return row
+            held.update(numbers)
+        return rows
 
     def try_lock(self, key: int | str) -> bool:
         """`lock` if nobody holds `key` now; False, without waiting, if somebody does."""
@@ -151,6 +185,16 @@ class UnitOfWork(Session):
         """Stop this work: it needs the rows staged earlier in its transaction to be in
         the database. The runner inserts them and runs the work again, unstaged."""
         raise FlushFirst
+
+
+def _named_utc_row(cursor: Cursor[Any]) -> RowMaker[Any]:
+    """psycopg's named tuples, with instants in UTC (`UTCDateTime` reads them so)."""
+    named = namedtuple_row(cursor)
+
+    def make(values: Sequence[Any]) -> Any:
+        return named([value.astimezone(UTC) if isinstance(value, datetime) else value
+                      for value in values])
+    return make
 
 
 def lock_number(key: int | str) -> int:

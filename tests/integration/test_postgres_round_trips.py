@@ -3,23 +3,27 @@ still checked before use; the audit chain's head read with its lock still sees e
 entry the lock's last holder committed; a pharmacy's receipt decision lock sent with the
 sums it protects still reads them once granted (a read taken before would let two
 instances both pass the outstanding cap), and a transaction already holding it reads
-them with the intake's one statement."""
+them with the intake's one statement. A write group reads its claims' intake and the
+chain's head ahead, all in one round trip, with the locks they need, and reads again
+what an insert of its own may have changed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import date
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
-from gateway.audit.trail import AUDIT_LOCK, AuditLog, locked_head
-from gateway.claims.repository import read_for_intake
+from gateway.audit.trail import AUDIT_LOCK, HEAD_AHEAD, AuditLog, locked_head
+from gateway.claims.repository import intake_ahead, read_for_intake
 from gateway.receipts import repository
 from gateway.storage import db as storage_db
+from gateway.storage import unit as unit_module
 from gateway.storage.db import Database
 from gateway.storage.deferred import DeferredRows
 from gateway.storage.health import DatabaseUnavailable
@@ -210,3 +214,132 @@ def test_a_transaction_holding_the_lock_reads_the_sums_with_the_intake(db):
                 session.remember(("outstanding", FINESS), not_again))
 
     assert db.write_now(intake) == (0, 1200)
+
+
+def intake_of(invoice_number: str, **exposure):
+    """A deferred work reading what a claim's intake reads, with what it reads ahead."""
+    lookup = {"finess": FINESS, "invoice_number": invoice_number, "idempotency_key": None,
+              "operator": "opera", **exposure}
+
+    def work(session: UnitOfWork):
+        read = read_for_intake(session, **lookup)
+        sums = None
+        if "exposure_of" in exposure:
+            sums = (session.remember(("beneficiary", PERSON, DAY), not_again),
+                    session.remember(("outstanding", FINESS), not_again))
+        return [claim.id for claim in read.duplicates], sums
+
+    return work, (intake_ahead(**lookup), HEAD_AHEAD)
+
+
+def a_claim(invoice_number: str) -> Claim:
+    return new_row(Claim, id=f"clm_{invoice_number}", finess=FINESS,
+                   invoice_number=invoice_number, request_hash="h", nir_hash=PERSON,
+                   beneficiary_hash=PERSON, operator="opera", insurer_number="801234567",
+                   service_date=DAY, status="queued", amc_requested_cents=500,
+                   payload_enc=b"x", created_at=utcnow(), updated_at=utcnow())
+
+
+def statements(db: Database) -> list[str]:
+    """What SQLAlchemy executes from now on (a pipeline's statements are not among them)."""
+    sent: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *args: sent.append(statement))
+    return sent
+
+
+@pytest.mark.anyio
+async def test_a_write_group_reads_its_intakes_and_the_chain_head_ahead_in_one_round_trip(
+        database_url):
+    db = Database(database_url)
+    try:
+        await db.write(lambda session: session.add(a_claim("A2")))
+        log = AuditLog(b"k" * 32)
+        await db.write(lambda session: log.system(session, "test.append"))
+        sent = statements(db)
+        pipelines = []
+        unit_pipeline = unit_module.pipeline
+
+        def counted(connection, what):
+            pipelines.append(what)
+            return unit_pipeline(connection, what)
+
+        unit_module.pipeline = counted
+        try:
+            answers = await asyncio.gather(*(
+                db.write(lambda session, work=work: (work(session), log.system(
+                    session, "test.intake").id)[0], deferred=True, ahead=ahead)
+                for work, ahead in (intake_of(f"A{i}") for i in range(1, 5))))
+        finally:
+            unit_module.pipeline = unit_pipeline
+        assert [duplicates for duplicates, _ in answers] == [[], ["clm_A2"], [], []]
+        # neither an intake read nor the head read of its own (the duplicate itself is
+        # loaded whole, and the staged rows inserted, as without reading ahead)
+        assert [sql for sql in sent if "AS duplicate" in sql or "audit_log.id DESC" in sql] == []
+        assert len(pipelines) == 1  # the group's lock, 4 intake reads, the head: one trip
+        assert db.read_now(log.verify_chain).checked == 5
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_what_an_insert_of_the_group_changed_is_read_again(database_url):
+    """A run of deferred works read ahead, then an ordinary work inserts the claim the
+    next run asks about, then a work finds its own claim staged and has the rows inserted
+    first (`require_flushed`): each answer read after those inserts, none stale."""
+    db = Database(database_url)
+    try:
+        def store(invoice_number: str):
+            def work(session: UnitOfWork) -> str:
+                session.add(a_claim(invoice_number))
+                return "stored"
+            return work
+
+        before, before_ahead = intake_of("R1")
+        after, after_ahead = intake_of("R1")
+        staged_then, staged_ahead = intake_of("R2")
+        again, again_ahead = intake_of("R2")
+        answers = await asyncio.gather(
+            db.write(before, deferred=True, ahead=before_ahead),
+            db.write(store("R1")),  # ordinary: the staged rows and it are inserted
+            db.write(after, deferred=True, ahead=after_ahead),
+            db.write(store("R2"), deferred=True),
+            db.write(staged_then, deferred=True, ahead=staged_ahead),  # finds it staged
+            db.write(again, deferred=True, ahead=again_ahead))
+        assert answers == [([], None), "stored", (["clm_R1"], None), "stored",
+                           (["clm_R2"], None), (["clm_R2"], None)]
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_an_intake_read_ahead_waits_for_the_pharmacys_decision_lock(database_url):
+    """Read ahead, the exposure sums still follow the pharmacy's receipt decision lock:
+    taken in the same round trip, before the read, so the read sees what the lock's last
+    holder committed."""
+    db = Database(database_url)
+    db.write_now(lambda session: session.add(a_claim("L1")))
+    held, release = threading.Event(), threading.Event()
+
+    def hold(session: UnitOfWork) -> None:
+        repository.lock_decisions(session, FINESS, PERSON, DAY)
+        session.add(receipt("clm_L1", 500))
+        session.flush()
+        held.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=db.write_now, args=(hold,))
+    holder.start()
+    try:
+        assert held.wait(10)
+        work, ahead = intake_of("L2", exposure_of=(PERSON, DAY))
+        answer = asyncio.ensure_future(db.write(work, deferred=True, ahead=ahead))
+        await asyncio.sleep(0.3)
+        assert not answer.done()  # the lock is held: the group waits for it
+    finally:
+        release.set()
+        holder.join(10)
+    try:
+        assert await answer == ([], (500, 500))
+    finally:
+        await db.dispose()
