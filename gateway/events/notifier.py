@@ -1,13 +1,13 @@
 """Long-polls woken by new events, not by polling the database.
 
 Every event row is written through `claims.repository.add_event`, which calls `note`:
-the pharmacy is remembered in the session. On PostgreSQL one statement sends a
-`pg_notify` per pharmacy just before the transaction commits (`_notify_before_commit`;
-delivered at commit, never for a rollback): one round trip per transaction, however
-many pharmacies a write group holds, where one per pharmacy cost a round trip per
-queued claim. After the commit, the hub of the app that owns the engine wakes this
-instance's waiters of those pharmacies. Other instances are woken by their LISTEN
-connection (PostgreSQL) or by Redis (`gateway.events.relay`).
+the pharmacy is remembered in the session. After the commit, the hub of the app that
+owns the engine wakes this instance's waiters of those pharmacies. Other instances are
+woken by their LISTEN connection (PostgreSQL) or by Redis (`gateway.events.relay`). On
+PostgreSQL the notification is sent by a trigger on `events` (migration 0020), with
+the insert itself: delivered at commit, never for a rollback, once per pharmacy and
+transaction, and no statement of the writer's own (one cost a round trip per write
+group).
 
 A wake-up only makes a waiter read again: a spurious one costs a query, a lost one is
 caught by the waiter's slow re-check (`gateway.events.service.RECHECK_S`).
@@ -28,7 +28,7 @@ from gateway.storage.unit import UnitOfWork
 
 log = structlog.get_logger(__name__)
 KEY = "event_finess"  # session.info: pharmacies with new events in this transaction
-CHANNEL = "gateway_events"  # PostgreSQL: per database, so per deployment
+CHANNEL = "gateway_events"  # PostgreSQL: per database, so per deployment (0020)
 
 
 def note(session: UnitOfWork, finess: str) -> None:
@@ -39,20 +39,6 @@ def note(session: UnitOfWork, finess: str) -> None:
     if finess in noted:
         return
     noted.add(finess)
-
-
-@event.listens_for(UnitOfWork, "before_commit")
-def _notify_before_commit(session: UnitOfWork) -> None:
-    """On PostgreSQL, in the transaction about to commit: a notification per pharmacy
-    noted (also for a work whose savepoint rolled back: a spurious wake-up costs a read).
-    Not for a savepoint released: its transaction may still roll back."""
-    noted: set[str] | None = session.info.get(KEY)
-    if not noted or session.in_nested_transaction() \
-            or session.get_bind().dialect.name != "postgresql":
-        return
-    session.connection().exec_driver_sql(  # a Core call: staged rows stay staged
-        "SELECT pg_notify(%(channel)s, finess) FROM unnest(%(finesses)s::text[]) AS finess",
-        {"channel": CHANNEL, "finesses": sorted(noted)})
 
 
 class EventHub:

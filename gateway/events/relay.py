@@ -1,6 +1,6 @@
 """New events told to the other instances: PostgreSQL LISTEN, or Redis pub/sub on SQLite.
 
-On PostgreSQL the writer's `pg_notify` (`notifier.note`) reaches every instance on
+On PostgreSQL the events table's `pg_notify` (`notifier`) reaches every instance on
 the same database through one dedicated connection each, listening on
 `gateway_events`. On SQLite with `redis_url`, each instance publishes the pharmacies
 of its commits on `{namespace}:events` and wakes its waiters on the others'. A payload

@@ -1,5 +1,6 @@
-"""PostgreSQL's notifications of new events: one statement per transaction, whatever the
-number of pharmacies it wrote events for, sent only when it commits."""
+"""PostgreSQL's notifications of new events: sent by the events table's trigger (migration
+0020), no statement of the writer's own, once per pharmacy and transaction, only for
+rows that are committed (not for a transaction or savepoint rolled back)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from gateway.storage.models import utcnow
 FINESSES = ["330001231", "690000880", "130000599"]
 
 
-def received(listener: psycopg.Connection) -> set[str]:
-    return {note.payload for note in listener.notifies(timeout=1.0, stop_after=10)}
+def received(listener: psycopg.Connection) -> list[str]:
+    return sorted(note.payload for note in listener.notifies(timeout=1.0, stop_after=10))
 
 
-def test_one_statement_notifies_every_pharmacy_of_a_transaction(database_url):
+def test_the_events_trigger_notifies_every_pharmacy_of_a_transaction_once(database_url):
     if database_url.startswith("sqlite"):
         pytest.skip("notifications are PostgreSQL's (SQLite instances share Redis)")
     db = Database(database_url)
@@ -40,8 +41,8 @@ def test_one_statement_notifies_every_pharmacy_of_a_transaction(database_url):
 
     try:
         db.write_now(events_of(FINESSES), deferred=True)
-        assert sum("pg_notify" in statement for statement in sent) == 1
-        assert received(listener) == set(FINESSES)
+        assert not any("pg_notify" in statement for statement in sent)
+        assert received(listener) == sorted(FINESSES)  # two events each, one notification
 
         def rolled_back(session):
             events_of(FINESSES[:1])(session)
@@ -49,7 +50,17 @@ def test_one_statement_notifies_every_pharmacy_of_a_transaction(database_url):
 
         with pytest.raises(RuntimeError):
             db.write_now(rolled_back)
-        assert received(listener) == set()  # nothing committed, nobody woken
+        assert received(listener) == []  # nothing committed, nobody woken
+
+        def savepoint_rolled_back(session):
+            with pytest.raises(RuntimeError), session.begin_nested():
+                events_of(FINESSES[:1])(session)
+                session.flush()
+                raise RuntimeError("its savepoint rolled back")
+            events_of(FINESSES[1:2])(session)
+
+        db.write_now(savepoint_rolled_back)
+        assert received(listener) == [FINESSES[1]]
     finally:
         listener.close()
         db.engine.dispose()
