@@ -257,13 +257,34 @@ _UPDATE_LEASED = update(_CLAIMS).where(
     _CLAIMS.c.id == bindparam("w_id"), _CLAIMS.c.status == "pending",
     _CLAIMS.c.lease_owner == bindparam("w_owner"),
     _CLAIMS.c.lease_until == bindparam("w_until"),
-).values({name: bindparam(name) for name in sorted(_ANSWERED)})
+).values({name: bindparam(name) for name in sorted(_ANSWERED)}).returning(_CLAIMS.c.id)
+_UPDATE_LEASED_ON_POSTGRES = _UPDATE_LEASED.compile(  # psycopg's own words, for the pipeline
+    dialect=psycopg.dialect())  # type: ignore[no-untyped-call]
 
 
 def update_leased(session: UnitOfWork, claim_id: str, *, owner: str, lease_until: datetime,
                   values: dict[str, Any]) -> bool:
     """Write an answer's `values` (every column of `_ANSWERED`) to a claim still pending
-    under exactly this lease (its owner and end); False, changing nothing, when it is not."""
-    return session.changed(_UPDATE_LEASED, {
-        **{name: values.get(name) for name in _ANSWERED},
-        "w_id": claim_id, "w_owner": owner, "w_until": lease_until}) == 1
+    under exactly this lease (its owner and end); False, changing nothing, when it is not.
+    Its write group may have run it ahead (`update_leased_ahead`)."""
+    params = _leased_params(claim_id, owner, lease_until, values)
+    return session.changed_returning(_UPDATE_LEASED, params, key=_leased_key(params)) is not None
+
+
+def update_leased_ahead(claim_id: str, *, owner: str, lease_until: datetime,
+                        values: dict[str, Any]) -> Ahead:
+    """`update_leased`'s UPDATE, for its write group to run ahead (PostgreSQL): no other
+    work of the group can change a claim under this sender's own lease."""
+    params = _leased_params(claim_id, owner, lease_until, values)
+    return Ahead(_leased_key(params), str(_UPDATE_LEASED_ON_POSTGRES),
+                 {**_UPDATE_LEASED_ON_POSTGRES.params, **params}, writes=True)
+
+
+def _leased_params(claim_id: str, owner: str, lease_until: datetime,
+                   values: dict[str, Any]) -> dict[str, Any]:
+    return {**{name: values.get(name) for name in _ANSWERED},
+            "w_id": claim_id, "w_owner": owner, "w_until": lease_until}
+
+
+def _leased_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return ("claims.update_leased", params["w_id"], params["w_owner"], params["w_until"])

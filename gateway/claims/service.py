@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -55,7 +55,7 @@ from gateway.resilience.operators import Operator
 from gateway.security.apikeys import Principal
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import Claim, Receipt, new_row, utcnow
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
@@ -297,13 +297,13 @@ async def _send(
 
 
 async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim], *,
-                         deferred: bool = False) -> Claim:
+                         deferred: bool = False, ahead: Sequence[Ahead] = ()) -> Claim:
     """Record what the operator said (or that it said nothing in time). The operator may
     already hold the claim, so a database blip (a restart, a failover) is waited out, as
     long as the lease lets this request answer; after that the claim is left `pending` for
     the drain's sweep, which looks it up first."""
     try:  # tenacity only once the database has failed: its loop costs ~50 us a claim
-        return await ctx.db.write(work, deferred=deferred)
+        return await ctx.db.write(work, deferred=deferred, ahead=ahead)
     except DatabaseUnavailable:
         pass
     retrying = AsyncRetrying(
@@ -311,7 +311,7 @@ async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim], *
         wait=wait_exponential(multiplier=0.2, max=1.0), reraise=True)
     async for attempt in retrying:
         with attempt:
-            return await ctx.db.write(work, deferred=deferred)
+            return await ctx.db.write(work, deferred=deferred, ahead=ahead)
     raise AssertionError("unreachable: tenacity reraises")
 
 
@@ -335,15 +335,17 @@ async def _settle(ctx: AppContext, sent: Claim, outcome: ClaimOutcome) -> Claim:
     UPDATE while it is still pending under this request's lease (nearly always), else
     loaded and settled like any other."""
 
+    answer = transitions.sent_answer(sent, outcome, 201)
+
     def settle(session: UnitOfWork) -> Claim:
-        if settled := transitions.settle_sent(session, sent, outcome, 201):
+        if settled := transitions.settle_sent(session, answer):
             return settled
         if session.defers:  # the general path loads and flushes: not in a deferred work
             session.require_flushed()
         return _first_answer(session, sent.id, 201,
                              lambda c: transitions.settle(session, c, outcome))
 
-    claim = await _record_answer(ctx, settle, deferred=True)
+    claim = await _record_answer(ctx, settle, deferred=True, ahead=answer.ahead)
     log.info("claim.answered", claim_id=claim.id, status=claim.status)
     return claim
 

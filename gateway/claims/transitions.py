@@ -7,6 +7,7 @@ and give up in exactly the same way.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from gateway.claims import repository
 from gateway.claims.operator_texts import message_for, safe_code, safe_reference
 from gateway.receipts import lifecycle
 from gateway.storage.models import Claim, ClaimHistory, fields_of, new_row, utcnow
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 300.0
@@ -45,24 +46,49 @@ def settle(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome) -> None:
     lifecycle.follow(session, claim)
 
 
-def settle_sent(session: UnitOfWork, claim: Claim, outcome: ClaimOutcome,
-                first_http_status: int | None) -> Claim | None:
-    """`settle`, for the sender that holds `claim` (a detached copy) pending under its own
-    lease (the synchronous path, or the drain): one UPDATE guarded by that exact lease, no
-    load, no flush of the claim, its receipt (if it was given one) moved by one UPDATE.
-    The claim as now stored, or None when it moved meanwhile (swept back to the queue,
-    replayed, leased again): then settle it the general way."""
+@dataclass(frozen=True, slots=True)
+class SentAnswer:
+    """An operator's answer to a claim its sender holds pending under its own lease (the
+    synchronous path, or the drain), as `settle_sent` writes it: known before the write
+    group runs, so that the group may run its guarded UPDATE ahead (`ahead`)."""
+
+    claim: Claim  # the sender's detached copy, its lease as the sender holds it
+    status: str
+    values: dict[str, Any]  # every column the guarded UPDATE writes
+    detail: str
+
+    @property
+    def ahead(self) -> tuple[Ahead, ...]:
+        if self.claim.lease_owner is None or self.claim.lease_until is None:
+            return ()
+        return (repository.update_leased_ahead(
+            self.claim.id, owner=self.claim.lease_owner, lease_until=self.claim.lease_until,
+            values=self.values),)
+
+
+def sent_answer(claim: Claim, outcome: ClaimOutcome,
+                first_http_status: int | None) -> SentAnswer:
     status, fields, detail = answer_of(claim.operator, outcome)
     values = {"amc_covered_cents": None, "operator_reference": None, "rejection_code": None,
               "rejection_label": None, **fields, "status": status,
               "attempts": claim.attempts + 1, "first_http_status": first_http_status,
               "updated_at": utcnow()}
+    return SentAnswer(claim, status, values, detail)
+
+
+def settle_sent(session: UnitOfWork, answer: SentAnswer) -> Claim | None:
+    """`settle`, for the sender that holds the claim pending under its own lease: one
+    UPDATE guarded by that exact lease, no load, no flush of the claim, its receipt (if
+    it was given one) moved by one UPDATE. The claim as now stored, or None when it
+    moved meanwhile (swept back to the queue, replayed, leased again): then settle it
+    the general way."""
+    claim = answer.claim
     if claim.lease_owner is None or claim.lease_until is None or not repository.update_leased(
             session, claim.id, owner=claim.lease_owner, lease_until=claim.lease_until,
-            values=values):
+            values=answer.values):
         return None
-    settled = new_row(Claim, **{**fields_of(claim), **values})
-    repository.add_step(session, settled, status, detail, changed=True)
+    settled = new_row(Claim, **{**fields_of(claim), **answer.values})
+    repository.add_step(session, settled, answer.status, answer.detail, changed=True)
     lifecycle.follow_settled(session, settled)
     return settled
 

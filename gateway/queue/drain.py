@@ -256,18 +256,17 @@ class DrainWorker:
             return
         DRAIN_SENT.labels(self.operator.name).inc()
         await self._finish(claim.id, lambda s, c: transitions.settle(s, c, outcome),
-                           fast=lambda s: transitions.settle_sent(
-                               s, claim, outcome, claim.first_http_status))
+                           fast=transitions.sent_answer(claim, outcome, claim.first_http_status))
 
     async def _finish(self, claim_id: str, move: Callable[[UnitOfWork, Claim], object], *,
-                      fast: Callable[[UnitOfWork], Claim | None] | None = None) -> None:
+                      fast: transitions.SentAnswer | None = None) -> None:
         """Record the outcome of a send: `fast` first when given (one guarded UPDATE, see
-        `transitions.settle_sent`), else or if it finds the claim moved, `move` on the
-        claim loaded under our lease."""
+        `transitions.settle_sent`, which the write group may run ahead), else or if it
+        finds the claim moved, `move` on the claim loaded under our lease."""
         owner = self.ctx.instance_id
 
         def apply(session: UnitOfWork) -> str | None:
-            if fast is not None and (settled := fast(session)) is not None:
+            if fast is not None and (settled := transitions.settle_sent(session, fast)):
                 return settled.status
             if session.defers:  # the general path loads and flushes: not in a deferred work
                 session.require_flushed()
@@ -277,7 +276,8 @@ class DrainWorker:
             move(session, claim)
             return claim.status
 
-        status = await self.ctx.db.write(apply, deferred=fast is not None)
+        status = await self.ctx.db.write(apply, deferred=fast is not None,
+                                         ahead=fast.ahead if fast is not None else ())
         if status is not None:
             CLAIM_OUTCOMES.labels(self.operator.name, status).inc()
             log.info("drain.claim", claim_id=claim_id, status=status)

@@ -21,9 +21,9 @@ claim, each held across a commit. Groups of every process take one advisory lock
 first (`GROUP_LOCK`), so they run one at a time, as on SQLite, and never deadlock
 on each other. `write_now` runs one work alone, in the calling thread (commands, tools).
 
-On PostgreSQL, the reads that deferred works give beforehand (`ahead`, see
-`gateway.storage.unit.Ahead`) go with the group's lock, or before the next run of
-deferred works, in one round trip for all of them.
+On PostgreSQL, the statements that deferred works give beforehand (`ahead`, see
+`gateway.storage.unit.Ahead`: reads, and a sender's guarded UPDATE) go with the group's
+lock, or before the next run of deferred works, in one round trip for all of them.
 
 A work run with `deferred=True` stages its new rows (`gateway.storage.deferred`: its
 unit of work's `add` does it) instead of flushing them through the ORM: such works need
@@ -356,9 +356,9 @@ class _Transaction:
 
 def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
                 start: int) -> int:
-    """PostgreSQL: the group's lock, then what the run of deferred works from `start` reads
-    ahead, with the locks those reads need, in one round trip; each row handed to the
-    buffer as the answer its work will `remember`. Where the run ends.
+    """PostgreSQL: the group's lock, then the statements the run of deferred works from
+    `start` gives ahead, with the locks they need, in one round trip; each row handed to
+    the buffer as the answer its work will ask for. Where the run ends.
 
     The group's lock first, taken by every group of every process before anything else:
     groups run one at a time across processes as they do in one, so two groups can never
@@ -367,19 +367,25 @@ def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
     Reading ahead is reading a moment earlier in the same transaction, as the work would
     have if it had come first in its group. Only the group's own writes could change
     an answer meanwhile, and those wait in the buffer, whose flush forgets every answer:
-    a work whose answer was forgotten reads for itself."""
+    a work whose answer was forgotten reads for itself. A write ahead is the work's own
+    guarded UPDATE, which no other work of the group can affect: it runs a moment early,
+    and its answer is kept."""
     reads: dict[tuple[Any, ...], Ahead] = {}
     end = start
     while end < len(works) and works[end][1]:
         for read in works[end][2]:
-            reads.setdefault(read.key, read)
+            if not (read.writes and read.key in buffer.written):  # a write runs once
+                reads.setdefault(read.key, read)
         end += 1
     locks = sorted({read.lock for read in reads.values() if read.lock is not None},
                    key=lock_number)
     rows = session.lock_then_read([GROUP_LOCK, *locks],
                                   [(read.sql, read.params) for read in reads.values()])
-    for key, row in zip(reads, rows, strict=True):
-        buffer.hand_over(key, row)
+    for read, row in zip(reads.values(), rows, strict=True):
+        if read.writes:
+            buffer.written[read.key] = row
+        else:
+            buffer.hand_over(read.key, row)
     return end
 
 

@@ -50,6 +50,8 @@ class DeferredRows:
         # fail to go in, the whole transaction must fail (see `Database`).
         self.wrote_directly = False
         self._remembered: dict[tuple[Any, ...], Any] = {}
+        # answers of the writes the group ran ahead (`Ahead.writes`): never forgotten
+        self.written: dict[tuple[Any, ...], Any] = {}
 
     def mark(self) -> int:
         return len(self.rows)

@@ -19,10 +19,10 @@ the obvious one:
   advisory lock held until the transaction ends (nothing to do on SQLite), and
   `insert` is the dialect's INSERT, with its ON CONFLICT clauses. Repositories use these;
   services never ask which database they run on.
-- A deferred work may say beforehand what it will `remember` first (`Ahead`): on
-  PostgreSQL the write group sends those reads of all its works, and the locks they
-  need, in one round trip, where each work's own read cost a round trip that the whole
-  group waited for (`Database`).
+- A deferred work may say beforehand what it will `remember` first, and the one
+  guarded UPDATE it will make (`Ahead`): on PostgreSQL the write group sends those
+  statements of all its works, and the locks they need, in one round trip, where each
+  work's own cost a round trip that the whole group waited for (`Database`).
 """
 
 from __future__ import annotations
@@ -47,14 +47,21 @@ Query = tuple[str, Mapping[str, Any] | None]  # fixed SQL in the driver's words,
 
 @dataclass(frozen=True, slots=True)
 class Ahead:
-    """A read a deferred work makes through `UnitOfWork.remember`, known before it runs:
-    on PostgreSQL its write group reads it, with those of its other works, in one round
-    trip, and hands the first row over as the answer to `key` (None: no row)."""
+    """A statement a deferred work runs first, known before it runs: on PostgreSQL its
+    write group sends it with those of its other works in one round trip, and hands the
+    first row over as the answer to `key` (None: no row).
 
-    key: tuple[Any, ...]  # what the work asks `remember` for
+    A read is what the work asks `UnitOfWork.remember` for; the group's next flush
+    forgets its answer. A write (`writes`) is the UPDATE ... RETURNING the work makes
+    with `changed_returning(key=...)`; its answer stands for the whole transaction. It
+    runs before the other works of its run, so it may change only rows that no other
+    work of the group can change: a claim under its sender's own lease."""
+
+    key: tuple[Any, ...]
     sql: str  # in psycopg's words and parameter style (`%(name)s`)
     params: Mapping[str, Any] | None = None
-    lock: int | str | None = None  # taken before the read, held until the transaction ends
+    lock: int | str | None = None  # taken before the statement, held until the end
+    writes: bool = False
 
 
 class UnitOfWork(Session):
@@ -172,11 +179,13 @@ class UnitOfWork(Session):
             if held is not None:
                 self.expire(held)
 
-    def changed_returning(self, statement: Update,
-                          params: dict[str, Any] | None = None) -> Row[Any] | None:
+    def changed_returning(self, statement: Update, params: dict[str, Any] | None = None, *,
+                          key: tuple[Any, ...] | None = None) -> Row[Any] | None:
         """Run an UPDATE ... RETURNING meant to change at most one row: that row's
-        returned values, or None. Direct, like `changed`."""
-        row = self.execute(statement, params).first()
+        returned values, or None. Direct, like `changed`. `key`: the write's `Ahead.key`;
+        if the write group already ran it ahead, its answer, and nothing runs again."""
+        written = self.staging.written if self.staging is not None else {}
+        row = written[key] if key in written else self.execute(statement, params).first()
         if row is not None and self.staging is not None and self.staging.active:
             self.staging.wrote_directly = True
         return row

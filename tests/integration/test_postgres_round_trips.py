@@ -5,21 +5,25 @@ sums it protects still reads them once granted (a read taken before would let tw
 instances both pass the outstanding cap), and a transaction already holding it reads
 them with the intake's one statement. A write group reads its claims' intake and the
 chain's head ahead, all in one round trip, with the locks they need, and reads again
-what an insert of its own may have changed."""
+what an insert of its own may have changed; it runs its senders' guarded UPDATEs ahead
+too, each once, whatever flush follows."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, text, update
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import col, select
 
+from adapters.base import ClaimOutcome
 from gateway.audit.trail import AUDIT_LOCK, HEAD_AHEAD, AuditLog, locked_head
+from gateway.claims import transitions
 from gateway.claims.repository import intake_ahead, read_for_intake
 from gateway.receipts import repository
 from gateway.storage import db as storage_db
@@ -27,7 +31,14 @@ from gateway.storage import unit as unit_module
 from gateway.storage.db import Database
 from gateway.storage.deferred import DeferredRows
 from gateway.storage.health import DatabaseUnavailable
-from gateway.storage.models import Claim, Receipt, ReceiptExposure, new_row, utcnow
+from gateway.storage.models import (
+    Claim,
+    ClaimHistory,
+    Receipt,
+    ReceiptExposure,
+    new_row,
+    utcnow,
+)
 from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.usefixtures("postgres_only")
@@ -341,5 +352,98 @@ async def test_an_intake_read_ahead_waits_for_the_pharmacys_decision_lock(databa
         holder.join(10)
     try:
         assert await answer == ([], (500, 500))
+    finally:
+        await db.dispose()
+
+
+def counting_pipelines() -> tuple[list[str], object]:
+    pipelines: list[str] = []
+    unit_pipeline = unit_module.pipeline
+
+    def counted(connection, what):
+        pipelines.append(what)
+        return unit_pipeline(connection, what)
+
+    return pipelines, counted
+
+
+def pending_under_lease(invoice_number: str) -> Claim:
+    claim = a_claim(invoice_number)
+    claim.status, claim.lease_owner = "pending", "me"
+    claim.lease_until = utcnow() + timedelta(seconds=30)
+    return claim
+
+
+ACCEPTED = ClaimOutcome(status="accepted", reference="OP-9", amc_cents=500)
+
+
+@pytest.mark.anyio
+async def test_a_write_group_runs_its_senders_guarded_updates_ahead_each_once(database_url):
+    """Three senders' answers, grouped with a work that finds its claim staged and has
+    the rows inserted first (a flush in the middle of the run): every UPDATE sent in the
+    group's first round trip, none again after the flush (run twice, it would find its
+    claim no longer pending and report it moved)."""
+    db = Database(database_url)
+    try:
+        claims = [pending_under_lease(f"W{i}") for i in range(3)]
+        await db.write(lambda session: session.add_all(claims))
+        answers = [transitions.sent_answer(claim, ACCEPTED, 201) for claim in claims]
+        sent = statements(db)
+        pipelines, counted = counting_pipelines()
+
+        def store(session: UnitOfWork) -> str:
+            session.add(a_claim("W9"))
+            return "stored"
+
+        look, look_ahead = intake_of("W9")
+
+        def settle(answer):
+            def work(session: UnitOfWork):
+                settled = transitions.settle_sent(session, answer)
+                return None if settled is None else settled.status
+            return work
+
+        unit_pipeline, unit_module.pipeline = unit_module.pipeline, counted
+        try:
+            outcomes = await asyncio.gather(
+                db.write(settle(answers[0]), deferred=True, ahead=answers[0].ahead),
+                db.write(store, deferred=True),
+                db.write(look, deferred=True, ahead=look_ahead),  # finds W9 staged
+                *(db.write(settle(answer), deferred=True, ahead=answer.ahead)
+                  for answer in answers[1:]))
+        finally:
+            unit_module.pipeline = unit_pipeline
+        assert outcomes == ["accepted", "stored", (["clm_W9"], None), "accepted", "accepted"]
+        assert [sql for sql in sent if sql.startswith("UPDATE claims")] == []
+        # one round trip: after the flush, the run's rest had nothing left to send
+        assert len(pipelines) == 1
+
+        def stored(session: UnitOfWork):
+            return sorted(session.exec(select(Claim.invoice_number, Claim.status,
+                                              Claim.lease_owner)).all())
+
+        assert await db.read(stored) == [("W0", "accepted", None), ("W1", "accepted", None),
+                                          ("W2", "accepted", None), ("W9", "queued", None)]
+        steps = await db.read(lambda session: session.exec(
+            select(ClaimHistory.claim_id).where(ClaimHistory.status == "accepted")).all())
+        assert sorted(steps) == ["clm_W0", "clm_W1", "clm_W2"]
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_an_update_ahead_that_finds_the_lease_moved_changes_nothing(database_url):
+    db = Database(database_url)
+    try:
+        claim = pending_under_lease("M1")
+        await db.write(lambda session: session.add(claim))
+        answer = transitions.sent_answer(claim, ACCEPTED, 201)
+        await db.write(lambda session: session.changed(  # swept and leased again meanwhile
+            update(Claim).where(col(Claim.id) == claim.id).values(lease_owner="other")))
+        settled = await db.write(lambda session: transitions.settle_sent(session, answer),
+                                 deferred=True, ahead=answer.ahead)
+        assert settled is None
+        stored = await db.read(lambda session: session.get(Claim, claim.id))
+        assert (stored.status, stored.lease_owner) == ("pending", "other")
     finally:
         await db.dispose()

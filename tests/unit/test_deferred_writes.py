@@ -228,9 +228,11 @@ async def test_a_sender_settles_its_own_lease_in_one_update_and_no_other(databas
     accepted = ClaimOutcome(status="accepted", reference="OP-7", amc_cents=280)
 
     settled = await database.write(
-        lambda s: transitions.settle_sent(s, mine, accepted, 201), deferred=True)
+        lambda s: transitions.settle_sent(s, transitions.sent_answer(mine, accepted, 201)),
+        deferred=True)
     untouched = await database.write(
-        lambda s: transitions.settle_sent(s, moved, accepted, 201), deferred=True)
+        lambda s: transitions.settle_sent(s, transitions.sent_answer(moved, accepted, 201)),
+        deferred=True)
 
     assert untouched is None
     assert settled is not None and settled.status == "accepted" and settled.attempts == 1
