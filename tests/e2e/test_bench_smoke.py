@@ -68,6 +68,7 @@ SLOW = {"costs": 420}  # five gateways in turn, each with its keys: seconds, not
 CONCURRENT = 3
 WORKERS_ARGUMENTS = ["--seconds", "1", "--warmup-seconds", "1", "--connections", "2",
                      "--drain-max-seconds", "60"]
+ROUND_TRIPS_ARGUMENTS = ["--claims", "32", "--concurrency", "4", "--alone", "4"]
 POSTGRES = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "")
 LONGEST_FIRST = ["costs", "workers", "outage_detection", "drain"]  # as CI timed them
 
@@ -88,6 +89,8 @@ def runs() -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
             for name, (arguments, _) in TINY.items() if name not in UNAVAILABLE}
     if POSTGRES and shutil.which("wrk"):
         jobs["workers"] = (WORKERS_ARGUMENTS, 240, {"BENCH_POSTGRES_URL": POSTGRES})
+    if POSTGRES:
+        jobs["round_trips"] = (ROUND_TRIPS_ARGUMENTS, 240, {"BENCH_POSTGRES_URL": POSTGRES})
     order = sorted(jobs, key=lambda name: (name not in LONGEST_FIRST,
                                            LONGEST_FIRST.index(name)
                                            if name in LONGEST_FIRST else 0, name))
@@ -134,3 +137,19 @@ def test_the_workers_benchmark_runs_at_a_tiny_size_on_postgres(
     assert re.search(r"^c outage 202: req/s x\d", done.stdout, re.MULTILINE), done.stdout
     assert len(re.findall(r" 0 duplicates -> ok", done.stdout)) == 2, done.stdout[-2000:]
     assert "drain: every claim sent once, none twice -> ok" in done.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
+                    reason="needs GATEWAY_TEST_POSTGRES_URL")
+def test_the_round_trips_benchmark_runs_at_a_tiny_size_on_postgres(
+        runs: dict[str, Future[subprocess.CompletedProcess[str]]]) -> None:
+    """bench/round_trips.py: in process on PostgreSQL (a database of its own per gateway on
+    the server of GATEWAY_TEST_POSTGRES_URL, dropped at the end); every mode's row."""
+    done = runs["round_trips"].result()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"^command: .*bench/round_trips\.py", done.stdout, re.MULTILINE), \
+        done.stdout
+    for mode in ("queued", "card", "sent", "queued alone", "card alone", "sent alone"):
+        assert re.search(rf"^{mode}\s+\d+\s+\d", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"statements a round trip$", done.stdout, re.MULTILINE), done.stdout
