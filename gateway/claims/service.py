@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -55,7 +55,7 @@ from gateway.resilience.operators import Operator
 from gateway.security.apikeys import Principal
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import Claim, Receipt, new_row, utcnow
-from gateway.storage.unit import Ahead, UnitOfWork
+from gateway.storage.unit import Ahead, Aheads, UnitOfWork
 
 log = structlog.get_logger(__name__)
 STORE_ATTEMPTS = 3
@@ -135,8 +135,9 @@ async def _store_or_replay(
         "finess": claim_in.dispenser.finess, "invoice_number": claim_in.invoice_number,
         "idempotency_key": idempotency_key, "exposure_of": exposure_of,
         "key_id": principal.key_id if api_key else None, "operator": operator.name}
-    # what `store` reads first, read by its write group with the others' (PostgreSQL)
-    ahead = (repository.intake_ahead(**lookup), HEAD_AHEAD)
+
+    def ahead() -> tuple[Ahead, ...]:  # what `store` reads first (PostgreSQL: with others')
+        return repository.intake_ahead(**lookup), HEAD_AHEAD
 
     def store(session: UnitOfWork) -> tuple[Claim, Receipt | None] | SubmitResult:
         read = repository.read_for_intake(session, **lookup)
@@ -297,7 +298,7 @@ async def _send(
 
 
 async def _record_answer(ctx: AppContext, work: Callable[[UnitOfWork], Claim], *,
-                         deferred: bool = False, ahead: Sequence[Ahead] = ()) -> Claim:
+                         deferred: bool = False, ahead: Aheads | None = None) -> Claim:
     """Record what the operator said (or that it said nothing in time). The operator may
     already hold the claim, so a database blip (a restart, a failover) is waited out, as
     long as the lease lets this request answer; after that the claim is left `pending` for

@@ -57,7 +57,6 @@ class SentAnswer:
     values: dict[str, Any]  # every column the guarded UPDATE writes
     detail: str
 
-    @property
     def ahead(self) -> tuple[Ahead, ...]:
         if self.claim.lease_owner is None or self.claim.lease_until is None:
             return ()

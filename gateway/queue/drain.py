@@ -277,7 +277,7 @@ class DrainWorker:
             return claim.status
 
         status = await self.ctx.db.write(apply, deferred=fast is not None,
-                                         ahead=fast.ahead if fast is not None else ())
+                                         ahead=fast.ahead if fast is not None else None)
         if status is not None:
             CLAIM_OUTCOMES.labels(self.operator.name, status).inc()
             log.info("drain.claim", claim_id=claim_id, status=status)

@@ -41,7 +41,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -59,12 +59,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from gateway.storage.checkpoints import BACKSTOP_PAGES, WalCheckpointer
 from gateway.storage.deferred import DeferredRows, FlushFirst
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
-from gateway.storage.unit import Ahead, UnitOfWork, lock_number
+from gateway.storage.unit import Ahead, Aheads, UnitOfWork, lock_number
 from gateway.storage.writer import WriterThread
 
 T = TypeVar("T")
 Work = Callable[[UnitOfWork], Any]
-Queued = tuple[Work, bool, Sequence[Ahead]]  # a work, deferred or not, its reads ahead
+Queued = tuple[Work, bool, Aheads | None]  # a work, deferred or not, what it gives ahead
 MAX_GROUP = 64  # units of work sharing one SQLite commit
 SQLITE_BUSY_TIMEOUT_S = 30
 PING_AFTER_IDLE_S = 0.2  # PostgreSQL: a pooled connection idle this long is pinged before use
@@ -229,9 +229,10 @@ class Database:
             return work(session)
 
     async def write(self, work: Callable[[UnitOfWork], T], *, deferred: bool = False,
-                    ahead: Sequence[Ahead] = ()) -> T:
+                    ahead: Aheads | None = None) -> T:
         """Run `work` in a committed transaction, off the event loop; `deferred`: its new
-        rows are staged, and `ahead` are reads it will `remember` (see the module doc)."""
+        rows are staged, and `ahead()` gives the statements it will run first (see the
+        module doc; called on PostgreSQL only, in the writer thread)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append(((work, deferred, ahead), done))
         if self._flusher is None or self._flusher.done():
@@ -373,7 +374,8 @@ def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
     reads: dict[tuple[Any, ...], Ahead] = {}
     end = start
     while end < len(works) and works[end][1]:
-        for read in works[end][2]:
+        ahead = works[end][2]
+        for read in ahead() if ahead is not None else ():
             if not (read.writes and read.key in buffer.written):  # a write runs once
                 reads.setdefault(read.key, read)
         end += 1

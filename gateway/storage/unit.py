@@ -64,6 +64,9 @@ class Ahead:
     writes: bool = False
 
 
+Aheads = Callable[[], Sequence[Ahead]]  # what a work gives ahead, built only where it is used
+
+
 class UnitOfWork(Session):
     """A session whose new rows may be staged; see the module doc."""
 

@@ -240,7 +240,7 @@ def intake_of(invoice_number: str, **exposure):
                     session.remember(("outstanding", FINESS), not_again))
         return [claim.id for claim in read.duplicates], sums
 
-    return work, (intake_ahead(**lookup), HEAD_AHEAD)
+    return work, lambda: (intake_ahead(**lookup), HEAD_AHEAD)
 
 
 def a_claim(invoice_number: str) -> Claim:
