@@ -60,7 +60,7 @@ openapi: $(STAMP)
 	$(BIN)/python scripts/export_openapi.py
 
 BENCHES := costs sync_path outage_detection fail_fast outage_throughput drain queue_growth \
-	receipt_cost board_at_scale queue_depth_cost workers history_queries audit_view
+	receipt_cost board_at_scale queue_depth_cost workers history_queries audit_view round_trips
 bench: $(STAMP)
 	for b in $(BENCHES); do \
 		$(BIN)/python bench/$$b.py || exit 1; done
