@@ -272,13 +272,15 @@ class Database:
             raw = _Transaction(session, sqlite=self._sqlite)
             changes_before = raw.total_changes
             buffer = session.staging = DeferredRows()
-            read_until = 0 if self._sqlite else _read_ahead(session, buffer, works, 0)
+            wrote_ahead: set[int] = set()  # works whose write ran ahead: written directly
+            read_until = 0 if self._sqlite else _read_ahead(session, buffer, works, 0,
+                                                            wrote_ahead)
             for index, (work, deferred, _) in enumerate(works):
                 if deferred:
                     if index >= read_until and not self._sqlite:
-                        read_until = _read_ahead(session, buffer, works, index)
+                        read_until = _read_ahead(session, buffer, works, index, wrote_ahead)
                     mark, wrote = buffer.mark(), buffer.wrote_directly
-                    buffer.wrote_directly = False
+                    buffer.wrote_directly = index in wrote_ahead
                     try:
                         outcomes.append((True, _run_deferred(buffer, work, session)))
                         held.append(len(outcomes) - 1)
@@ -356,10 +358,11 @@ class _Transaction:
 
 
 def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
-                start: int) -> int:
+                start: int, wrote_ahead: set[int]) -> int:
     """PostgreSQL: the group's lock, then the statements the run of deferred works from
     `start` gives ahead, with the locks they need, in one round trip; each row handed to
-    the buffer as the answer its work will ask for. Where the run ends.
+    the buffer as the answer its work will ask for. Where the run ends; the works whose
+    write ran are added to `wrote_ahead`.
 
     The group's lock first, taken by every group of every process before anything else:
     groups run one at a time across processes as they do in one, so two groups can never
@@ -370,12 +373,16 @@ def _read_ahead(session: UnitOfWork, buffer: DeferredRows, works: list[Queued],
     an answer meanwhile, and those wait in the buffer, whose flush forgets every answer:
     a work whose answer was forgotten reads for itself. A write ahead is the work's own
     guarded UPDATE, which no other work of the group can affect: it runs a moment early,
-    and its answer is kept."""
+    and its answer is kept. Its work has then written directly, whether or not it gets
+    as far as its write: if it fails, the group fails whole, as it would had the work
+    failed after writing."""
     reads: dict[tuple[Any, ...], Ahead] = {}
     end = start
     while end < len(works) and works[end][1]:
         ahead = works[end][2]
         for read in ahead() if ahead is not None else ():
+            if read.writes:
+                wrote_ahead.add(end)
             if not (read.writes and read.key in buffer.written):  # a write runs once
                 reads.setdefault(read.key, read)
         end += 1

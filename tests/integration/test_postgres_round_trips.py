@@ -6,7 +6,8 @@ instances both pass the outstanding cap), and a transaction already holding it r
 them with the intake's one statement. A write group reads its claims' intake and the
 chain's head ahead, all in one round trip, with the locks they need, and reads again
 what an insert of its own may have changed; it runs its senders' guarded UPDATEs ahead
-too, each once, whatever flush follows."""
+too, each once, whatever flush follows, and a work that fails after its UPDATE ran
+fails its whole group."""
 
 from __future__ import annotations
 
@@ -445,5 +446,38 @@ async def test_an_update_ahead_that_finds_the_lease_moved_changes_nothing(databa
         assert settled is None
         stored = await db.read(lambda session: session.get(Claim, claim.id))
         assert (stored.status, stored.lease_owner) == ("pending", "other")
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_work_that_fails_after_its_update_ran_ahead_fails_its_whole_group(database_url):
+    """Its UPDATE ran in the group's first round trip, before the work: no savepoint can
+    undo it alone, so the group fails whole and nothing it did is committed (else the
+    claim would be stored answered while its sender heard the write failed)."""
+    db = Database(database_url)
+    try:
+        claim = pending_under_lease("F1")
+        await db.write(lambda session: session.add(claim))
+        answer = transitions.sent_answer(claim, ACCEPTED, 201)
+
+        def fails_before_writing(session: UnitOfWork):
+            raise ValueError("the work failed before it reached its UPDATE")
+
+        def store(session: UnitOfWork) -> str:
+            session.add(a_claim("F9"))
+            return "stored"
+
+        outcomes = await asyncio.gather(
+            db.write(store, deferred=True),
+            db.write(fails_before_writing, deferred=True, ahead=answer.ahead),
+            return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [ValueError, ValueError]
+
+        def stored(session: UnitOfWork):
+            return sorted(session.exec(select(Claim.invoice_number, Claim.status,
+                                              Claim.lease_owner)).all())
+
+        assert await db.read(stored) == [("F1", "pending", "me")]
     finally:
         await db.dispose()
