@@ -58,11 +58,15 @@ class SentAnswer:
     detail: str
 
     def ahead(self) -> tuple[Ahead, ...]:
-        if self.claim.lease_owner is None or self.claim.lease_until is None:
+        """The guarded UPDATE, then its receipt's move (which happens only if it wrote)."""
+        claim = self.claim
+        if claim.lease_owner is None or claim.lease_until is None:
             return ()
         return (repository.update_leased_ahead(
-            self.claim.id, owner=self.claim.lease_owner, lease_until=self.claim.lease_until,
-            values=self.values),)
+            claim.id, owner=claim.lease_owner, lease_until=claim.lease_until,
+            values=self.values),
+            *lifecycle.follow_settled_ahead(claim.id, self.status, claim.coverage_decision,
+                                            self.values["updated_at"]))
 
 
 def sent_answer(claim: Claim, outcome: ClaimOutcome,

@@ -9,7 +9,7 @@ import structlog
 from gateway.claims import repository as claims_repository
 from gateway.receipts import repository
 from gateway.storage.models import Claim, utcnow
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 log = structlog.get_logger(__name__)
 EVENT_OF = {"honored": "receipt.honored", "contested": "receipt.contested"}
@@ -40,14 +40,35 @@ def follow(session: UnitOfWork, claim: Claim) -> None:
 
 def follow_settled(session: UnitOfWork, claim: Claim) -> None:
     """`follow`, for a claim settled by a guarded UPDATE (`transitions.settle_sent`): its
-    receipt, if the claim was given one, moves in one UPDATE and is never loaded."""
-    new_status = NEW_STATUS.get(claim.status)
-    if new_status is None or claim.coverage_decision != "provisional":
-        return  # no receipt was issued: the decision is made (once) before it would be
-    now = utcnow()
+    receipt, if the claim was given one, moves in one UPDATE and is never loaded, at the
+    instant the claim was answered (so its write group may have run it ahead:
+    `follow_settled_ahead`)."""
+    new_status = _settled_receipt_status(claim.status, claim.coverage_decision)
+    if new_status is None:
+        return
+    now = claim.updated_at or utcnow()
     receipt_id = repository.move_open(session, claim.id, new_status, now)
     if receipt_id is not None:
         _moved(session, claim, receipt_id, new_status, now)
+
+
+def follow_settled_ahead(claim_id: str, status: str, coverage_decision: str | None,
+                         answered_at: datetime) -> tuple[Ahead, ...]:
+    """What `follow_settled` will write for a claim its sender answers `status` at
+    `answered_at`, to run ahead just after the claim's own guarded UPDATE (PostgreSQL)."""
+    new_status = _settled_receipt_status(status, coverage_decision)
+    if new_status is None:
+        return ()
+    return (repository.move_open_ahead(claim_id, new_status, answered_at,
+                                       claim_status=status),)
+
+
+def _settled_receipt_status(status: str, coverage_decision: str | None) -> str | None:
+    """Where a claim settled `status` moves its receipt; None when it was given none (the
+    decision is made, once, before a receipt would be issued)."""
+    if coverage_decision != "provisional":
+        return None
+    return NEW_STATUS.get(status)
 
 
 def _moved(session: UnitOfWork, claim: Claim, receipt_id: str, new_status: str,

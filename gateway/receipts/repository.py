@@ -6,12 +6,12 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, exists, func, update
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlmodel import col, select
 
 from gateway.storage.models import Claim, Receipt, ReceiptExposure, table_of
-from gateway.storage.unit import UnitOfWork
+from gateway.storage.unit import Ahead, UnitOfWork
 
 OPEN = "provisional"
 
@@ -124,12 +124,40 @@ _MOVE_OPEN = update(_RECEIPTS).where(
     _RECEIPTS.c.id)
 
 
+_CLAIMS = table_of(Claim)
+# The same move run ahead by a sender's write group (PostgreSQL), just after the claim's
+# own guarded UPDATE: only if that UPDATE wrote the claim, as this sender answered it at
+# the instant it stamped; else the claim had moved, and the general path follows it.
+_MOVE_OPEN_AFTER_ANSWER = _MOVE_OPEN.where(exists().where(
+    _CLAIMS.c.id == bindparam("w_claim_id"), _CLAIMS.c.status == bindparam("w_claim_status"),
+    _CLAIMS.c.updated_at == bindparam("w_answered_at")))
+_MOVE_OPEN_AFTER_ANSWER_ON_POSTGRES = _MOVE_OPEN_AFTER_ANSWER.compile(
+    dialect=psycopg.dialect())  # type: ignore[no-untyped-call]
+
+
 def move_open(session: UnitOfWork, claim_id: str, new_status: str, now: datetime) -> str | None:
     """Move the claim's receipt to `new_status` if it is still open, in one statement;
-    its id, or None when there was none open."""
+    its id, or None when there was none open. Its write group may have run it ahead
+    (`move_open_ahead`)."""
     row = session.changed_returning(_MOVE_OPEN, {
-        "w_claim_id": claim_id, "status": new_status, "updated_at": now})
+        "w_claim_id": claim_id, "status": new_status, "updated_at": now},
+        key=_move_key(claim_id, new_status, now))
     return None if row is None else str(row[0])
+
+
+def move_open_ahead(claim_id: str, new_status: str, now: datetime, *,
+                    claim_status: str) -> Ahead:
+    """`move_open`, for a sender's write group to run ahead right after the claim's
+    guarded UPDATE (`claims.repository.update_leased_ahead`), which answered the claim
+    `claim_status` at `now`: it moves the receipt only if that UPDATE wrote the claim."""
+    compiled = _MOVE_OPEN_AFTER_ANSWER_ON_POSTGRES
+    return Ahead(_move_key(claim_id, new_status, now), str(compiled), {
+        **compiled.params, "w_claim_id": claim_id, "status": new_status, "updated_at": now,
+        "w_claim_status": claim_status, "w_answered_at": now}, writes=True)
+
+
+def _move_key(claim_id: str, new_status: str, now: datetime) -> tuple[Any, ...]:
+    return ("receipts.move_open", claim_id, new_status, now)
 
 
 def of_claim(session: UnitOfWork, claim_id: str) -> Receipt | None:

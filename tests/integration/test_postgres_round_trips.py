@@ -6,8 +6,8 @@ instances both pass the outstanding cap), and a transaction already holding it r
 them with the intake's one statement. A write group reads its claims' intake and the
 chain's head ahead, all in one round trip, with the locks they need, and reads again
 what an insert of its own may have changed; it runs its senders' guarded UPDATEs ahead
-too, each once, whatever flush follows, and a work that fails after its UPDATE ran
-fails its whole group."""
+too, each once, whatever flush follows, with their receipts' moves (only where the
+claim's UPDATE wrote), and a work that fails after its UPDATE ran fails its whole group."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.models import (
     Claim,
     ClaimHistory,
+    Event,
     Receipt,
     ReceiptExposure,
     new_row,
@@ -479,5 +480,81 @@ async def test_a_work_that_fails_after_its_update_ran_ahead_fails_its_whole_grou
                                               Claim.lease_owner)).all())
 
         assert await db.read(stored) == [("F1", "pending", "me")]
+    finally:
+        await db.dispose()
+
+
+def with_receipt_under_lease(invoice_number: str) -> tuple[Claim, Receipt]:
+    claim = pending_under_lease(invoice_number)
+    claim.coverage_decision = "provisional"
+    return claim, receipt(claim.id, 500)
+
+
+@pytest.mark.anyio
+async def test_a_senders_answer_moves_its_receipt_ahead_with_the_claim(database_url):
+    """The receipt's move rides the group's first round trip too, right after its claim's
+    guarded UPDATE: no statement of its own, and the receipt moves at the instant the
+    claim was answered, followed by its step and event as before."""
+    db = Database(database_url)
+    try:
+        pairs = [with_receipt_under_lease(f"R{i}") for i in range(2)]
+        await db.write(lambda session: session.add_all([row for pair in pairs for row in pair]))
+        answers = [transitions.sent_answer(claim, outcome, 201) for (claim, _), outcome in
+                   zip(pairs, [ACCEPTED, ClaimOutcome(status="rejected", code="R1")],
+                       strict=True)]
+        sent = statements(db)
+        pipelines, counted = counting_pipelines()
+
+        def settle(answer):
+            def work(session: UnitOfWork):
+                settled = transitions.settle_sent(session, answer)
+                return None if settled is None else settled.status
+            return work
+
+        unit_pipeline, unit_module.pipeline = unit_module.pipeline, counted
+        try:
+            outcomes = await asyncio.gather(*(
+                db.write(settle(answer), deferred=True, ahead=answer.ahead)
+                for answer in answers))
+        finally:
+            unit_module.pipeline = unit_pipeline
+        assert outcomes == ["accepted", "rejected"]
+        assert [sql for sql in sent if sql.startswith("UPDATE")] == []
+        assert len(pipelines) == 1
+
+        def stored(session: UnitOfWork):
+            return sorted(session.exec(select(Receipt.id, Receipt.status, Receipt.updated_at,
+                                              Claim.updated_at).join(
+                Claim, col(Claim.id) == col(Receipt.claim_id))).all())
+
+        rows = await db.read(stored)
+        assert [(receipt_id, status) for receipt_id, status, _, _ in rows] == [
+            ("rcp_clm_R0", "honored"), ("rcp_clm_R1", "contested")]
+        assert all(moved_at == answered_at for _, _, moved_at, answered_at in rows)
+        events = await db.read(lambda session: sorted(session.exec(
+            select(Event.claim_id, Event.type).where(col(Event.type).like("receipt.%"))).all()))
+        assert events == [("clm_R0", "receipt.honored"), ("clm_R1", "receipt.contested")]
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_receipt_move_ahead_waits_for_its_claims_update(database_url):
+    """The claim's lease moved before the group ran (swept back to the queue): its guarded
+    UPDATE writes nothing, and so its receipt, sent ahead with it, stays open for the
+    general path to follow."""
+    db = Database(database_url)
+    try:
+        claim, its_receipt = with_receipt_under_lease("L1")
+        await db.write(lambda session: session.add_all([claim, its_receipt]))
+        answer = transitions.sent_answer(claim, ACCEPTED, 201)
+        await db.write(lambda session: session.changed(
+            update(Claim).where(col(Claim.id) == claim.id).values(
+                status="queued", lease_owner=None, lease_until=None)))
+        settled = await db.write(lambda session: transitions.settle_sent(session, answer),
+                                 deferred=True, ahead=answer.ahead)
+        assert settled is None
+        stored = await db.read(lambda session: session.get(Receipt, its_receipt.id))
+        assert stored.status == repository.OPEN
     finally:
         await db.dispose()
