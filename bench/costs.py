@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -67,6 +66,7 @@ from harness import (
     cpu_seconds,
     free_port,
     machine,
+    postgres_database,
     set_fault,
     wait_ready,
     write_config,
@@ -241,18 +241,8 @@ def database(kind: str, tmp: Path, name: str) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / f'{name}.db'}"
         return
-    server = make_url(os.environ["BENCH_POSTGRES_URL"])
-    db_name = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server.set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
-    try:
-        yield server.set(database=db_name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(os.environ["BENCH_POSTGRES_URL"], f"bench_{name}") as url:
+        yield url
 
 
 class Run:

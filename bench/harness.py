@@ -257,12 +257,35 @@ def stub_operator() -> Iterator[str]:
         stub.wait()
 
 
+@contextmanager
+def postgres_database(server: str, prefix: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server at `server` (a URL), dropped on exit."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = make_url(server).set(drivername="postgresql+psycopg")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 async def gateway_in_process(stack: AsyncExitStack, folder: Path, operator: dict[str, Any],
-                             finesses: list[str], caps: dict[str, int]) -> tuple[Any, list[Any]]:
+                             finesses: list[str], caps: dict[str, int],
+                             database_url: str | None = None) -> tuple[Any, list[Any]]:
     """A gateway built as `gateway serve` builds it (`create_app`, no background workers),
-    on a fresh SQLite file in `folder`, with `operator` its one operator and `caps` its
-    receipt limits, its lifespan held by `stack`: its context, and a principal per pharmacy
-    of `finesses` (an API key each), for calling its services without HTTP."""
+    on `database_url` (migrated first; by default a fresh SQLite file in `folder`), with
+    `operator` its one operator and `caps` its receipt limits, its lifespan held by
+    `stack`: its context, and a principal per pharmacy of `finesses` (an API key each),
+    for calling its services without HTTP."""
     from asgi_lifespan import LifespanManager
 
     from gateway.keys.admin import create_key
@@ -271,7 +294,7 @@ async def gateway_in_process(stack: AsyncExitStack, folder: Path, operator: dict
     from gateway.settings import Settings
     from gateway.storage.migrate import upgrade
 
-    url = f"sqlite:///{folder}.db"
+    url = database_url or f"sqlite:///{folder}.db"
     upgrade(url)
     settings = Settings(environment="development", database_url=url, data_dir=folder,
                         provisional=caps, operators=[operator])

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
@@ -46,10 +45,8 @@ from typing import Any
 
 import psycopg
 import structlog
-from harness import claim_of, machine, stub_operator
+from harness import claim_of, gateway_in_process, machine, postgres_database, stub_operator
 from psycopg import pq
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 MODES = ("queued", "card", "sent")
 BENEFICIARIES = 1000
@@ -128,50 +125,18 @@ class Counter:
         db.Database._write_group = counted_group  # type: ignore[method-assign]
 
 
-@contextmanager
-def database(server: str) -> Iterator[str]:
-    """A fresh database on the server, dropped on exit."""
-    name = f"bench_rt_{uuid.uuid4().hex[:10]}"
-    url = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 async def gateway(stack: AsyncExitStack, url: str, folder: Path, operator_url: str,
                   mode: str, finesses: list[str]) -> tuple[Any, list[Any]]:
-    from asgi_lifespan import LifespanManager
+    """An in-process gateway on `url` whose operator offers a card receipt in mode "card";
+    its breaker open unless claims are to be sent."""
     from costs import CAPS
 
-    from gateway.keys.admin import create_key
-    from gateway.main import create_app
-    from gateway.security.apikeys import authenticate
-    from gateway.settings import Settings
-    from gateway.storage.migrate import upgrade
-
-    upgrade(url)
-    settings = Settings(environment="development", database_url=url, data_dir=folder,
-                        provisional=CAPS, operators=[{
-                            "name": "opera", "adapter": "reference", "base_url": operator_url,
-                            "insurers": ["80*"], "breaker_reset_s": 3600,
-                            "provisional": "card" if mode == "card" else "none"}])
-    app = create_app(settings, configure_logs=False, run_workers=False)
-    await stack.enter_async_context(LifespanManager(app))
-    context = app.state.context
+    context, principals = await gateway_in_process(stack, folder, {
+        "name": "opera", "adapter": "reference", "base_url": operator_url,
+        "insurers": ["80*"], "breaker_reset_s": 3600,
+        "provisional": "card" if mode == "card" else "none"}, finesses, CAPS, database_url=url)
     if mode != "sent":
         context.operators.get("opera").breaker.trip()
-    principals = []
-    for finess in finesses:
-        _, secret = create_key(settings, role="pharmacy", finess=finess)
-        principals.append(await context.db.read_connection(
-            lambda connection, secret=secret: authenticate(connection, secret,
-                                                           context.credentials)))
     return context, principals
 
 
@@ -216,7 +181,7 @@ async def measure(args: argparse.Namespace, server: str, operator_url: str) -> N
     rows: dict[str, Counts] = {}
     with tempfile.TemporaryDirectory() as folder:
         for mode in MODES:
-            with database(server) as url:
+            with postgres_database(server, "bench_rt") as url:
                 async with AsyncExitStack() as stack:
                     context, principals = await gateway(stack, url, Path(folder) / mode,
                                                         operator_url, mode, finesses)

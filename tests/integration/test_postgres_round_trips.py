@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import psycopg
@@ -158,6 +160,29 @@ def not_again() -> int:
     raise AssertionError("read again: the sums were not handed over")
 
 
+@contextmanager
+def holding_the_decision_lock(db: Database, claim_id: str) -> Iterator[None]:
+    """Meanwhile another transaction holds the pharmacy's receipt decision lock, with a
+    receipt of 500 cents for `claim_id` added and not committed; it commits on leaving."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(session: UnitOfWork) -> None:
+        repository.lock_decisions(session, FINESS, PERSON, DAY)
+        session.add(receipt(claim_id, 500))
+        session.flush()
+        held.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=db.write_now, args=(hold,))
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+
+
 def receipt(claim_id: str, amc_cents: int) -> Receipt:
     now = utcnow()
     return new_row(Receipt, id=f"rcp_{claim_id}", claim_id=claim_id, finess=FINESS,
@@ -176,17 +201,6 @@ def test_the_sums_read_with_the_lock_see_what_its_last_holder_committed(db):
         nir_hash=PERSON, beneficiary_hash=PERSON, operator="opera",
         insurer_number="801234567", service_date=DAY, status="queued",
         amc_requested_cents=500, payload_enc=b"x", created_at=utcnow(), updated_at=utcnow())))
-    held, release = threading.Event(), threading.Event()
-
-    def hold(session: UnitOfWork) -> None:
-        repository.lock_decisions(session, FINESS, PERSON, DAY)
-        session.add(receipt("clm_1", 500))
-        session.flush()
-        held.set()
-        release.wait(10)
-
-    holder = threading.Thread(target=db.write_now, args=(hold,))
-    holder.start()
     seen: list[tuple[int, int]] = []
 
     def decide(session: UnitOfWork) -> None:
@@ -196,15 +210,11 @@ def test_the_sums_read_with_the_lock_see_what_its_last_holder_committed(db):
         seen.append((session.remember(("beneficiary", PERSON, DAY), not_again),
                      session.remember(("outstanding", FINESS), not_again)))
 
-    try:
-        assert held.wait(10)
+    with holding_the_decision_lock(db, "clm_1"):
         waiting = threading.Thread(target=db.write_now, args=(decide,))
         waiting.start()
         waiting.join(0.3)
         assert waiting.is_alive()  # the lock is held: the second decision waits
-    finally:
-        release.set()
-        holder.join(10)
     waiting.join(10)
     assert seen == [(500, 500)]
 
@@ -332,26 +342,11 @@ async def test_an_intake_read_ahead_waits_for_the_pharmacys_decision_lock(databa
     holder committed."""
     db = Database(database_url)
     db.write_now(lambda session: session.add(a_claim("L1")))
-    held, release = threading.Event(), threading.Event()
-
-    def hold(session: UnitOfWork) -> None:
-        repository.lock_decisions(session, FINESS, PERSON, DAY)
-        session.add(receipt("clm_L1", 500))
-        session.flush()
-        held.set()
-        release.wait(10)
-
-    holder = threading.Thread(target=db.write_now, args=(hold,))
-    holder.start()
-    try:
-        assert held.wait(10)
+    with holding_the_decision_lock(db, "clm_L1"):
         work, ahead = intake_of("L2", exposure_of=(PERSON, DAY))
         answer = asyncio.ensure_future(db.write(work, deferred=True, ahead=ahead))
         await asyncio.sleep(0.3)
         assert not answer.done()  # the lock is held: the group waits for it
-    finally:
-        release.set()
-        holder.join(10)
     try:
         assert await answer == ([], (500, 500))
     finally:
@@ -379,6 +374,15 @@ def pending_under_lease(invoice_number: str) -> Claim:
 ACCEPTED = ClaimOutcome(status="accepted", reference="OP-9", amc_cents=500)
 
 
+def settling(answer: transitions.SentAnswer):
+    """A sender's deferred work recording `answer`: the status it stored, None if the
+    claim had moved."""
+    def work(session: UnitOfWork) -> str | None:
+        settled = transitions.settle_sent(session, answer)
+        return None if settled is None else settled.status
+    return work
+
+
 @pytest.mark.anyio
 async def test_a_write_group_runs_its_senders_guarded_updates_ahead_each_once(database_url):
     """Three senders' answers, grouped with a work that finds its claim staged and has
@@ -399,19 +403,13 @@ async def test_a_write_group_runs_its_senders_guarded_updates_ahead_each_once(da
 
         look, look_ahead = intake_of("W9")
 
-        def settle(answer):
-            def work(session: UnitOfWork):
-                settled = transitions.settle_sent(session, answer)
-                return None if settled is None else settled.status
-            return work
-
         unit_pipeline, unit_module.pipeline = unit_module.pipeline, counted
         try:
             outcomes = await asyncio.gather(
-                db.write(settle(answers[0]), deferred=True, ahead=answers[0].ahead),
+                db.write(settling(answers[0]), deferred=True, ahead=answers[0].ahead),
                 db.write(store, deferred=True),
                 db.write(look, deferred=True, ahead=look_ahead),  # finds W9 staged
-                *(db.write(settle(answer), deferred=True, ahead=answer.ahead)
+                *(db.write(settling(answer), deferred=True, ahead=answer.ahead)
                   for answer in answers[1:]))
         finally:
             unit_module.pipeline = unit_pipeline
@@ -505,16 +503,10 @@ async def test_a_senders_answer_moves_its_receipt_ahead_with_the_claim(database_
         sent = statements(db)
         pipelines, counted = counting_pipelines()
 
-        def settle(answer):
-            def work(session: UnitOfWork):
-                settled = transitions.settle_sent(session, answer)
-                return None if settled is None else settled.status
-            return work
-
         unit_pipeline, unit_module.pipeline = unit_module.pipeline, counted
         try:
             outcomes = await asyncio.gather(*(
-                db.write(settle(answer), deferred=True, ahead=answer.ahead)
+                db.write(settling(answer), deferred=True, ahead=answer.ahead)
                 for answer in answers))
         finally:
             unit_module.pipeline = unit_pipeline
