@@ -310,6 +310,30 @@ async def gateway_in_process(stack: AsyncExitStack, folder: Path, operator: dict
     return context, principals
 
 
+async def submit_in_process(context: Any, principals: list[Any], finesses: list[str], *,
+                            mode: str, tag: str, claims: int, concurrency: int,
+                            beneficiaries: int) -> None:
+    """`claims` claims to a gateway of `gateway_in_process`, `concurrency` at a time, in
+    turn from each pharmacy of `finesses` and of `beneficiaries` people; each must be
+    answered as its mode should be (201 "sent", else 202 queued), or the run stops."""
+    from gateway.claims import service
+    from gateway.claims.schemas import ClaimCreate
+
+    expected = 201 if mode == "sent" else 202
+
+    async def client(first: int) -> None:
+        for i in range(first, claims, concurrency):
+            body = claim_of(f"{tag}-{i}", i % beneficiaries)
+            body["dispenser"] = {"finess": finesses[i % len(finesses)]}
+            result = await service.submit(
+                ctx=context, principal=principals[i % len(principals)],
+                claim_in=ClaimCreate.model_validate(body), idempotency_key=None)
+            if result.http_status != expected:
+                raise SystemExit(f"{mode}: a claim answered {result.http_status}")
+
+    await asyncio.gather(*(client(c) for c in range(concurrency)))
+
+
 def set_fault(sim_url: str, mode: str) -> None:
     httpx.post(f"{sim_url}/_faults", json={"mode": mode}, timeout=5.0).raise_for_status()
 

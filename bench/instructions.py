@@ -31,7 +31,6 @@ Run: .venv/bin/python bench/instructions.py [--claims N] [--rounds R] [--concurr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import re
@@ -111,10 +110,8 @@ async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> Non
     # imported here: the outer run (valgrind's parent) needs none of it
     import structlog
     from costs import CAPS, pharmacies
-    from harness import claim_of, gateway_in_process
+    from harness import gateway_in_process
 
-    from gateway.claims import service
-    from gateway.claims.schemas import ClaimCreate
     from gateway.main import settle_heap
     from gateway.security.apikeys import Principal
     from gateway.storage import db
@@ -142,38 +139,28 @@ async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> Non
             if mode != "sent":
                 context.operators.get("opera").breaker.trip()
             gateways[mode] = (context, principals)
-        await _round(service, ClaimCreate, claim_of, gateways, finesses, "warm-up",
+        await _round(gateways, finesses, "warm-up",
                      args.concurrency, args.concurrency * 4)
         settle_heap()
         for round_ in range(args.rounds):
             for mode in MODES if round_ % 2 == 0 else MODES[::-1]:
                 mode_now[0] = mode
                 with callgrind.counting(f"{mode}-{round_}"):
-                    await _round(service, ClaimCreate, claim_of, {mode: gateways[mode]},
+                    await _round({mode: gateways[mode]},
                                  finesses, f"r{round_}", args.concurrency, per_round)
                 mode_now[0] = ""
     (out / "groups").write_text(" ".join(f"{mode}={groups.get(mode, 0)}" for mode in MODES))
 
 
-async def _round(service: Any, model: Any, claim_of: Any, gateways: dict[str, Any],
-                 finesses: list[str], tag: str, concurrency: int, claims: int) -> None:
-    """`claims` claims to each gateway, `concurrency` at a time; each answered as its mode
-    should be (202 queued, 201 sent), or the run stops."""
+async def _round(gateways: dict[str, Any], finesses: list[str], tag: str, concurrency: int,
+                 claims: int) -> None:
+    """`claims` claims to each gateway, `concurrency` at a time (`submit_in_process`)."""
+    from harness import submit_in_process
+
     for mode, (context, principals) in gateways.items():
-        expected = 201 if mode == "sent" else 202
-
-        async def client(first: int, context: Any = context, principals: Any = principals,
-                         expected: int = expected, mode: str = mode) -> None:
-            for i in range(first, claims, concurrency):
-                body = claim_of(f"{tag}-{i}", i % BENEFICIARIES)
-                body["dispenser"] = {"finess": finesses[i % len(finesses)]}
-                result = await service.submit(
-                    ctx=context, principal=principals[i % len(principals)],
-                    claim_in=model.model_validate(body), idempotency_key=None)
-                if result.http_status != expected:
-                    raise SystemExit(f"{mode}: a claim answered {result.http_status}")
-
-        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        await submit_in_process(context, principals, finesses, mode=mode, tag=tag,
+                                claims=claims, concurrency=concurrency,
+                                beneficiaries=BENEFICIARIES)
 
 
 def report(args: argparse.Namespace, out: Path) -> None:

@@ -45,7 +45,13 @@ from typing import Any
 
 import psycopg
 import structlog
-from harness import claim_of, gateway_in_process, machine, postgres_database, stub_operator
+from harness import (
+    gateway_in_process,
+    machine,
+    postgres_database,
+    stub_operator,
+    submit_in_process,
+)
 from psycopg import pq
 
 MODES = ("queued", "card", "sent")
@@ -142,25 +148,10 @@ async def gateway(stack: AsyncExitStack, url: str, folder: Path, operator_url: s
 
 async def submit(context: Any, principals: list[Any], finesses: list[str], mode: str,
                  tag: str, claims: int, concurrency: int) -> float:
-    """`claims` claims, `concurrency` at a time; the seconds it took. Each must be answered
-    as its mode should (202 queued, 201 sent), or the run stops."""
-    from gateway.claims import service
-    from gateway.claims.schemas import ClaimCreate
-
-    expected = 201 if mode == "sent" else 202
-
-    async def client(first: int) -> None:
-        for i in range(first, claims, concurrency):
-            body = claim_of(f"{tag}-{i}", i % BENEFICIARIES)
-            body["dispenser"] = {"finess": finesses[i % len(finesses)]}
-            result = await service.submit(
-                ctx=context, principal=principals[i % len(principals)],
-                claim_in=ClaimCreate.model_validate(body), idempotency_key=None)
-            if result.http_status != expected:
-                raise SystemExit(f"{mode}: a claim answered {result.http_status}")
-
+    """`submit_in_process`; the seconds it took."""
     started = time.perf_counter()
-    await asyncio.gather(*(client(c) for c in range(concurrency)))
+    await submit_in_process(context, principals, finesses, mode=mode, tag=tag, claims=claims,
+                            concurrency=concurrency, beneficiaries=BENEFICIARIES)
     return time.perf_counter() - started
 
 

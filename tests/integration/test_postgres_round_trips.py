@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 
@@ -129,12 +129,14 @@ def test_two_instances_appending_at_once_keep_one_unbroken_chain(db, database_ur
         other.engine.dispose()
 
 
-def test_the_head_read_holds_the_chain_lock_until_the_transaction_ends(db):
-    held = threading.Event()
-    release = threading.Event()
+@contextmanager
+def holding(db: Database, work: Callable[[UnitOfWork], object]) -> Iterator[None]:
+    """Meanwhile another transaction has run `work` and holds what it took, uncommitted;
+    it commits on leaving."""
+    held, release = threading.Event(), threading.Event()
 
-    def hold(session) -> None:
-        locked_head(session)
+    def hold(session: UnitOfWork) -> None:
+        work(session)
         held.set()
         release.wait(10)
 
@@ -142,11 +144,16 @@ def test_the_head_read_holds_the_chain_lock_until_the_transaction_ends(db):
     holder.start()
     try:
         assert held.wait(10)
-        taken = db.write_now(lambda session: session.try_lock(AUDIT_LOCK))
-        assert taken is False
+        yield
     finally:
         release.set()
         holder.join(10)
+
+
+def test_the_head_read_holds_the_chain_lock_until_the_transaction_ends(db):
+    with holding(db, locked_head):
+        taken = db.write_now(lambda session: session.try_lock(AUDIT_LOCK))
+        assert taken is False
     assert db.write_now(lambda session: session.try_lock(AUDIT_LOCK)) is True
 
 
@@ -160,27 +167,14 @@ def not_again() -> int:
     raise AssertionError("read again: the sums were not handed over")
 
 
-@contextmanager
-def holding_the_decision_lock(db: Database, claim_id: str) -> Iterator[None]:
+def holding_the_decision_lock(db: Database, claim_id: str):
     """Meanwhile another transaction holds the pharmacy's receipt decision lock, with a
     receipt of 500 cents for `claim_id` added and not committed; it commits on leaving."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold(session: UnitOfWork) -> None:
+    def decide(session: UnitOfWork) -> None:
         repository.lock_decisions(session, FINESS, PERSON, DAY)
         session.add(receipt(claim_id, 500))
         session.flush()
-        held.set()
-        release.wait(10)
-
-    holder = threading.Thread(target=db.write_now, args=(hold,))
-    holder.start()
-    try:
-        assert held.wait(10)
-        yield
-    finally:
-        release.set()
-        holder.join(10)
+    return holding(db, decide)
 
 
 def receipt(claim_id: str, amc_cents: int) -> Receipt:
