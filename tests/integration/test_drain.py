@@ -25,11 +25,13 @@ FAST = {"timeout_s": 0.2, "deadline_s": 0.4, "breaker_fail_max": 3, "breaker_res
 
 
 @asynccontextmanager
-async def gateway(settings, simulators, **overrides):
+async def gateway(settings, simulators, *, workers: bool = True, **overrides):
+    """The gateway with FAST operators (`overrides` on top); `workers=False`: without its
+    drain, prober and other background workers."""
     operators = [op.model_copy(update={**FAST, **overrides}) for op in settings.operators]
     fast = settings.model_copy(update={"operators": operators})
     transports = {name: httpx.ASGITransport(sim) for name, sim in simulators.items()}
-    app = create_app(fast, transports=transports, configure_logs=False)
+    app = create_app(fast, transports=transports, configure_logs=False, run_workers=workers)
     async with LifespanManager(app):
         _, secret = create_key(fast, role="pharmacy", finess="330001231")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
