@@ -193,15 +193,18 @@ def profile(name: str, proc: subprocess.Popen[bytes] | None,
             seconds: float) -> subprocess.Popen[bytes] | None:
     """With BENCH_PROFILE=DIR (and py-spy installed beside the gateway; it is not a
     dependency), the gateway sampled during this load: DIR/<database>-<load>.txt, py-spy's raw
-    folded stacks per thread, for flame graphs or a grep of where the CPU goes."""
+    folded stacks per thread, for flame graphs or a grep of where the CPU goes. Only the
+    thread holding the GIL is sampled, unless BENCH_PROFILE_WAITS=1: then every thread,
+    waiting or not (where a thread waits, for PostgreSQL say)."""
     folder, spy = os.environ.get("BENCH_PROFILE"), shutil.which("py-spy", path=str(HERE.parent
                                                                                  / ".venv/bin"))
     if not folder or proc is None or spy is None:
         return None
     out = Path(folder) / f"{''.join(c if c.isalnum() else '-' for c in name)}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
+    sampled = "--idle" if os.environ.get("BENCH_PROFILE_WAITS") == "1" else "--gil"
     return subprocess.Popen([spy, "record", "-p", str(proc.pid), "-d", str(max(1, round(seconds))),  # noqa: S603
-                             "-r", "200", "--gil", "--threads", "-f", "raw", "-o", str(out)],
+                             "-r", "200", sampled, "--threads", "-f", "raw", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
