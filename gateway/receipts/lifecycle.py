@@ -46,10 +46,9 @@ def follow_settled(session: UnitOfWork, claim: Claim) -> None:
     new_status = _settled_receipt_status(claim.status, claim.coverage_decision)
     if new_status is None:
         return
-    now = claim.updated_at or utcnow()
-    receipt_id = repository.move_open(session, claim.id, new_status, now)
+    receipt_id = repository.move_open(session, claim.id, new_status, claim.updated_at)
     if receipt_id is not None:
-        _moved(session, claim, receipt_id, new_status, now)
+        _moved(session, claim, receipt_id, new_status, claim.updated_at)
 
 
 def follow_settled_ahead(claim_id: str, status: str, coverage_decision: str | None,

@@ -55,7 +55,8 @@ class Ahead:
     forgets its answer. A write (`writes`) is the UPDATE ... RETURNING the work makes
     with `changed_returning(key=...)`; its answer stands for the whole transaction. It
     runs before the other works of its run, so it may change only rows that no other
-    work of the group can change: a claim under its sender's own lease."""
+    work of the group can change: a claim under its sender's own lease, and that claim's
+    receipt (guarded in SQL by the claim's UPDATE having written)."""
 
     key: tuple[Any, ...]
     sql: str  # in psycopg's words and parameter style (`%(name)s`)
