@@ -69,6 +69,18 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+# The database writer: every write of a process runs in one thread, works waiting during a
+# commit sharing the next one (gateway.storage.db). Seconds spent over seconds elapsed is
+# how busy it is; near 1 the claims queue behind it, whatever else has cores to spare.
+WRITE_GROUP_SECONDS = Histogram(
+    "gateway_write_group_seconds",
+    "Time one write group (works sharing a transaction) held the writer, commit included",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY,
+)
+WRITE_GROUP_WORKS = Histogram(
+    "gateway_write_group_works", "Works (a claim stored, an answer recorded...) per write group",
+    buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY,
+)
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 

@@ -43,6 +43,10 @@ async def test_metrics_report_breakers_queues_and_outcomes(app, client, pharmacy
                  outcome="accepted") == accepted_before + 1
     assert value(text, "gateway_claims_total", operator="opera", outcome="queued") >= 1
     assert "gateway_request_duration_seconds_bucket" in text
+    writes = re.search(r"^gateway_write_group_works_count (\S+)$", text, re.MULTILINE)
+    busy = re.search(r"^gateway_write_group_seconds_sum (\S+)$", text, re.MULTILINE)
+    assert writes and float(writes.group(1)) >= 2  # at least the two claims stored
+    assert busy and float(busy.group(1)) > 0
     assert 'route="/v1/claims"' in text and "clm_" not in text
     for person in PEOPLE:
         assert person["nir"] not in text and person["last_name"] not in text

@@ -19,6 +19,7 @@ from sqlmodel import col, func, select
 from adapters.base import ClaimOutcome
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository, transitions
+from gateway.observability.metrics import REGISTRY
 from gateway.storage.db import Database
 from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Event, utcnow
 from gateway.storage.unit import UnitOfWork
@@ -54,6 +55,30 @@ async def test_staged_rows_are_committed_in_order(database):
     assert answers == [f"evt_{i}" for i in range(5)]
     stored = await database.read(event_ids)
     assert stored == answers  # one transaction, in the order they were asked
+
+
+def writer_samples() -> dict[str, float]:
+    names = ("gateway_write_group_seconds_count", "gateway_write_group_seconds_sum",
+             "gateway_write_group_works_sum")
+    samples = {name: REGISTRY.get_sample_value(name) or 0.0 for name in names}
+    for le in ("4.0", "8.0"):
+        samples[f"works<={le}"] = REGISTRY.get_sample_value(
+            "gateway_write_group_works_bucket", {"le": le}) or 0.0
+    return samples
+
+
+async def test_each_write_group_reports_its_time_and_its_works(database):
+    """/metrics tells how busy the writer is and how many works share a commit."""
+    before = writer_samples()
+    await asyncio.gather(*(database.write(staging(f"evt_m{i}"), deferred=True)
+                           for i in range(5)))
+    after = writer_samples()
+    assert after["gateway_write_group_seconds_count"] - before[
+        "gateway_write_group_seconds_count"] == 1  # the five shared one group
+    assert after["gateway_write_group_works_sum"] - before["gateway_write_group_works_sum"] == 5
+    assert after["works<=4.0"] == before["works<=4.0"]
+    assert after["works<=8.0"] - before["works<=8.0"] == 1
+    assert after["gateway_write_group_seconds_sum"] > before["gateway_write_group_seconds_sum"]
 
 
 async def test_a_failing_deferred_work_leaves_nothing_and_spares_the_others(database):
