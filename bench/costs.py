@@ -15,7 +15,9 @@ One command, one machine, one run, so that the ratios mean something:
      operator of their own, kept down;
   d. fail-fast as pharmacies see it: an open loop from 50 clients at half the capacity
      measured in (b) (or --open-loop-rate), latency counted from each claim's due time:
-     p99 against 20 ms; then --alone claims one at a time, 20 ms apart (no target: what a
+     p99 against 20 ms, and its yardstick: the same loader at the same rate against the
+     stand-in operator directly (what the machine and the loader add to any p99 here);
+     then --alone claims one at a time, 20 ms apart (no target: what a
      claim's own write group costs in latency, round trips included);
   e. the drain after recovery: unthrottled against 0.8 x (b), then at `drain_per_s` 100,
      500 and 1,000 (within 10 %), with the operator's count of claims received twice
@@ -50,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ from harness import (
     wait_ready,
     write_config,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -106,12 +109,51 @@ class Load:
     p99: float
     codes: dict[str, int] = field(default_factory=dict)
     cpu_ms: float = float("nan")
+    writer: Writer | None = None
 
     def line(self) -> str:
         codes = ", ".join(f"{k}:{v}" for k, v in sorted(self.codes.items()))
         cpu = f"{self.cpu_ms:7.2f}" if self.cpu_ms == self.cpu_ms else "      -"
+        writer = f"{self.writer.busy:5.0%} x{self.writer.per_group:4.1f}" if self.writer else "-"
         return (f"{self.name:<40}{self.rps:>9.0f}{self.p50:>9.1f}{self.p99:>9.1f}{cpu}"
-                f"  {codes}")
+                f"{writer:>13}  {codes}")
+
+
+@dataclass(frozen=True)
+class Writer:
+    """The gateway's database writer over one load, from its /metrics: the share of the
+    time it was busy with write groups, and the works (claims stored, answers recorded)
+    a group held on average."""
+
+    busy: float
+    per_group: float
+
+
+def writer_totals(url: str) -> tuple[float, float, float]:
+    """The gateway's write groups so far: (groups, works, seconds the writer was busy)."""
+    samples = {sample.name: sample.value
+               for family in text_string_to_metric_families(
+                   httpx.get(f"{url}/metrics", timeout=10).text)
+               for sample in family.samples if not sample.labels}
+    return (samples.get("gateway_write_group_seconds_count", 0.0),
+            samples.get("gateway_write_group_works_sum", 0.0),
+            samples.get("gateway_write_group_seconds_sum", 0.0))
+
+
+@contextmanager
+def watching_writer(url: str) -> Iterator[Callable[[], Writer]]:
+    """Yields a function that, called once the load is over, tells what the writer did
+    since the block began."""
+    groups, works, busy = writer_totals(url)
+    started = time.perf_counter()
+
+    def since() -> Writer:
+        elapsed = time.perf_counter() - started
+        groups_now, works_now, busy_now = writer_totals(url)
+        return Writer((busy_now - busy) / elapsed,
+                      (works_now - works) / max(1.0, groups_now - groups))
+
+    yield since
 
 
 def luhn_finess(i: int) -> str:
@@ -166,6 +208,20 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
     """A closed-loop load with wrk (two threads), or the Python loader without wrk."""
     cpu = cpu_seconds(proc) if proc else 0.0
     profiler = profile(f"{database} {name}".strip(), proc, seconds)
+    with ExitStack() as stack:
+        writer = stack.enter_context(watching_writer(url)) if proc else None
+        load = _wrk(name, url, bodies, connections, seconds, path)
+        if writer is not None:
+            load.writer = writer()
+    if proc is not None:
+        load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
+    if profiler is not None:
+        profiler.wait(timeout=60)
+    return load
+
+
+def _wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
+         path: str) -> Load:
     if WRK is None:
         load = asyncio.run(python_load(name, url, read_bodies(bodies), connections, seconds,
                                        path))
@@ -182,10 +238,6 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
                     found["codes"])
         if found["socket_errors"]:
             load.codes["socket errors"] = found["socket_errors"]
-    if proc is not None:
-        load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
-    if profiler is not None:
-        profiler.wait(timeout=60)
     return load
 
 
@@ -307,8 +359,16 @@ class Run:
             self.slices(gateways)
             url, _keys, bodies, _proc = plain
             rate = self.args.open_loop_rate or self.loads["outage-none"].rps / 2
-            self.loads["fail-fast"] = asyncio.run(open_loop(url, read_bodies(bodies), rate,
-                                                            self.args.seconds))
+            lines = read_bodies(bodies)
+            with watching_writer(url) as writer:
+                self.loads["fail-fast"] = asyncio.run(open_loop(
+                    f"{url}/v1/claims", to_gateway(lines), rate, self.args.seconds))
+                self.loads["fail-fast"].writer = writer()
+            # its yardstick: the same loader at the same rate, the operator called directly
+            # (~0.3 ms an answer), so that what the machine and the loader add shows apart
+            self.loads["open-loop-direct"] = asyncio.run(open_loop(
+                f"{self.stub_url}/claims", to_operator(lines), rate, self.args.seconds,
+                name="d  the same, operator called directly"))
             if self.args.alone:
                 self.loads["alone"] = asyncio.run(one_at_a_time(url, read_bodies(bodies),
                                                                 self.args.alone))
@@ -365,8 +425,10 @@ class Run:
             time.sleep(1.0)  # the first batch, and the leases of the next
             first, t0 = ledger(self.stub_url), time.perf_counter()
             profiler = profile(f"{self.kind}-{name}", proc, self.args.drain_seconds)
-            time.sleep(self.args.drain_seconds)
-            last, t1 = ledger(self.stub_url), time.perf_counter()
+            with watching_writer(url) as writer:
+                time.sleep(self.args.drain_seconds)
+                last, t1 = ledger(self.stub_url), time.perf_counter()
+                drained = writer()
             if profiler is not None:
                 profiler.wait(timeout=60)
             sent = last["received"] - first["received"]
@@ -375,6 +437,7 @@ class Run:
                         {"queued": queued, "sent in window": sent,
                          "sent twice": last["duplicates"]})
             load.cpu_ms = (cpu_seconds(proc) - cpu0) * 1000 / max(1, last["received"])
+            load.writer = drained
             if last["received"] >= queued:
                 self.notes.append(f"{name}: the queue emptied within the window: fill more")
             self.loads[name] = load
@@ -425,16 +488,20 @@ def add_history(url: str, count: int) -> None:
 
 
 def combined(slices: list[Load]) -> Load:
-    """Slices of one load as one: claims/s and p50 their median, p99 the worst, CPU per
-    claim over all of them."""
+    """Slices of one load as one: claims/s, p50 and the writer's figures their median, p99
+    the worst, CPU per claim over all of them."""
     answered = [sum(load.codes.values()) for load in slices]
     codes: Counter[str] = Counter()
     for load in slices:
         codes.update(load.codes)
     cpu = sum(load.cpu_ms * n for load, n in zip(slices, answered, strict=True))
+    writers = [load.writer for load in slices if load.writer is not None]
     return Load(slices[0].name, statistics.median(load.rps for load in slices),
                 statistics.median(load.p50 for load in slices), max(load.p99 for load in slices),
-                dict(codes), cpu / max(1, sum(answered)))
+                dict(codes), cpu / max(1, sum(answered)),
+                Writer(statistics.median(writer.busy for writer in writers),
+                       statistics.median(writer.per_group for writer in writers))
+                if writers else None)
 
 
 def open_breaker(url: str, keys: dict[str, str], stub_url: str) -> None:
@@ -451,25 +518,43 @@ def open_breaker(url: str, keys: dict[str, str], stub_url: str) -> None:
     raise SystemExit("the breaker did not open")
 
 
-async def open_loop(url: str, lines: list[list[str]], rate: float, seconds: float,
-                    connections: int = 50) -> Load:
+Request = tuple[str, dict[str, str]]  # a body and its headers
+
+
+def to_gateway(lines: list[list[str]]) -> Callable[[int, str], Request]:
+    """Claim i of the gateway's open loop: pharmacy key and body in turn."""
+    def request(i: int, tag: str) -> Request:
+        key, body = lines[i % len(lines)]
+        return body.replace("INV-X", f"F{tag}-{i}", 1), {
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    return request
+
+
+def to_operator(lines: list[list[str]]) -> Callable[[int, str], Request]:
+    """Claim i sent to the stand-in operator directly, as the gateway would send it."""
+    def request(i: int, tag: str) -> Request:
+        _key, body = lines[i % len(lines)]
+        return body, {"Idempotency-Key": f"F{tag}-{i}", "Content-Type": "application/json"}
+    return request
+
+
+async def open_loop(url: str, request: Callable[[int, str], Request], rate: float,
+                    seconds: float, connections: int = 50,
+                    name: str = "d fail-fast, open loop at {rate:.0f}/s") -> Load:
     """Claim i is due at i / rate s, whatever the earlier ones are doing, and its latency
     counts from then (no coordinated omission): `connections` clients, one connection
     each (opened first), take the due claims in turn; one due while all are busy waits,
     and that wait counts. aiohttp, not httpx: the loader shares the cores it measures,
-    and httpx costs ~1 ms of CPU per request."""
+    and httpx costs ~1 ms of CPU per request. `url` is where claims are POSTed."""
     tag, total = secrets.token_hex(4), round(rate * seconds)
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     next_i = 0
 
     async def post(session: aiohttp.ClientSession, i: int) -> str:
-        key, body = lines[i % len(lines)]
+        body, headers = request(i, tag)
         try:
-            async with session.post(f"{url}/v1/claims", data=body.replace(
-                    "INV-X", f"F{tag}-{i}", 1), headers={
-                    "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                    ) as answer:
+            async with session.post(url, data=body, headers=headers) as answer:
                 await answer.read()
                 return str(answer.status)
         except aiohttp.ClientError as exc:
@@ -499,8 +584,8 @@ async def open_loop(url: str, lines: list[list[str]], rate: float, seconds: floa
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    return Load(f"d fail-fast, open loop at {rate:.0f}/s", len(latencies) / elapsed,
-                pct(0.5), pct(0.99), dict(codes))
+    return Load(name.format(rate=rate), len(latencies) / elapsed, pct(0.5), pct(0.99),
+                dict(codes))
 
 
 async def one_at_a_time(url: str, lines: list[list[str]], count: int = 300,
@@ -551,7 +636,9 @@ def verdicts(run: Run) -> list[str]:
     """Each figure against its target, for the steps that ran."""
     loads = run.loads
     outage = loads["outage-none"].rps
-    lines = [f"fail-fast open loop p99 {loads['fail-fast'].p99:.1f} ms (target < 20)"]
+    lines = [f"fail-fast open loop p99 {loads['fail-fast'].p99:.1f} ms (target < 20); the "
+             f"same loader against the operator directly: p99 "
+             f"{loads['open-loop-direct'].p99:.1f} ms"]
     if "sync" in loads:
         ratios = ", ".join(f"x{ratio:.2f}" for ratio in run.sync_ratios)
         lines.append(f"synchronous / outage throughput: x{loads['sync'].rps / outage:.2f} "
@@ -577,7 +664,8 @@ def verdicts(run: Run) -> list[str]:
 def report(yard: Load, runs: list[Run]) -> None:
     print(machine())
     print(f"load generator: {'wrk ' + WRK if WRK else 'the Python loader (no wrk found)'}")
-    print(f"\n{'':<40}{'claims/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>7}  answers")
+    print(f"\n{'':<40}{'claims/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>7}"
+          f"{'writer':>13}  answers")
     print(yard.line())
     for run in runs:
         print(f"-- {run.kind} ({run.args.pharmacies} pharmacies)")
@@ -593,7 +681,7 @@ def report(yard: Load, runs: list[Run]) -> None:
             if name == "alone":  # its rate is the pause's: the latency compares
                 print(f"   {name:<14} p50 x{sqlite[name].p50 / load.p50:.2f} "
                       "(SQLite's latency / PostgreSQL's)")
-            elif name in sqlite:
+            elif name in sqlite and name != "open-loop-direct":  # a yardstick
                 print(f"   {name:<14} x{load.rps / sqlite[name].rps:.2f}")
 
 

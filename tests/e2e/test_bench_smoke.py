@@ -117,6 +117,12 @@ def test_the_benchmark_runs_at_a_tiny_size(
         outages = re.findall(r"^b outage, .*  (\S.*)$", done.stdout, re.MULTILINE)
         assert len(outages) == 2 and all(re.fullmatch(r"202:\d+", answers)
                                          for answers in outages), done.stdout[-2000:]
+        # the writer's busy share and works per group, from the gateway's /metrics
+        assert re.search(r"^b outage, no receipt .* \d+% x *\d+\.\d  202:\d+$", done.stdout,
+                         re.MULTILINE), done.stdout[-2000:]
+        # the open loop's yardstick: the same loader against the operator directly
+        assert re.search(r"^d  the same, operator called directly .*  200:\d+$", done.stdout,
+                         re.MULTILINE), done.stdout[-2000:]
     if name == "drain":
         assert "ledger (a limited): 30 keys for 30 settled of 30 queued, " \
                "0 sent more than once -> ok" in done.stdout
