@@ -3,8 +3,9 @@
 For each worker count, a fresh database `gw_bench_<hex>` on the server of env
 BENCH_POSTGRES_URL (dropped WITH (FORCE) at the end; no other database is touched), the
 fast stub operator (bench/stub_operator.py, not the FastAPI simulator: the gateway must
-be what is measured) and `gateway serve --workers W` with drain_per_s = 100000 (the
-drain unthrottled), then, one after the other:
+be what is measured) and `gateway serve --workers W` with drain_per_s = --drain-per-s
+(100000 by default: the drain unthrottled; the workers share one schedule, so at 1000 the
+W workers together should send 1,000 claims a second), then, one after the other:
   (a) yardstick: GET /healthz (no database, no operator): what the HTTP stack and the
       load generator give on this machine with W processes;
   (b) healthy: POST /v1/claims, the operator up: each claim sent synchronously and
@@ -24,6 +25,7 @@ machine (the shared server: other users' work shows there too).
 Everything listens on 127.0.0.1 on free ports; subprocesses are stopped on exit.
 Run: BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
      .venv/bin/python bench/workers.py [--seconds S] [--connections C] [--workers 1,2]
+     [--drain-per-s R]
 """
 
 from __future__ import annotations
@@ -306,7 +308,7 @@ def one_run(procs: Procs, server: str, workers: int, args: argparse.Namespace) -
         procs.running.append(stub)
         wait_ready(f"{stub_url}/health", stub, stub_log)
         config = write_config(procs.tmp, f"workers-{workers}", db_url, stub_port, port,
-                              operator={"drain_per_s": 100000, "drain_ramp_s": 0})
+                              operator={"drain_per_s": args.drain_per_s, "drain_ramp_s": 0})
         key, board_key = create_key(config), create_key(config, role="operations")
         url = f"http://127.0.0.1:{port}"
         gateway = procs.start(["serve", "--config", str(config), "--port", str(port),
@@ -360,7 +362,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             print(f"{run.workers:>7}  {load.name:<16}{load.requests:>9}{load.rps:>9.1f}"
                   f"{load.p50_ms:>8.1f}{load.p99_ms:>8.1f}{load.unexpected:>7}  {codes}; "
                   f"{cpu_text(load.cpu)}")
-    print(f"\n{'workers':>7}  {'drained':>8}{'s':>7}{'steady/s':>10}  ledger; CPU while draining")
+    print(f"\ndrain_per_s = {args.drain_per_s:g}")
+    print(f"{'workers':>7}  {'drained':>8}{'s':>7}{'steady/s':>10}  ledger; CPU while draining")
     for run in runs:
         d = run.drain
         print(f"{run.workers:>7}  {d.claims:>8}{d.seconds:>7.1f}{d.steady_rate:>10.1f}  "
@@ -393,6 +396,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2",
                         help="worker counts, in order: 1,2,2,1 interleaves two rounds")
     parser.add_argument("--drain-max-seconds", type=float, default=120.0)
+    parser.add_argument("--drain-per-s", type=float, default=100000.0,
+                        help="the operator's drain_per_s (default: unthrottled)")
     args = parser.parse_args()
     server = os.environ.get("BENCH_POSTGRES_URL", "")
     if not server or not shutil.which("wrk"):
