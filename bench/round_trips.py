@@ -105,7 +105,9 @@ class Counter:
 
         def counted_commit(self: psycopg.Connection[Any]) -> None:
             counts = counter.mine()
-            if counts is not None:
+            # psycopg sends nothing when the transaction has ended (a COMMIT pipelined)
+            under_way = self.info.transaction_status != pq.TransactionStatus.IDLE
+            if counts is not None and under_way:
                 counts.statements += 1
                 counts.round_trips += 1
             commit(self)

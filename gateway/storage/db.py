@@ -23,7 +23,8 @@ on each other. `write_now` runs one work alone, in the calling thread (commands,
 
 On PostgreSQL, the statements that deferred works give beforehand (`ahead`, see
 `gateway.storage.unit.Ahead`: reads, and a sender's guarded UPDATE) go with the group's
-lock, or before the next run of deferred works, in one round trip for all of them.
+lock, or before the next run of deferred works, in one round trip for all of them; and
+when staged rows are the group's last statements, COMMIT goes in their round trip.
 
 A work run with `deferred=True` stages its new rows (`gateway.storage.deferred`: its
 unit of work's `add` does it) instead of flushing them through the ORM: such works need
@@ -318,7 +319,8 @@ class Database:
                 except Exception as exc:  # noqa: BLE001 - handed to that work's caller
                     outcomes.append((False, exc))
                     _still_in_transaction(raw, exc)
-            _flush_or_fail(raw, session, buffer, held, outcomes)
+            # the last statements: on PostgreSQL, COMMIT rides the inserts' round trip
+            _flush_or_fail(raw, session, buffer, held, outcomes, commit=not self._sqlite)
             changed = raw.total_changes != changes_before or not self._sqlite
         return outcomes, changed
 
@@ -425,25 +427,26 @@ def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
 
 
 def _flush_or_fail(raw: Any, session: UnitOfWork, buffer: DeferredRows, held: list[int],
-                   outcomes: list[tuple[bool, Any]]) -> None:
+                   outcomes: list[tuple[bool, Any]], *, commit: bool = False) -> None:
     """Insert the staged rows; if that fails, so do the works they came from, or the whole
-    transaction when one of them also changed rows directly (no savepoint undoes that)."""
+    transaction when one of them also changed rows directly (no savepoint undoes that).
+    `commit`: these are the transaction's last statements (see `DeferredRows.flush`)."""
     direct = buffer.wrote_directly
-    error = _flush_staged(session, buffer, held, outcomes)
+    error = _flush_staged(session, buffer, held, outcomes, commit=commit)
     if error is not None and direct:
         raise error
     _still_in_transaction(raw, error)
 
 
 def _flush_staged(session: UnitOfWork, buffer: DeferredRows, held: list[int],
-                  outcomes: list[tuple[bool, Any]]) -> Exception | None:
+                  outcomes: list[tuple[bool, Any]], *, commit: bool = False) -> Exception | None:
     """Insert the staged rows in a savepoint; if that fails, so do the works they came
     from (the failure is returned)."""
     if not buffer.rows:
         buffer.flush(session)  # nothing to insert; forgets remembered reads
         return None
     try:
-        buffer.flush(session, savepoint=True)
+        buffer.flush(session, savepoint=True, commit=commit)
     except Exception as exc:  # noqa: BLE001 - handed to those works' callers
         for index in held:
             outcomes[index] = (False, exc)

@@ -544,3 +544,77 @@ async def test_a_receipt_move_ahead_waits_for_its_claims_update(database_url):
         assert stored.status == repository.OPEN
     finally:
         await db.dispose()
+
+
+def staged_event(event_id: str) -> Callable[[UnitOfWork], str]:
+    def work(session: UnitOfWork) -> str:
+        session.add(Event(event_id=event_id, finess=FINESS, type="claim.queued",
+                          claim_id=None, at=utcnow()))
+        return event_id
+
+    return work
+
+
+def stored_events(db: Database) -> list[str]:
+    return sorted(db.read_now(lambda session: list(session.exec(select(Event.event_id)).all())))
+
+
+@pytest.mark.anyio
+async def test_a_groups_commit_rides_the_pipeline_of_its_staged_rows(database_url):
+    """Two round trips for a group of staged rows: BEGIN with its lock, then the inserts
+    and COMMIT together; the session's own commit finds nothing left to commit."""
+    db = Database(database_url)
+    left_to_commit: list[bool] = []
+    commit = psycopg.Connection.commit
+
+    def watched(connection: psycopg.Connection) -> None:
+        left_to_commit.append(
+            connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+        commit(connection)
+
+    sent = statements(db)
+    psycopg.Connection.commit = watched  # type: ignore[method-assign]
+    try:
+        answers = await asyncio.gather(*(db.write(staged_event(f"evt_ride_{i}"), deferred=True)
+                                         for i in range(3)))
+    finally:
+        psycopg.Connection.commit = commit  # type: ignore[method-assign]
+    try:
+        assert answers == [f"evt_ride_{i}" for i in range(3)]
+        assert left_to_commit == [False]  # one group, committed in its pipeline
+        assert sent[-2:] == ["RELEASE SAVEPOINT staged_rows", "COMMIT"]
+        assert stored_events(db) == answers  # another connection sees them: committed
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_commit_that_fails_in_the_pipeline_fails_the_whole_group(database_url):
+    """A COMMIT refused (here by a deferred check on one row) has undone every work of
+    the group: each is told so, nothing is stored, and the next group writes as before."""
+    db = Database(database_url)
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$"))
+        connection.execute(text(
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON events "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (NEW.event_id = 'evt_refused') EXECUTE FUNCTION refuse_at_commit()"))
+    try:
+        answers = await asyncio.gather(
+            db.write(lambda session: session.add(a_claim("C1"))),  # an ordinary work first
+            db.write(staged_event("evt_kept_before"), deferred=True),
+            db.write(staged_event("evt_refused"), deferred=True),  # the last flush: COMMIT
+            return_exceptions=True)
+        assert all(isinstance(answer, DBAPIError) for answer in answers), answers
+        assert "refused at commit" in str(answers[1])
+        assert stored_events(db) == []
+        assert db.read_now(lambda session: session.get(Claim, "clm_C1")) is None
+        assert await db.write(staged_event("evt_after"), deferred=True) == "evt_after"
+        assert stored_events(db) == ["evt_after"]
+    finally:
+        with db.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER refuse_at_commit ON events"))
+            connection.execute(text("DROP FUNCTION refuse_at_commit()"))
+        await db.dispose()
