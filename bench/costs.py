@@ -140,10 +140,9 @@ def writer_totals(url: str) -> tuple[float, float, float]:
             samples.get("gateway_write_group_seconds_sum", 0.0))
 
 
-@contextmanager
-def watching_writer(url: str) -> Iterator[Callable[[], Writer]]:
-    """Yields a function that, called once the load is over, tells what the writer did
-    since the block began."""
+def watch_writer(url: str) -> Callable[[], Writer]:
+    """A function that, called once the load is over, tells what the gateway's writer did
+    since this call."""
     groups, works, busy = writer_totals(url)
     started = time.perf_counter()
 
@@ -153,7 +152,7 @@ def watching_writer(url: str) -> Iterator[Callable[[], Writer]]:
         return Writer((busy_now - busy) / elapsed,
                       (works_now - works) / max(1.0, groups_now - groups))
 
-    yield since
+    return since
 
 
 def luhn_finess(i: int) -> str:
@@ -208,20 +207,7 @@ def wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
     """A closed-loop load with wrk (two threads), or the Python loader without wrk."""
     cpu = cpu_seconds(proc) if proc else 0.0
     profiler = profile(f"{database} {name}".strip(), proc, seconds)
-    with ExitStack() as stack:
-        writer = stack.enter_context(watching_writer(url)) if proc else None
-        load = _wrk(name, url, bodies, connections, seconds, path)
-        if writer is not None:
-            load.writer = writer()
-    if proc is not None:
-        load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
-    if profiler is not None:
-        profiler.wait(timeout=60)
-    return load
-
-
-def _wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
-         path: str) -> Load:
+    writer = watch_writer(url) if proc else None
     if WRK is None:
         load = asyncio.run(python_load(name, url, read_bodies(bodies), connections, seconds,
                                        path))
@@ -238,6 +224,12 @@ def _wrk(name: str, url: str, bodies: Path, connections: int, seconds: float,
                     found["codes"])
         if found["socket_errors"]:
             load.codes["socket errors"] = found["socket_errors"]
+    if writer is not None:
+        load.writer = writer()
+    if proc is not None:
+        load.cpu_ms = (cpu_seconds(proc) - cpu) * 1000 / max(1, sum(load.codes.values()))
+    if profiler is not None:
+        profiler.wait(timeout=60)
     return load
 
 
@@ -360,10 +352,10 @@ class Run:
             url, _keys, bodies, _proc = plain
             rate = self.args.open_loop_rate or self.loads["outage-none"].rps / 2
             lines = read_bodies(bodies)
-            with watching_writer(url) as writer:
-                self.loads["fail-fast"] = asyncio.run(open_loop(
-                    f"{url}/v1/claims", to_gateway(lines), rate, self.args.seconds))
-                self.loads["fail-fast"].writer = writer()
+            writer = watch_writer(url)
+            self.loads["fail-fast"] = asyncio.run(open_loop(
+                f"{url}/v1/claims", to_gateway(lines), rate, self.args.seconds))
+            self.loads["fail-fast"].writer = writer()
             # its yardstick: the same loader at the same rate, the operator called directly
             # (~0.3 ms an answer), so that what the machine and the loader add shows apart
             self.loads["open-loop-direct"] = asyncio.run(open_loop(
@@ -425,10 +417,10 @@ class Run:
             time.sleep(1.0)  # the first batch, and the leases of the next
             first, t0 = ledger(self.stub_url), time.perf_counter()
             profiler = profile(f"{self.kind}-{name}", proc, self.args.drain_seconds)
-            with watching_writer(url) as writer:
-                time.sleep(self.args.drain_seconds)
-                last, t1 = ledger(self.stub_url), time.perf_counter()
-                drained = writer()
+            writer = watch_writer(url)
+            time.sleep(self.args.drain_seconds)
+            last, t1 = ledger(self.stub_url), time.perf_counter()
+            drained = writer()
             if profiler is not None:
                 profiler.wait(timeout=60)
             sent = last["received"] - first["received"]

@@ -320,7 +320,7 @@ class Database:
                     outcomes.append((False, exc))
                     _still_in_transaction(raw, exc)
             # the last statements: on PostgreSQL, COMMIT rides the inserts' round trip
-            _flush_or_fail(raw, session, buffer, held, outcomes, commit=not self._sqlite)
+            _flush_or_fail(raw, session, buffer, held, outcomes, last=True)
             changed = raw.total_changes != changes_before or not self._sqlite
         return outcomes, changed
 
@@ -427,26 +427,26 @@ def _still_in_transaction(raw: Any, error: BaseException | None) -> None:
 
 
 def _flush_or_fail(raw: Any, session: UnitOfWork, buffer: DeferredRows, held: list[int],
-                   outcomes: list[tuple[bool, Any]], *, commit: bool = False) -> None:
+                   outcomes: list[tuple[bool, Any]], *, last: bool = False) -> None:
     """Insert the staged rows; if that fails, so do the works they came from, or the whole
     transaction when one of them also changed rows directly (no savepoint undoes that).
-    `commit`: these are the transaction's last statements (see `DeferredRows.flush`)."""
+    `last`: these are the transaction's last statements (see `DeferredRows.flush`)."""
     direct = buffer.wrote_directly
-    error = _flush_staged(session, buffer, held, outcomes, commit=commit)
+    error = _flush_staged(session, buffer, held, outcomes, last=last)
     if error is not None and direct:
         raise error
     _still_in_transaction(raw, error)
 
 
 def _flush_staged(session: UnitOfWork, buffer: DeferredRows, held: list[int],
-                  outcomes: list[tuple[bool, Any]], *, commit: bool = False) -> Exception | None:
+                  outcomes: list[tuple[bool, Any]], *, last: bool = False) -> Exception | None:
     """Insert the staged rows in a savepoint; if that fails, so do the works they came
     from (the failure is returned)."""
     if not buffer.rows:
         buffer.flush(session)  # nothing to insert; forgets remembered reads
         return None
     try:
-        buffer.flush(session, savepoint=True, commit=commit)
+        buffer.flush(session, savepoint=True, last=last)
     except Exception as exc:  # noqa: BLE001 - handed to those works' callers
         for index in held:
             outcomes[index] = (False, exc)

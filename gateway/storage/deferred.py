@@ -82,13 +82,14 @@ class DeferredRows:
     def of_type(self, kind: type[T]) -> list[T]:
         return cast(list[T], self._by_type.get(kind, []))  # filed by type in `add`
 
-    def flush(self, session: Session, *, savepoint: bool = False, commit: bool = False) -> None:
+    def flush(self, session: Session, *, savepoint: bool = False, last: bool = False) -> None:
         """Insert every staged row, parents before children, one executemany per run of
         rows with the same columns; then forget them and every remembered read.
         `savepoint`: inside a savepoint of its own, so that a failed insert undoes only
-        these rows (and the transaction goes on). `commit` (with `savepoint`; PostgreSQL,
-        the transaction's last statements): COMMIT goes in the inserts' pipeline, one
-        round trip for both; a failed insert skips it, and the transaction goes on."""
+        these rows (and the transaction goes on). `last` (with `savepoint`): these are the
+        transaction's last statements; on PostgreSQL COMMIT then goes in the inserts'
+        pipeline, one round trip for both (a failed insert skips it, and the transaction
+        goes on)."""
         if session.dirty or session.new or session.deleted:  # the session's own changes
             session.flush()  # first, as its `execute` would have done
         staged, self.rows, self._staged, self._by_type = self.rows, [], set(), {}
@@ -108,7 +109,7 @@ class DeferredRows:
             with _pipelined(session):
                 _insert(session, by_table)
         else:
-            _insert_in_savepoint(session, by_table, commit=commit)
+            _insert_in_savepoint(session, by_table, last=last)
 
 
 def _insert(session: Session, by_table: dict[str, list[dict[str, Any]]]) -> None:
@@ -123,7 +124,7 @@ def _insert(session: Session, by_table: dict[str, list[dict[str, Any]]]) -> None
 
 
 def _insert_in_savepoint(session: Session, by_table: dict[str, list[dict[str, Any]]], *,
-                         commit: bool = False) -> None:
+                         last: bool = False) -> None:
     """The savepoint, the inserts and its release, the savepoint's statements written out:
     SQLAlchemy's `begin_nested` compiles both anew at every call (they have no cache key),
     and on PostgreSQL would wait for each. There, all go in one pipeline, so one round
@@ -131,13 +132,13 @@ def _insert_in_savepoint(session: Session, by_table: dict[str, list[dict[str, An
     skipped, the savepoint still there; it is rolled back to, and the transaction goes
     on, as it does on SQLite.
 
-    `commit` on PostgreSQL: COMMIT follows the release in that pipeline. The session's
+    `last` on PostgreSQL: COMMIT follows the release in that pipeline. The session's
     own commit then finds the transaction ended and sends nothing (psycopg commits only
     a transaction under way). A failed insert skips the COMMIT as it skips the release;
     a COMMIT that fails itself (a deferred check) has undone everything: no savepoint is
     left to return to, and the error is the group's."""
     connection = session.connection()
-    commit = commit and session.get_bind().dialect.name == "postgresql"
+    commit = last and session.get_bind().dialect.name == "postgresql"
     try:
         with _pipelined(session):
             connection.exec_driver_sql(f"SAVEPOINT {STAGED_SAVEPOINT}")
