@@ -92,7 +92,9 @@ class EventHub:
         called as each savepoint is released (SQLite's group commit), before the real
         commit: those are skipped, a waiter woken then would read nothing yet."""
         noted: set[str] | None = session.info.get(KEY)
-        if (not noted or session.bind is not self._engine or self._loop is None
+        # bound to the engine, or to one of its connections (the database writer's)
+        bind = session.bind
+        if (not noted or bind is None or bind.engine is not self._engine or self._loop is None
                 or session.in_nested_transaction()):
             return
         finesses = tuple(noted)
