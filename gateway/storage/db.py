@@ -61,7 +61,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.observability.metrics import WRITE_GROUP_SECONDS, WRITE_GROUP_WORKS
 from gateway.storage.checkpoints import BACKSTOP_PAGES, WalCheckpointer
-from gateway.storage.deferred import DeferredRows, FlushFirst
+from gateway.storage.deferred import DeferredRows, FlushFirst, driver_execute
 from gateway.storage.health import DatabaseHealth, DatabaseUnavailable, unavailable_reason
 from gateway.storage.unit import Ahead, Aheads, UnitOfWork, lock_number
 from gateway.storage.writer import WriterThread
@@ -126,7 +126,7 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        driver_execute(connection, f"BEGIN {mode}")
 
 
 def create_engine(url: str) -> Engine:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -572,13 +573,21 @@ async def test_a_groups_commit_rides_the_pipeline_of_its_staged_rows(database_ur
             connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
         commit(connection)
 
-    sent = statements(db)
+    sent: list[str] = []  # at the driver: SQLAlchemy's statements and those sent raw
+    execute = psycopg.Cursor.execute
+
+    def watched_execute(cursor: psycopg.Cursor, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
+
     psycopg.Connection.commit = watched  # type: ignore[method-assign]
+    psycopg.Cursor.execute = watched_execute  # type: ignore[method-assign]
     try:
         answers = await asyncio.gather(*(db.write(staged_event(f"evt_ride_{i}"), deferred=True)
                                          for i in range(3)))
     finally:
         psycopg.Connection.commit = commit  # type: ignore[method-assign]
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
     try:
         assert answers == [f"evt_ride_{i}" for i in range(3)]
         assert left_to_commit == [False]  # one group, committed in its pipeline

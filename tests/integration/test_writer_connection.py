@@ -1,18 +1,22 @@
 """The writer thread keeps its connection from one write group to the next while they
 follow each other closely, and gives it back after a pause, a failure or a disposed pool:
-a database restarted meanwhile is never met by a write."""
+a database restarted meanwhile is never met by a write. Its transaction statements go
+on the driver's connection, their errors still SQLAlchemy's."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import DBAPIError
 
 from gateway.storage import db as storage_db
 from gateway.storage.db import Database
+from gateway.storage.deferred import driver_execute
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.unit import UnitOfWork
 
@@ -117,3 +121,33 @@ async def test_a_restart_between_close_groups_fails_one_and_not_the_next(databas
     with pytest.raises(DatabaseUnavailable):
         await database.write(backend_pid)
     assert await database.write(backend_pid) != first
+
+
+def test_a_statement_sent_raw_fails_as_sqlalchemy_would_say(database):
+    """BEGIN, SAVEPOINT, RELEASE and COMMIT go on the driver's connection; their errors
+    still reach `unavailable_reason` and the callers as SQLAlchemy's, the statement named."""
+    with database.engine.connect() as connection:
+        with pytest.raises(DBAPIError) as failed:
+            driver_execute(connection, "RELEASE SAVEPOINT nowhere")
+    assert failed.value.statement == "RELEASE SAVEPOINT nowhere"
+    assert isinstance(failed.value.orig, sqlite3.Error | psycopg.Error)
+
+
+async def test_writes_still_begin_immediate_on_sqlite(database):
+    """The writer's BEGIN, sent raw, still takes SQLite's write lock at once: before the
+    work has written anything, another writer is already kept out."""
+    if not database.url.startswith("sqlite"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE")
+
+    def another_writer_is_kept_out(_session: UnitOfWork) -> bool:
+        other = sqlite3.connect(make_url(database.url).database, timeout=0,
+                                isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc)
+        finally:
+            other.close()
+        return False
+
+    assert await database.write(another_writer_is_kept_out) is True
