@@ -129,9 +129,15 @@ async def test_the_sessions_own_changes_are_written_before_the_staged_rows(datab
     await database.write(staging("evt_loaded"), deferred=True)
     statements: list[str] = []
 
-    def record(_conn, _cursor, statement, *_args) -> None:
+    def sent(statement: str) -> None:
         if written := re.match(r"\s*(UPDATE|INSERT INTO)\s+(\w+)", statement):
             statements.append(f"{written[1]} {written[2]}")
+
+    def record(connection, *args) -> None:
+        if args:  # before_cursor_execute: (cursor, statement, ...)
+            sent(args[1])
+        elif database.url.startswith("sqlite"):  # begin: SQLite's staged rows go in raw,
+            connection.connection.dbapi_connection.set_trace_callback(sent)  # seen there
 
     def change_then_stage(session: UnitOfWork) -> None:
         loaded = session.exec(select(Event).where(col(Event.event_id) == "evt_loaded")).one()
@@ -139,11 +145,12 @@ async def test_the_sessions_own_changes_are_written_before_the_staged_rows(datab
         session.add(Event(event_id="evt_staged", finess="330001231", type="claim.queued",
                           claim_id=None, at=utcnow()))
 
-    event.listen(database.engine, "before_cursor_execute", record)
+    watched = "begin" if database.url.startswith("sqlite") else "before_cursor_execute"
+    event.listen(database.engine, watched, record)
     try:
         await database.write(change_then_stage, deferred=True)
     finally:
-        event.remove(database.engine, "before_cursor_execute", record)
+        event.remove(database.engine, watched, record)
     assert statements == ["UPDATE events", "INSERT INTO events"]
     types = await database.read(lambda session: dict(session.exec(
         select(Event.event_id, Event.type)).all()))
@@ -172,6 +179,32 @@ def a_claim(invoice_number: str) -> Claim:
                  operator="opera", insurer_number="801234567", service_date=now.date(),
                  status="queued", amc_requested_cents=280, payload_enc=b"sealed",
                  created_at=now, updated_at=now)
+
+
+async def test_staged_rows_are_stored_in_the_form_the_orm_stores(database):
+    """On SQLite the staged rows go in on the driver's cursor, each value through its
+    column type's processor: every column must be stored as the ORM stores it (an instant
+    as SQLAlchemy's text, a date, a boolean as an integer, bytes as a blob), or queries
+    comparing them (a lease, the queue's order) would silently miss."""
+    now = utcnow()
+
+    def claim(invoice_number: str) -> Claim:
+        row = a_claim(invoice_number)
+        row.created_at = row.updated_at = row.queued_at = now
+        row.lease_until, row.maybe_sent = now + timedelta(seconds=5), True
+        return row
+
+    await database.write(lambda session: session.add(claim("ORM")))  # the ORM's flush
+    await database.write(lambda session: session.add(claim("STAGED")), deferred=True)
+    columns = [column.name for column in Claim.__table__.columns  # type: ignore[attr-defined]
+               if column.name not in ("id", "invoice_number")]
+    typed = ", ".join(f"CAST({name} AS TEXT)" for name in columns)
+    if database.url.startswith("sqlite"):
+        typed += ", " + ", ".join(f"typeof({name})" for name in columns)
+    stored = await database.read_connection(lambda connection: [
+        tuple(row) for row in connection.exec_driver_sql(
+            f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
+    assert stored[0] == stored[1]
 
 
 async def test_a_duplicate_of_a_staged_claim_is_found(database):
