@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
 import psycopg
 from sqlalchemy import Connection, Dialect, Insert, Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import Session, SQLModel
 
 from gateway.storage.models import table_of
@@ -186,12 +186,19 @@ def driver_execute(connection: Connection, statement: str) -> None:
     execution context, a result, the events), and every write group sends three or four.
     Its error is raised as SQLAlchemy raises one (`DBAPIError`, the statement named); in
     a PostgreSQL pipeline it is raised on leaving, by `pipeline`."""
-    raw: Any = connection.connection.dbapi_connection  # sqlite3's or psycopg's: `execute`
-    driver_error = connection.dialect.loaded_dbapi.Error
+    raw: Any = connection.connection.dbapi_connection  # sqlite3's or psycopg's
     try:
         raw.execute(statement)
-    except driver_error as exc:
-        raise DBAPIError.instance(statement, None, exc, driver_error) from exc
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(connection, exc, statement) from exc
+
+
+def _as_sqlalchemy_error(connection: Connection, error: Exception, statement: str,
+                         params: Any = None) -> StatementError:
+    """The driver's `error` as SQLAlchemy raises it (`DBAPIError`: IntegrityError for a
+    duplicate...), `statement` named. (A plain function: a context manager around each
+    statement cost a claim sent alone 2 % more instructions.)"""
+    return DBAPIError.instance(statement, params, error, connection.dialect.loaded_dbapi.Error)
 
 
 @contextmanager
@@ -230,21 +237,20 @@ def _insert_on_sqlite(connection: Connection, table: Table, rows: list[dict[str,
     column type's own bind processor (the stored form is SQLAlchemy's), the error raised
     as SQLAlchemy's. Through `Connection.execute` the same rows cost a claim queued alone
     ~0.6 M instructions more (4.72 against 4.10 M, `bench/instructions.py --concurrency
-    1`; 16 at a time 3.13 against 3.00), on SQLite's one writer. PostgreSQL keeps
+    1`; 16 at a time 3.13 against 3.01), on SQLite's one writer. PostgreSQL keeps
     SQLAlchemy's executemany, in the group's pipeline."""
     sql, order, processors = _sqlite_insert(table, tuple(rows[0]), connection.dialect)
     params = [tuple(values[key] if process is None else process(values[key])
                     for key, process in zip(order, processors, strict=True))
               for values in rows]
     raw: Any = connection.connection.dbapi_connection
-    driver_error = connection.dialect.loaded_dbapi.Error
     try:
         raw.executemany(sql, params)
-    except driver_error as exc:  # as SQLAlchemy raises it: IntegrityError for a duplicate
-        raise DBAPIError.instance(sql, params, exc, driver_error) from exc
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(connection, exc, sql, params) from exc
 
 
-@cache
+@lru_cache(maxsize=256)  # per table, run of columns and engine
 def _sqlite_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[
         str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
     """The table's INSERT of `keys`' columns as SQLAlchemy compiles it for SQLite, the
