@@ -48,6 +48,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class TableRow(SQLModel):
+    """The base of every table model: a new row not yet in any session takes its values
+    straight into its instance dict, as `new_row` builds it. Through SQLModel's
+    `__setattr__` each assignment also ran SQLAlchemy's change tracking and pydantic's
+    checks (a queued claim's rows take ~20 assignments in the writer thread); a row no
+    session holds has no change to track: it is inserted from that dict. Rows loaded
+    or added to a session go the usual way."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        state = self.__dict__.get("_sa_instance_state")
+        if (state is not None and state.key is None and state.session_id is None
+                and name in type(self).model_fields):
+            self.__dict__[name] = value
+            self.__pydantic_fields_set__.add(name)
+            return
+        super().__setattr__(name, value)
+
+
 T = TypeVar("T", bound=SQLModel)
 
 
@@ -111,7 +129,7 @@ def instant_column(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
-class ApiKey(SQLModel, table=True):
+class ApiKey(TableRow, table=True):
     __tablename__ = "api_keys"
 
     id: str = Field(primary_key=True, max_length=32)
@@ -130,7 +148,7 @@ class ApiKey(SQLModel, table=True):
     suspension_reason: str | None = Field(default=None, max_length=200)
 
 
-class Claim(SQLModel, table=True):
+class Claim(TableRow, table=True):
     __tablename__ = "claims"
     __table_args__ = (
         UniqueConstraint("finess", "invoice_number", name="uq_claims_finess_invoice"),
@@ -188,7 +206,7 @@ class Claim(SQLModel, table=True):
     purged_at: datetime | None = instant_column(nullable=True)  # personal data removed
 
 
-class ClaimHistory(SQLModel, table=True):
+class ClaimHistory(TableRow, table=True):
     __tablename__ = "claim_history"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -198,7 +216,7 @@ class ClaimHistory(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=500)
 
 
-class RightsCacheEntry(SQLModel, table=True):
+class RightsCacheEntry(TableRow, table=True):
     """The last rights answer per pharmacy, beneficiary and insurer; the answer itself is
     encrypted. Per pharmacy: no pharmacy is answered from, or learns of, another's lookups."""
 
@@ -217,7 +235,7 @@ class RightsCacheEntry(SQLModel, table=True):
     data_key_id: str | None = Field(default=None, max_length=64, index=True)
 
 
-class RightsLookup(SQLModel, table=True):
+class RightsLookup(TableRow, table=True):
     """A person counted once in a rights budget: per scope (`key:<id>` or `finess:<F>`) and
     period (`YYYY-MM-DDTHH` for an hour, `YYYY-MM-DD` for a day, UTC), the keyed hash of
     their NIR. Shared by every instance; rows of days gone are deleted."""
@@ -230,7 +248,7 @@ class RightsLookup(SQLModel, table=True):
     subject: str = Field(primary_key=True, max_length=64)
 
 
-class Event(SQLModel, table=True):
+class Event(TableRow, table=True):
     """The outbox: written in the transaction that changes the claim, read by the feed."""
 
     __tablename__ = "events"
@@ -244,7 +262,7 @@ class Event(SQLModel, table=True):
     at: datetime = instant_column()
 
 
-class OperatorControl(SQLModel, table=True):
+class OperatorControl(TableRow, table=True):
     """Per operator: the pause (survives restarts) and the shared drain schedule."""
 
     __tablename__ = "operator_controls"
@@ -257,7 +275,7 @@ class OperatorControl(SQLModel, table=True):
     next_send_at: datetime | None = instant_column(nullable=True)
 
 
-class QueueDepth(SQLModel, table=True):
+class QueueDepth(TableRow, table=True):
     """How many claims an operator has queued, pending or failed: the sum of its slots.
 
     Kept by database triggers on `claims` (migration 0015): every insert, status change
@@ -276,7 +294,7 @@ class QueueDepth(SQLModel, table=True):
     claims: int = Field(default=0, sa_type=BigInteger)
 
 
-class Replay(SQLModel, table=True):
+class Replay(TableRow, table=True):
     __tablename__ = "replays"
 
     id: str = Field(primary_key=True, max_length=40)
@@ -289,7 +307,7 @@ class Replay(SQLModel, table=True):
     finished_at: datetime | None = instant_column(nullable=True)
 
 
-class HandoverBatch(SQLModel, table=True):
+class HandoverBatch(TableRow, table=True):
     """A batch of queued claims handed over to an operator as a file (gateway.handover).
 
     `state`: `exported` until acknowledged in full (`acknowledged`) or released back to
@@ -311,7 +329,7 @@ class HandoverBatch(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=32)
 
 
-class HandoverClaim(SQLModel, table=True):
+class HandoverClaim(TableRow, table=True):
     """A claim in a batch, at its place in the file (oldest queued first)."""
 
     __tablename__ = "handover_claims"
@@ -321,7 +339,7 @@ class HandoverClaim(SQLModel, table=True):
     position: int
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(TableRow, table=True):
     """Who did what to which object, and how it ended; never raw personal data."""
 
     __tablename__ = "audit_log"
@@ -339,7 +357,7 @@ class AuditEntry(SQLModel, table=True):
     entry_mac: str = Field(default="", max_length=64)  # HMAC of entry_hash: no hand-made entry
 
 
-class WebhookCursor(SQLModel, table=True):
+class WebhookCursor(TableRow, table=True):
     """Per webhook: the last event delivered, the next retry, and which instance sends."""
 
     __tablename__ = "webhook_cursors"
@@ -355,7 +373,7 @@ class WebhookCursor(SQLModel, table=True):
     updated_at: datetime = instant_column()
 
 
-class Receipt(SQLModel, table=True):
+class Receipt(TableRow, table=True):
     """A provisional coverage receipt: the signed promise, and where it stands.
 
     No personal data: the beneficiary appears only as the keyed hash the daily cap needs,
@@ -389,7 +407,7 @@ class Receipt(SQLModel, table=True):
     updated_at: datetime = instant_column()
 
 
-class ReceiptExposure(SQLModel, table=True):
+class ReceiptExposure(TableRow, table=True):
     """AMC cents of a pharmacy's receipts still provisional, per operator.
 
     Kept by database triggers on `receipts` (migration 0008), so every insert, status
@@ -405,7 +423,7 @@ class ReceiptExposure(SQLModel, table=True):
     outstanding_cents: int = Field(default=0, sa_type=BigInteger)
 
 
-class User(SQLModel, table=True):
+class User(TableRow, table=True):
     """A person with a console account. Name and e-mail only encrypted; `row_mac` covers
     everything that grants access (role, scope, password, second factor, disabling)."""
 
@@ -434,7 +452,7 @@ class User(SQLModel, table=True):
     last_login_at: datetime | None = instant_column(nullable=True)
 
 
-class ConsoleSession(SQLModel, table=True):
+class ConsoleSession(TableRow, table=True):
     """A console login: the cookie holds a random token, the table only its peppered digest.
 
     `stage` is where the login stands (`password`, `enrol`, `second_factor`, then
@@ -454,7 +472,7 @@ class ConsoleSession(SQLModel, table=True):
     row_mac: str = Field(default="", max_length=64)
 
 
-class LoginThrottle(SQLModel, table=True):
+class LoginThrottle(TableRow, table=True):
     """Failed console logins per client address (keyed hash), shared by every instance."""
 
     __tablename__ = "login_throttle"
@@ -466,7 +484,7 @@ class LoginThrottle(SQLModel, table=True):
     reported: bool = False  # the window's aggregate audit entry is written
 
 
-class RateWindow(SQLModel, table=True):
+class RateWindow(TableRow, table=True):
     """Requests per rate-limit bucket (keyed hash of class and caller) and 5 s slot, shared
     by every instance when there is no Redis (`gateway.security.limit_store`)."""
 
@@ -478,7 +496,7 @@ class RateWindow(SQLModel, table=True):
     hits: int = 0
 
 
-class LongPollSlot(SQLModel, table=True):
+class LongPollSlot(TableRow, table=True):
     """One of a key's few concurrent long-polls on `/v1/events`, held until `expires_at`
     (epoch seconds) or given back; shared by every instance when there is no Redis."""
 
@@ -490,7 +508,7 @@ class LongPollSlot(SQLModel, table=True):
     expires_at: float = Field(index=True)
 
 
-class DataKey(SQLModel, table=True):
+class DataKey(TableRow, table=True):
     """Envelope encryption: a data key per scope (pharmacy and month), wrapped by the master key.
 
     Rotating re-wraps these rows and retires them (`retired_at`: still decrypts, no new
@@ -509,7 +527,7 @@ class DataKey(SQLModel, table=True):
     retired_at: datetime | None = instant_column(nullable=True)  # rotated: decrypts, no new use
 
 
-class Deployment(SQLModel, table=True):
+class Deployment(TableRow, table=True):
     """One row, made by migration 0012: the id that namespaces what this database's
     instances share outside it (Redis keys and channels, audit anchors)."""
 
@@ -521,7 +539,7 @@ class Deployment(SQLModel, table=True):
     created_at: datetime = instant_column()
 
 
-class DatabaseProbe(SQLModel, table=True):
+class DatabaseProbe(TableRow, table=True):
     """One row the readiness check rewrites while the database is failing: a read alone
     would pass on a full disk or a read-only SQLite file (migration 0014)."""
 
@@ -531,7 +549,7 @@ class DatabaseProbe(SQLModel, table=True):
     written_at: datetime = instant_column()
 
 
-class AuditHead(SQLModel, table=True):
+class AuditHead(TableRow, table=True):
     """A periodic Ed25519 signature of the audit chain's head, for anchoring outside."""
 
     __tablename__ = "audit_heads"

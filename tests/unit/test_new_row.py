@@ -100,3 +100,36 @@ async def test_stored_and_read_back(database, deferred: bool) -> None:
     assert receipt.model_dump(include=set(receipt_values(claim_id))) == receipt_values(claim_id)
     assert (step.status, step.detail, step.at) == ("queued", "received", NOW)
     assert step.id is not None
+
+
+def test_a_row_no_session_holds_takes_assignments_without_change_tracking() -> None:
+    """`TableRow.__setattr__`: a new row is inserted from its instance dict, so an
+    assignment goes straight there (no history kept), and pydantic still counts the field
+    as set."""
+    row = new_row(Claim, **claim_values("clm_fast"))
+    row.status = "failed"
+    row.attempts = 3
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert not inspect(row).attrs.status.history.has_changes()
+    assert {"status", "attempts"} <= row.model_fields_set
+
+
+async def test_a_row_a_session_holds_is_still_tracked(database) -> None:
+    """Added to a session (pending) or loaded (persistent), an assignment goes through
+    SQLAlchemy's events: the flush writes it."""
+    def add_then_change(session: UnitOfWork) -> None:
+        row = new_row(Claim, **claim_values("clm_tracked"))
+        session.add(row)
+        row.status = "sent"
+        assert inspect(row).attrs.status.history.has_changes()
+
+    def change_loaded(session: UnitOfWork) -> None:
+        row = session.get(Claim, "clm_tracked")
+        assert row is not None
+        row.attempts = 7
+        assert inspect(row).attrs.attempts.history.has_changes()
+
+    await database.write(add_then_change)
+    await database.write(change_loaded)
+    stored = await database.read(lambda session: session.get(Claim, "clm_tracked"))
+    assert (stored.status, stored.attempts) == ("sent", 7)
