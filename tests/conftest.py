@@ -209,6 +209,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+async def database(database_url: str, anyio_backend: str) -> AsyncIterator[Any]:
+    """The gateway's `Database` (engines, write groups) on this test's fresh database."""
+    from gateway.storage.db import Database
+
+    db = Database(database_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     from gateway.settings import Settings
 

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def database(database_url, anyio_backend):
-    database = Database(database_url)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
 def postgres_only(database_url):
     if database_url.startswith("sqlite"):
         pytest.skip("a PostgreSQL server's connections")

@@ -20,18 +20,10 @@ from adapters.base import ClaimOutcome
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository, transitions
 from gateway.observability.metrics import REGISTRY
-from gateway.storage.db import Database
 from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Event, utcnow
 from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def database(database_url, anyio_backend):
-    db = Database(database_url)
-    yield db
-    await db.dispose()
 
 
 def staging(event_id: str, *, fail: bool = False):

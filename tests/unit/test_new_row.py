@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from gateway.storage.db import Database
 from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Receipt, new_row, utcnow
 from gateway.storage.unit import UnitOfWork
 
@@ -68,13 +67,6 @@ def test_the_first_row_of_a_process_reads_like_any_other() -> None:
 def test_an_unknown_field_is_refused() -> None:
     with pytest.raises(TypeError, match="no field stauts"):
         new_row(ClaimHistory, claim_id="clm_1", stauts="queued", at=NOW)
-
-
-@pytest.fixture
-async def database(database_url, anyio_backend):
-    db = Database(database_url)
-    yield db
-    await db.dispose()
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["session.add", "deferred"])
