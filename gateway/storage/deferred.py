@@ -196,8 +196,12 @@ def driver_execute(connection: Connection, statement: str) -> None:
 def _as_sqlalchemy_error(connection: Connection, error: Exception, statement: str,
                          params: Any = None) -> StatementError:
     """The driver's `error` as SQLAlchemy raises it (`DBAPIError`: IntegrityError for a
-    duplicate...), `statement` named. (A plain function: a context manager around each
-    statement cost a claim sent alone 2 % more instructions.)"""
+    duplicate...), `statement` named; a connection it broke (psycopg's) is invalidated,
+    as SQLAlchemy does for the statements it runs itself. (A plain function: a context
+    manager around each statement cost a claim sent alone 2 % more instructions.)"""
+    raw = connection.connection.dbapi_connection
+    if getattr(raw, "broken", False) or getattr(raw, "closed", False):  # sqlite3's has neither
+        connection.invalidate(error)
     return DBAPIError.instance(statement, params, error, connection.dialect.loaded_dbapi.Error)
 
 
@@ -214,9 +218,7 @@ def pipeline(connection: Connection, what: str) -> Iterator[psycopg.Connection[A
         with raw.pipeline():
             yield raw
     except psycopg.Error as exc:
-        if raw.broken or raw.closed:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(what, None, exc, psycopg.Error) from exc
+        raise _as_sqlalchemy_error(connection, exc, what) from exc
 
 
 @cache
