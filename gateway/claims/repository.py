@@ -16,6 +16,7 @@ from gateway.events import notifier
 from gateway.keys import repository as keys_repository
 from gateway.queue import repository as queue_repository
 from gateway.receipts import repository as receipts_repository
+from gateway.storage.ids import new_ulid
 from gateway.storage.models import Claim, ClaimHistory, Event, new_row, table_of, utcnow
 from gateway.storage.unit import Ahead, UnitOfWork
 
@@ -243,7 +244,7 @@ def add_history(session: UnitOfWork, claim: Claim, detail: str) -> None:
 def add_event(
     session: UnitOfWork, *, finess: str, type_: str, claim_id: str | None, at: datetime
 ) -> None:
-    session.add(new_row(Event, event_id=f"evt_{ULID()}", finess=finess, type=type_,
+    session.add(new_row(Event, event_id=f"evt_{new_ulid()}", finess=finess, type=type_,
                            claim_id=claim_id, at=at))
     notifier.note(session, finess)  # wakes the pharmacy's long-polls once committed
 

@@ -24,7 +24,6 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
-from ulid import ULID
 
 from adapters.base import ClaimOutcome, OperatorClaim, OperatorRejected, OperatorUnavailable
 from gateway.audit.trail import HEAD_AHEAD
@@ -54,6 +53,7 @@ from gateway.resilience.guard import BreakerOpen
 from gateway.resilience.operators import Operator
 from gateway.security.apikeys import Principal
 from gateway.storage.health import DatabaseUnavailable
+from gateway.storage.ids import new_ulid
 from gateway.storage.models import Claim, Receipt, new_row, utcnow
 from gateway.storage.unit import Ahead, Aheads, UnitOfWork
 
@@ -72,7 +72,7 @@ class SubmitResult:
 
 
 def new_claim_id() -> str:
-    return f"clm_{ULID()}"
+    return f"clm_{new_ulid()}"
 
 
 def canonical_json(value: object) -> str:

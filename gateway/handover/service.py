@@ -19,7 +19,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from ulid import ULID
 
 from adapters.base import ClaimOutcome
 from adapters.batch_files import (
@@ -45,6 +44,7 @@ from gateway.security.apikeys import Principal
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.settings import OperatorSettings, Settings
 from gateway.storage.db import Database
+from gateway.storage.ids import new_ulid
 from gateway.storage.models import Claim, HandoverBatch, utcnow
 from gateway.storage.unit import UnitOfWork
 
@@ -127,7 +127,7 @@ class Handover:
 
     def _export(self, session: UnitOfWork, name: str, actor: Principal,
                 limit: int) -> tuple[HandoverBatch, bytes]:
-        now, batch_id = utcnow(), f"bat_{ULID()}"
+        now, batch_id = utcnow(), f"bat_{new_ulid()}"
         chosen: list[Claim] = []
         lines: list[BatchClaim] = []
         size = _HEADER_BYTES

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ulid import ULID
-
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
 from gateway.errors import Conflict, ValidationFailed
@@ -23,6 +21,7 @@ from gateway.ops.schemas import ReplayProgress, ReplayRequest
 from gateway.queue import repository as queue_repository
 from gateway.security.apikeys import Principal
 from gateway.storage.db import Database
+from gateway.storage.ids import new_ulid
 from gateway.storage.models import Claim, Replay, utcnow
 from gateway.storage.unit import UnitOfWork
 
@@ -136,7 +135,7 @@ def _replay(session: UnitOfWork, operator: str, actor: Principal, request: Repla
         audit_log.append(session, actor, "operator.replay", object_id=operator,
                          outcome="dry_run", filter=filter_, count=len(claims))
         return None, len(claims)
-    replay_id = f"rpl_{ULID()}"
+    replay_id = f"rpl_{new_ulid()}"
     session.add(Replay(id=replay_id, operator=operator, requested_by=actor.key_id,
                        filter_json=json.dumps(filter_), count=len(claims), created_at=utcnow()))
     _requeue(session, claims, replay_id)

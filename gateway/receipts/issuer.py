@@ -13,7 +13,6 @@ import secrets
 from datetime import timedelta
 
 import structlog
-from ulid import ULID
 
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository as claims_repository
@@ -26,6 +25,7 @@ from gateway.receipts.signing import ReceiptSigner
 from gateway.rights import repository as rights_repository
 from gateway.security.crypto import Cipher, DecryptionError
 from gateway.settings import OperatorSettings, Settings
+from gateway.storage.ids import TIME_CHARS, new_ulid
 from gateway.storage.models import Claim, ClaimHistory, Receipt, new_row, utcnow
 from gateway.storage.unit import UnitOfWork
 
@@ -40,7 +40,7 @@ def new_receipt_id() -> str:
     where a wholly random id touched a random page of it on every receipt (a 4 KiB page
     written to the WAL, then again at checkpoint).
     """
-    return f"rcp_{str(ULID())[:10]}{secrets.token_urlsafe(16)}"
+    return f"rcp_{new_ulid()[:TIME_CHARS]}{secrets.token_urlsafe(16)}"
 
 
 class ReceiptIssuer:
