@@ -60,8 +60,8 @@ def read_for_intake(
                and session.holds(receipts_repository.decision_lock(finess)) else None)
     params = _intake_params(finess, invoice_number, idempotency_key, key_id, operator, sums_of)
     sums = sums_of is not None
-    row = session.remember(_intake_key(params), lambda: session.connection().execute(
-        _INTAKE_READS[key_id is not None, sums], params).first())
+    row = session.remember(_intake_key(params), lambda: session.first(
+        _INTAKE_READS[key_id is not None, sums], params))
     key_row: Any = keys_repository.KEY_NOT_READ if key_id is None else row
     if row is None:  # asked with a key, and there is no such key: nothing else matters
         return IntakeRead([], None)

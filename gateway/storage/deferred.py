@@ -16,13 +16,14 @@ whose answer cannot change while rows are staged are kept for the life of the bu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
 import psycopg
-from sqlalchemy import Connection, Dialect, Insert, Table
+from sqlalchemy import Connection, Dialect, Insert, Select, Table
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import Session, SQLModel
 
@@ -262,6 +263,52 @@ def _sqlite_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tup
     order = tuple(compiled.positiontup or ())
     return str(compiled), order, tuple(
         table.columns[key].type.dialect_impl(dialect).bind_processor(dialect) for key in order)
+
+
+def sqlite_first(connection: Connection, statement: Select[Any],
+                 params: Mapping[str, Any]) -> Any:
+    """SQLite: the first row of a Core select (None: no row) run on the driver's cursor,
+    its values converted by the types' own bind and result processors (what SQLAlchemy
+    would return, as a named tuple). The claim intake's read runs once per claim on the
+    single writer, and through `Connection.execute` its cache key, parameters and result
+    cost ~3 times the query itself."""
+    sql, binds, processors, row_type = _sqlite_select(statement, connection.dialect)
+    values = [fixed if name is None else params[name] if process is None
+              else process(params[name]) for name, fixed, process in binds]
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        row = raw.execute(sql, values).fetchone()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(connection, exc, sql, values) from exc
+    if row is None:
+        return None
+    return row_type._make([value if process is None else process(value)
+                           for value, process in zip(row, processors, strict=True)])
+
+
+@lru_cache(maxsize=64)  # per statement and engine: the few built once, at import
+def _sqlite_select(statement: Select[Any], dialect: Dialect) -> tuple[
+        str, tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...],
+        tuple[Callable[[Any], Any] | None, ...], Any]:
+    """The statement as SQLAlchemy compiles it for SQLite; for each `?` in order, the
+    name of the caller's parameter and its bind processor, or (None, the value the
+    statement fixes, converted); each column's result processor; and the named tuple
+    its rows become."""
+    compiled = statement.compile(dialect=dialect)
+    binds: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        if bind.callable is not None:
+            raise ValueError(f"{name}: a parameter computed at execution is not supported")
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required:
+            binds.append((name, None, process))
+        else:
+            binds.append((None, bind.value if process is None else process(bind.value), None))
+    columns = compiled._result_columns  # (key, name, objects, type) per column
+    return str(compiled), tuple(binds), tuple(
+        column[3].dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    ), namedtuple("Row", [column[0] for column in columns])  # noqa: PYI024
 
 
 @cache

@@ -35,11 +35,11 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from psycopg import Cursor
 from psycopg.rows import RowMaker, namedtuple_row
-from sqlalchemy import CursorResult, Delete, Row, Update, inspect, text
+from sqlalchemy import CursorResult, Delete, Row, Select, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
-from gateway.storage.deferred import DeferredRows, FlushFirst, pipeline
+from gateway.storage.deferred import DeferredRows, FlushFirst, pipeline, sqlite_first
 
 T = TypeVar("T")
 Query = tuple[str, Mapping[str, Any] | None]  # fixed SQL in the driver's words, its values
@@ -102,6 +102,14 @@ class UnitOfWork(Session):
         if self.staging is not None and self.staging.active:
             return self.staging.remember(key, read)
         return read()
+
+    def first(self, statement: Select[Any], params: Mapping[str, Any]) -> Any:
+        """The first row of a Core select (None: no row), columns by name. On SQLite it
+        runs on the driver's cursor (`deferred.sqlite_first`): a read every claim makes
+        on the single writer costs a third of what it costs through SQLAlchemy."""
+        if self.serialized:
+            return sqlite_first(self.connection(), statement, params)
+        return self.connection().execute(statement, params).first()
 
     def lock(self, key: int | str) -> None:
         """Until the transaction ends, one transaction at a time holds `key` (a string is

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, update
@@ -20,7 +21,16 @@ from adapters.base import ClaimOutcome
 from gateway.audit.trail import AuditLog
 from gateway.claims import repository, transitions
 from gateway.observability.metrics import REGISTRY
-from gateway.storage.models import AuditEntry, Claim, ClaimHistory, Event, utcnow
+from gateway.storage.models import (
+    ApiKey,
+    AuditEntry,
+    Claim,
+    ClaimHistory,
+    Event,
+    OperatorControl,
+    Receipt,
+    utcnow,
+)
 from gateway.storage.unit import UnitOfWork
 
 pytestmark = pytest.mark.anyio
@@ -197,6 +207,63 @@ async def test_staged_rows_are_stored_in_the_form_the_orm_stores(database):
         tuple(row) for row in connection.exec_driver_sql(
             f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
     assert stored[0] == stored[1]
+
+
+@pytest.mark.parametrize("key_id", ["key_live", "key_suspended", "key_missing", None])
+@pytest.mark.parametrize("sums", [False, True])
+async def test_a_read_on_the_drivers_cursor_answers_what_sqlalchemy_answers(
+        database, key_id, sums):
+    """`UnitOfWork.first` (on SQLite, the driver's cursor with the types' processors)
+    must give the intake read's row as SQLAlchemy gives it: the key row's instants
+    timezone-aware and equal (its MAC covers them), the flag a boolean, the sums
+    integers, the statement's own constants (LIMIT, 'void') bound."""
+    now = utcnow()
+
+    def seed(session: UnitOfWork) -> None:
+        session.add(ApiKey(id="key_live", secret_hash="h" * 64, role="pharmacy",
+                           finess="330001231", created_at=now,
+                           expires_at=now + timedelta(days=30), row_mac="m" * 64))
+        session.add(ApiKey(id="key_suspended", secret_hash="s" * 64, role="pharmacy",
+                           finess="330001231", created_at=now, revoked_at=now,
+                           expires_at=now + timedelta(days=1), suspended_at=now,
+                           suspension_reason="rights budget", row_mac="n" * 64))
+        session.add(OperatorControl(operator="opera", paused=True))
+        session.add(a_claim("INV-1"))
+        session.flush()
+        for index, (status, cents) in enumerate([("provisional", 1200), ("void", 700)]):
+            session.add(Receipt(
+                id=f"rcp_{index}", claim_id="clm_INV-1" if index == 0 else "clm_INV-2",
+                finess="330001231", operator="opera", insurer_number="801234567",
+                invoice_number=f"INV-{index}", beneficiary_hash="n" * 64,
+                service_date=now.date(), amc_cents=cents, patient_due_cents=0, basis="card",
+                status=status, kid="k", token="t", issued_at=now, expires_at=now,
+                updated_at=now))
+            if index == 0:
+                session.add(a_claim("INV-2"))
+                session.flush()
+
+    await database.write(seed)
+    statement = repository._INTAKE_READS[key_id is not None, sums]  # noqa: SLF001
+    params = {"finess": "330001231", "invoice_number": "INV-1", "idempotency_key": None,
+              "key_id": key_id, "operator": "opera", "beneficiary_hash": "n" * 64,
+              "service_date": now.date()}
+
+    def both(session: UnitOfWork) -> tuple[Any, Any]:
+        return (session.first(statement, params),
+                session.connection().execute(statement, params).first())
+
+    ours, sqlalchemys = await database.write(both)
+    if key_id == "key_missing":
+        assert ours is None and sqlalchemys is None
+        return
+    assert ours is not None and sqlalchemys is not None
+    assert ours._asdict() == sqlalchemys._asdict()
+    assert [type(value) for value in ours] == [type(value) for value in sqlalchemys]
+    assert ours.duplicate == "clm_INV-1" and ours.paused is True
+    if sums:
+        assert (ours.exposure, ours.outstanding) == (1200, 1200)
+    if key_id == "key_suspended":
+        assert ours.suspended_at == now and ours.suspended_at.tzinfo is not None
 
 
 async def test_a_duplicate_of_a_staged_claim_is_found(database):

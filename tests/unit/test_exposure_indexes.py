@@ -46,14 +46,11 @@ def test_the_duplicate_check_reads_both_sums_in_its_own_statement(sqlite_templat
     the pharmacy's outstanding total (and the submitting key's row); the receipt policy's
     reads then send nothing."""
     engine = create_engine(f"sqlite:///{sqlite_template}")
-    sent: list[tuple[str, object]] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        sent.append((statement, parameters))
+    sent: list[str] = []  # as SQLite ran them, values in place: the read is the driver's
 
     day, beneficiary, finess = date(2026, 11, 29), "b" * 64, "330001231"
     with UnitOfWork(engine) as session:
+        session.connection().connection.driver_connection.set_trace_callback(sent.append)
         session.staging = DeferredRows()
         session.staging.active = True  # as in the claim intake (a deferred work)
         assert claims_repository.read_for_intake(
@@ -69,8 +66,7 @@ def test_the_duplicate_check_reads_both_sums_in_its_own_statement(sqlite_templat
         assert (read.duplicates, read.key_row) == ([], None)  # no such key, same statement
         assert len(sent) == 1
         cursor = session.connection().connection.driver_connection.cursor()
-        plan = [str(row[-1]) for row in cursor.execute(f"EXPLAIN QUERY PLAN {sent[0][0]}",
-                                                        sent[0][1])]
+        plan = [str(row[-1]) for row in cursor.execute(f"EXPLAIN QUERY PLAN {sent[0]}")]
     engine.dispose()
     assert any("COVERING INDEX ix_receipts_beneficiary_day" in step for step in plan)
     assert any("receipt_exposure USING INDEX sqlite_autoindex_receipt_exposure_1 (finess=?)"
