@@ -23,7 +23,7 @@ from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
 import psycopg
-from sqlalchemy import Connection, Dialect, Insert, Select, Table
+from sqlalchemy import Connection, Dialect, Insert, Select, Table, Update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import Session, SQLModel
 
@@ -265,19 +265,24 @@ def _sqlite_insert(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tup
         table.columns[key].type.dialect_impl(dialect).bind_processor(dialect) for key in order)
 
 
-def sqlite_first(connection: Connection, statement: Select[Any],
+def sqlite_first(connection: Connection, statement: Select[Any] | Update,
                  params: Mapping[str, Any]) -> Any:
-    """SQLite: the first row of a Core select (None: no row) run on the driver's cursor,
-    its values converted by the types' own bind and result processors (what SQLAlchemy
-    would return, as a named tuple). The claim intake's read runs once per claim on the
-    single writer, and through `Connection.execute` its cache key, parameters and result
-    cost ~3 times the query itself."""
-    sql, binds, processors, row_type = _sqlite_select(statement, connection.dialect)
+    """SQLite: the first row of a Core SELECT, or of an UPDATE ... RETURNING (None: no
+    row), run on the driver's cursor, its values converted by the types' own bind and
+    result processors: what SQLAlchemy would return, as a named tuple. Such statements
+    run once or twice per claim on the single writer (the intake's read, a sent claim's
+    guarded UPDATE), and through SQLAlchemy's execution their cache key, parameters and
+    result cost several times the statement itself."""
+    sql, binds, processors, row_type = _sqlite_compiled(statement, connection.dialect)
     values = [fixed if name is None else params[name] if process is None
               else process(params[name]) for name, fixed, process in binds]
     raw: Any = connection.connection.dbapi_connection
     try:
-        row = raw.execute(sql, values).fetchone()
+        cursor = raw.execute(sql, values)
+        try:  # an UPDATE's changes are all made at its first step, this fetch
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
     except connection.dialect.loaded_dbapi.Error as exc:
         raise _as_sqlalchemy_error(connection, exc, sql, values) from exc
     if row is None:
@@ -287,13 +292,13 @@ def sqlite_first(connection: Connection, statement: Select[Any],
 
 
 @lru_cache(maxsize=64)  # per statement and engine: the few built once, at import
-def _sqlite_select(statement: Select[Any], dialect: Dialect) -> tuple[
+def _sqlite_compiled(statement: Select[Any] | Update, dialect: Dialect) -> tuple[
         str, tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...],
         tuple[Callable[[Any], Any] | None, ...], Any]:
     """The statement as SQLAlchemy compiles it for SQLite; for each `?` in order, the
     name of the caller's parameter and its bind processor, or (None, the value the
-    statement fixes, converted); each column's result processor; and the named tuple
-    its rows become."""
+    statement fixes, converted); each returned column's result processor; and the named
+    tuple its rows become."""
     compiled = statement.compile(dialect=dialect)
     binds: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
     for name in compiled.positiontup or ():
@@ -306,6 +311,8 @@ def _sqlite_select(statement: Select[Any], dialect: Dialect) -> tuple[
         else:
             binds.append((None, bind.value if process is None else process(bind.value), None))
     columns = compiled._result_columns  # (key, name, objects, type) per column
+    if not columns:
+        raise ValueError("a statement that returns no rows: use the connection")
     return str(compiled), tuple(binds), tuple(
         column[3].dialect_impl(dialect).result_processor(dialect, None) for column in columns
     ), namedtuple("Row", [column[0] for column in columns])  # noqa: PYI024

@@ -197,7 +197,13 @@ class UnitOfWork(Session):
         returned values, or None. Direct, like `changed`. `key`: the write's `Ahead.key`;
         if the write group already ran it ahead, its answer, and nothing runs again."""
         written = self.staging.written if self.staging is not None else {}
-        row = written[key] if key in written else self.execute(statement, params).first()
+        row: Row[Any] | None
+        if key in written:
+            row = written[key]
+        elif self.serialized:  # SQLite: on the driver's cursor, as `first`
+            row = sqlite_first(self.connection(), statement, params or {})  # a named tuple
+        else:
+            row = self.execute(statement, params).first()
         if row is not None and self.staging is not None and self.staging.active:
             self.staging.wrote_directly = True
         return row

@@ -266,6 +266,49 @@ async def test_a_read_on_the_drivers_cursor_answers_what_sqlalchemy_answers(
         assert ours.suspended_at == now and ours.suspended_at.tzinfo is not None
 
 
+async def test_a_guarded_update_on_the_drivers_cursor_stores_what_sqlalchemy_stores(database):
+    """`UnitOfWork.changed_returning` (on SQLite, the driver's cursor): a sent claim's
+    UPDATE guarded by its exact lease must match that lease as stored, and write every
+    value in the form SQLAlchemy writes it; a second one, the lease gone, changes nothing."""
+    now = utcnow()
+    lease = now + timedelta(seconds=30)
+
+    def seed(session: UnitOfWork) -> None:
+        for invoice_number in ("RAW", "SQLALCHEMY"):
+            row = a_claim(invoice_number)
+            row.status, row.lease_owner, row.lease_until = "pending", "me", lease
+            row.created_at = row.updated_at = now
+            session.add(row)
+
+    await database.write(seed)
+    values = {"status": "accepted", "attempts": 1, "first_http_status": 201,
+              "updated_at": now + timedelta(seconds=1), "lease_owner": None,
+              "lease_until": None, "maybe_sent": False, "last_error": None,
+              "amc_covered_cents": 280, "operator_reference": "OP-1", "rejection_code": None,
+              "rejection_label": None}
+
+    def update(session: UnitOfWork) -> tuple[bool, bool, Any]:
+        ours = repository.update_leased(session, "clm_RAW", owner="me", lease_until=lease,
+                                        values=values)
+        again = repository.update_leased(session, "clm_RAW", owner="me", lease_until=lease,
+                                         values=values)
+        sqlalchemys = session.connection().execute(
+            repository._UPDATE_LEASED,  # noqa: SLF001
+            repository._leased_params("clm_SQLALCHEMY", "me", lease, values)).first()  # noqa: SLF001
+        return ours, again, sqlalchemys
+
+    assert await database.write(update) == (True, False, ("clm_SQLALCHEMY",))
+    columns = [column.name for column in Claim.__table__.columns  # type: ignore[attr-defined]
+               if column.name not in ("id", "invoice_number")]
+    typed = ", ".join(f"CAST({name} AS TEXT)" for name in columns)
+    if database.url.startswith("sqlite"):
+        typed += ", " + ", ".join(f"typeof({name})" for name in columns)
+    stored = await database.read_connection(lambda connection: [
+        tuple(row) for row in connection.exec_driver_sql(
+            f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
+    assert stored[0] == stored[1]
+
+
 async def test_a_duplicate_of_a_staged_claim_is_found(database):
     def store(session: UnitOfWork) -> str:
         session.add(a_claim("D1"))
