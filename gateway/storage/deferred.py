@@ -12,6 +12,12 @@ for what it `staged` (`gateway.storage.unit`). The few reads about rows a work m
 staged itself (duplicate check, exposure sums, the audit chain's head) ask both. Reads
 whose answer cannot change while rows are staged are kept for the life of the buffer
 (`remember`).
+
+Here too are the few statements a write group sends past SQLAlchemy's execution, on the
+driver's own connection or cursor: BEGIN, SAVEPOINT, RELEASE and COMMIT
+(`driver_execute`), PostgreSQL's pipeline (`pipeline`), SQLite's staged inserts and its
+one-row reads and guarded updates (`sqlite_first`, `driver_first`), their errors raised
+as SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -194,6 +200,22 @@ def driver_execute(connection: Connection, statement: str) -> None:
         raise _as_sqlalchemy_error(connection, exc, statement) from exc
 
 
+def driver_first(connection: Connection, statement: str,
+                 params: Mapping[str, Any] | None = None) -> Any:
+    """The first row (the driver's tuple; None: no row) of fixed SQL in the driver's own
+    words, sent on its connection, past `exec_driver_sql`'s execution context: SQLite's
+    audit chain head, read by the first claim of every write group."""
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        cursor = raw.execute(statement, params or ())
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(connection, exc, statement, params) from exc
+
+
 def _as_sqlalchemy_error(connection: Connection, error: Exception, statement: str,
                          params: Any = None) -> StatementError:
     """The driver's `error` as SQLAlchemy raises it (`DBAPIError`: IntegrityError for a
@@ -315,7 +337,7 @@ def _sqlite_compiled(statement: Select[Any] | Update, dialect: Dialect) -> tuple
         raise ValueError("a statement that returns no rows: use the connection")
     return str(compiled), tuple(binds), tuple(
         column[3].dialect_impl(dialect).result_processor(dialect, None) for column in columns
-    ), namedtuple("Row", [column[0] for column in columns])  # noqa: PYI024
+    ), namedtuple("Row", [str(column[0]) for column in columns], rename=True)  # noqa: PYI024
 
 
 @cache

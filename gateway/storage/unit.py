@@ -39,7 +39,13 @@ from sqlalchemy import CursorResult, Delete, Row, Select, Update, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
-from gateway.storage.deferred import DeferredRows, FlushFirst, pipeline, sqlite_first
+from gateway.storage.deferred import (
+    DeferredRows,
+    FlushFirst,
+    driver_first,
+    pipeline,
+    sqlite_first,
+)
 
 T = TypeVar("T")
 Query = tuple[str, Mapping[str, Any] | None]  # fixed SQL in the driver's words, its values
@@ -146,6 +152,8 @@ class UnitOfWork(Session):
             number for number in dict.fromkeys(map(lock_number, keys)) if number not in held]
         if not numbers and (self.serialized or len(queries) < 2):
             connection = self.connection()
+            if self.serialized:  # SQLite: the driver's tuples (it returns no instants)
+                return [driver_first(connection, query, params) for query, params in queries]
             return [connection.exec_driver_sql(query, params).first()
                     for query, params in queries]
         what = queries[0][0] if queries else "(advisory lock)"

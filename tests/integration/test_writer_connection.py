@@ -11,12 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 
 from gateway.storage import db as storage_db
 from gateway.storage.db import Database
-from gateway.storage.deferred import driver_execute
+from gateway.storage.deferred import driver_execute, driver_first, sqlite_first
 from gateway.storage.health import DatabaseUnavailable
 from gateway.storage.unit import UnitOfWork
 
@@ -123,6 +123,22 @@ def test_a_statement_sent_raw_fails_as_sqlalchemy_would_say(database):
         with pytest.raises(DBAPIError) as failed:
             driver_execute(connection, "RELEASE SAVEPOINT nowhere")
     assert failed.value.statement == "RELEASE SAVEPOINT nowhere"
+    assert isinstance(failed.value.orig, sqlite3.Error | psycopg.Error)
+
+
+def test_a_row_read_raw_fails_as_sqlalchemy_would_say(database):
+    """A one-row read on the driver's connection or cursor (the audit head, the intake's
+    read on SQLite) fails with SQLAlchemy's error too, the statement named, its first
+    row otherwise."""
+    with database.engine.connect() as connection:
+        assert driver_first(connection, "SELECT 1, 'one'") == (1, "one")
+        with pytest.raises(DBAPIError) as failed:
+            driver_first(connection, "SELECT * FROM nowhere")
+        if database.url.startswith("sqlite"):
+            with pytest.raises(DBAPIError) as compiled:
+                sqlite_first(connection, select(text("1")).select_from(text("nowhere")), {})
+            assert "FROM nowhere" in str(compiled.value.statement)
+    assert failed.value.statement == "SELECT * FROM nowhere"
     assert isinstance(failed.value.orig, sqlite3.Error | psycopg.Error)
 
 
