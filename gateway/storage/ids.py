@@ -5,8 +5,9 @@ draws four ids (claim, receipt, two events) inside its write group, and python-u
 `str(ULID())` costs ~8 µs each (a datetime, a lock, its own base32 encoder), this ~1.5 µs.
 Within a process ids strictly increase, as python-ulid's do; but where python-ulid
 draws the last id plus one in the same millisecond (or after the clock stepped back),
-this adds 64 fresh random bits to it: the next claim's id is not the last one's
-neighbour, for anyone who saw the last one.
+this adds 48 fresh random bits to it: the next claim's id is not the last one's
+neighbour, for anyone who saw the last one. (Thousands of ids in one millisecond could
+carry into its time part: they would still increase, a millisecond ahead.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # every 10 bits, as 2 characters
-_LOW_64 = (1 << 64) - 1
 TIME_CHARS = 10  # the first 10 characters are the millisecond time
 
 _lock = threading.Lock()
@@ -27,9 +27,13 @@ _last = 0
 def new_ulid() -> str:
     """A new ULID's 26 characters, greater than any drawn before in this process."""
     global _last
-    fresh = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    millisecond = time.time_ns() // 1_000_000
+    random = int.from_bytes(os.urandom(10), "big")
     with _lock:
-        _last = value = fresh if fresh > _last else _last + 1 + (fresh & _LOW_64)
+        if millisecond > _last >> 80:
+            _last = value = millisecond << 80 | random
+        else:
+            _last = value = _last + 1 + (random >> 32)  # its first 48 bits
     return encode(value)
 
 
