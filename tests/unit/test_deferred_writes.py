@@ -198,14 +198,7 @@ async def test_staged_rows_are_stored_in_the_form_the_orm_stores(database):
 
     await database.write(lambda session: session.add(claim("ORM")))  # the ORM's flush
     await database.write(lambda session: session.add(claim("STAGED")), deferred=True)
-    columns = [column.name for column in Claim.__table__.columns  # type: ignore[attr-defined]
-               if column.name not in ("id", "invoice_number")]
-    typed = ", ".join(f"CAST({name} AS TEXT)" for name in columns)
-    if database.url.startswith("sqlite"):
-        typed += ", " + ", ".join(f"typeof({name})" for name in columns)
-    stored = await database.read_connection(lambda connection: [
-        tuple(row) for row in connection.exec_driver_sql(
-            f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
+    stored = await stored_claims(database)
     assert stored[0] == stored[1]
 
 
@@ -298,14 +291,7 @@ async def test_a_guarded_update_on_the_drivers_cursor_stores_what_sqlalchemy_sto
         return ours, again, sqlalchemys
 
     assert await database.write(update) == (True, False, ("clm_SQLALCHEMY",))
-    columns = [column.name for column in Claim.__table__.columns  # type: ignore[attr-defined]
-               if column.name not in ("id", "invoice_number")]
-    typed = ", ".join(f"CAST({name} AS TEXT)" for name in columns)
-    if database.url.startswith("sqlite"):
-        typed += ", " + ", ".join(f"typeof({name})" for name in columns)
-    stored = await database.read_connection(lambda connection: [
-        tuple(row) for row in connection.exec_driver_sql(
-            f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
+    stored = await stored_claims(database)
     assert stored[0] == stored[1]
 
 
@@ -408,3 +394,16 @@ async def test_a_sender_settles_its_own_lease_in_one_update_and_no_other(databas
     assert list(steps) == [("clm_S1", "accepted")]
     events = await database.read(lambda s: s.exec(select(Event.claim_id, Event.type)).all())
     assert list(events) == [("clm_S1", "claim.accepted")]
+
+
+async def stored_claims(database: Any) -> list[tuple[Any, ...]]:
+    """Every claim's columns but its id and invoice number, as stored: as text and, on
+    SQLite, with their storage class, by invoice number."""
+    columns = [column.name for column in Claim.__table__.columns  # type: ignore[attr-defined]
+               if column.name not in ("id", "invoice_number")]
+    typed = ", ".join(f"CAST({name} AS TEXT)" for name in columns)
+    if database.url.startswith("sqlite"):
+        typed += ", " + ", ".join(f"typeof({name})" for name in columns)
+    return await database.read_connection(lambda connection: [
+        tuple(row) for row in connection.exec_driver_sql(
+            f"SELECT {typed} FROM claims ORDER BY invoice_number")])  # noqa: S608 - columns
