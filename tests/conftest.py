@@ -4,6 +4,9 @@ the gateway app with in-process simulated operators, and API keys.
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import io
 import logging
 import os
 import shutil
@@ -46,8 +49,9 @@ class SlowShutdown(UserWarning):
 # claims, stop the writer and checkpoint threads, dispose the pool) measured p99 0.04 s
 # and at most 1.4 s; twice in ~six runs of `make test` one took over 5 s, reproduced by
 # neither a loop of the same tests nor a timed run of the whole suite. A stop that slow
-# is reported, as a warning naming its duration, instead of failing a test whose
-# assertions all passed; one that never ends still fails, after 30 s.
+# is reported, as a warning naming its duration and where every thread stood at 5 s,
+# instead of failing a test whose assertions all passed; one that never ends still
+# fails, after 30 s.
 _SLOW_S = 5.0
 _lifespan_init = LifespanManager.__init__
 _lifespan_shutdown = LifespanManager.shutdown
@@ -60,10 +64,27 @@ def _patient_init(self: LifespanManager, app: Any, startup_timeout: float | None
 
 async def _timed_shutdown(self: LifespanManager) -> None:
     started = time.monotonic()
-    await _lifespan_shutdown(self)
-    if (took := time.monotonic() - started) > _SLOW_S:
-        warnings.warn(f"a gateway's lifespan took {took:.1f} s to stop", SlowShutdown,
-                      stacklevel=1)
+    tasks: list[str] = []  # where each task of the event loop stood at 5 s
+
+    def snapshot() -> None:
+        for task in asyncio.all_tasks():
+            stack = io.StringIO()
+            task.print_stack(file=stack)
+            tasks.append(stack.getvalue())
+
+    later = asyncio.get_running_loop().call_later(_SLOW_S, snapshot)
+    with tempfile.TemporaryFile("w+") as threads:
+        faulthandler.dump_traceback_later(_SLOW_S, file=threads)  # only if still stopping
+        try:
+            await _lifespan_shutdown(self)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+            later.cancel()
+        if (took := time.monotonic() - started) > _SLOW_S:
+            threads.seek(0)
+            warnings.warn(f"a gateway's lifespan took {took:.1f} s to stop; at {_SLOW_S:.0f} s "
+                          f"its threads:\n{threads.read()}\nits tasks:\n{''.join(tasks)}",
+                          SlowShutdown, stacklevel=1)
 
 
 LifespanManager.__init__ = _patient_init  # type: ignore[method-assign]
