@@ -135,7 +135,10 @@ async def measure(args: argparse.Namespace, out: Path, operator_url: str) -> Non
             context, principals = await gateway_in_process(stack, out / mode, {
                 "name": "opera", "adapter": "reference", "base_url": operator_url,
                 "insurers": ["80*"], "provisional": "card" if mode == "card" else "none",
-                "breaker_reset_s": 3600}, finesses, CAPS)
+                # under valgrind a call runs ~50 times slower: a claim sent must not
+                # outlive the default 3 s deadline and be queued (the smoke run in CI did)
+                "timeout_s": 120, "deadline_s": 120, "breaker_reset_s": 3600},
+                finesses, CAPS)
             if mode != "sent":
                 context.operators.get("opera").breaker.trip()
             gateways[mode] = (context, principals)
