@@ -201,7 +201,7 @@ def driver_execute(connection: Connection, statement: str) -> None:
 
 
 def driver_first(connection: Connection, statement: str,
-                 params: Mapping[str, Any] | None = None) -> Any:
+                 params: Mapping[str, Any] | list[Any] | None = None) -> Any:
     """The first row (the driver's tuple; None: no row) of fixed SQL in the driver's own
     words, sent on its connection, past `exec_driver_sql`'s execution context: SQLite's
     audit chain head, read by the first claim of every write group."""
@@ -298,15 +298,7 @@ def sqlite_first(connection: Connection, statement: Select[Any] | Update,
     sql, binds, processors, row_type = _sqlite_compiled(statement, connection.dialect)
     values = [fixed if name is None else params[name] if process is None
               else process(params[name]) for name, fixed, process in binds]
-    raw: Any = connection.connection.dbapi_connection
-    try:
-        cursor = raw.execute(sql, values)
-        try:  # an UPDATE's changes are all made at its first step, this fetch
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-    except connection.dialect.loaded_dbapi.Error as exc:
-        raise _as_sqlalchemy_error(connection, exc, sql, values) from exc
+    row = driver_first(connection, sql, values)  # an UPDATE's changes: all at this fetch
     if row is None:
         return None
     return row_type._make([value if process is None else process(value)

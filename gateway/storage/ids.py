@@ -2,7 +2,7 @@
 
 The text is python-ulid's, drawn without its objects: a claim queued with a receipt
 draws four ids (claim, receipt, two events) inside its write group, and python-ulid's
-`str(ULID())` costs ~8 µs each (a datetime, a lock, its own base32 encoder), this ~1.5 µs.
+`str(ULID())` costs ~8 µs each (a datetime, a lock, its own base32 encoder), this ~3 µs.
 Within a process ids strictly increase, as python-ulid's do; but where python-ulid
 draws the last id plus one in the same millisecond (or after the clock stepped back),
 this adds 48 fresh random bits to it: the next claim's id is not the last one's
