@@ -64,7 +64,13 @@ class WalCheckpointer:
             log.warning("storage.checkpointer_unavailable", error=type(exc).__name__)
             return
         try:
-            while self._wrote.wait() and not self._stopping.wait(INTERVAL_S):
+            # `stopping` is looked at before each wait for a write: a `stop` that comes
+            # between a wake-up and the `clear` has its `wrote.set()` cleared, and a wait
+            # for the next write would then never end (a process that never stopped)
+            while not self._stopping.is_set():
+                self._wrote.wait()
+                if self._stopping.wait(INTERVAL_S):
+                    break
                 self._wrote.clear()  # the interval let writes gather: one copy for many
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

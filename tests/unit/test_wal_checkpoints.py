@@ -103,3 +103,33 @@ async def test_a_failed_checkpoint_is_logged_and_tried_again_at_the_next_write(
     failed = [entry for entry in logs if entry["event"] == "storage.checkpoint_failed"]
     assert failed == [{"event": "storage.checkpoint_failed", "error": "OperationalError",
                        "log_level": "warning"}]
+
+
+def test_a_stop_that_comes_as_the_thread_wakes_for_a_write_ends_it(tmp_path, migrated_sqlite):
+    """`stop` sets `stopping` and then `wrote`; the thread, woken by an earlier write,
+    clears `wrote` just after. It must still end: it used to wait for another write,
+    forever, and the process that stopped it with it (seen as a lifespan that never
+    stopped)."""
+    path = Path(migrated_sqlite(tmp_path / "gateway.db").removeprefix("sqlite:///"))
+    clearing, stop_signalled = threading.Event(), threading.Event()
+
+    class ClearedLate(threading.Event):
+        def set(self) -> None:
+            super().set()
+            if checkpointer._stopping.is_set():
+                stop_signalled.set()
+
+        def clear(self) -> None:  # the thread's clear, held until `stop` has signalled
+            clearing.set()
+            assert stop_signalled.wait(5)
+            super().clear()
+
+    checkpointer = checkpoints.WalCheckpointer(str(path))
+    checkpointer._wrote = ClearedLate()
+    checkpointer.wrote()
+    assert clearing.wait(5)  # the thread woke for the write, and clears it
+    stopping = threading.Thread(target=checkpointer.stop, daemon=True)
+    stopping.start()
+    stopping.join(5)
+
+    assert not stopping.is_alive()
